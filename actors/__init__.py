@@ -1,0 +1,1 @@
+"""Ray: who runs where. Precompute tasks, editor actors, streaming, retries and resume."""

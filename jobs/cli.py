@@ -1,0 +1,107 @@
+"""The `pix2video` command: one sub-command per module in `jobs/`.
+
+Every verb module defines `add_arguments(parser)` and `run(args) -> int`, and is also runnable as
+`python -m jobs.<verb>` (what `ray job submit -- python -m jobs.run ...` uses).
+Any flag can also come from a YAML file given with `--config`, keys spelled like the flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from pathlib import Path
+
+from pipeline.errors import InputError
+
+# verb -> (module, one-line help)
+VERBS: dict[str, tuple[str, str]] = {
+    "edit": ("jobs.edit", "edit one video (file or folder of frames) with a text prompt"),
+    "bench": ("jobs.bench", "measure speed and memory of the editor; prints JSON"),
+}
+
+
+def _load_config(path: str) -> dict:
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"config file {path!r} does not exist")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise InputError(f"config file {path!r} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise InputError(f"config file {path!r} must hold a mapping of flag names to values")
+    return {str(k).replace("-", "_"): v for k, v in data.items()}
+
+
+def _apply_config(parser: argparse.ArgumentParser, argv: list[str]) -> None:
+    """Turn YAML keys into parser defaults, so flags on the command line still win."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config")
+    known, _ = pre.parse_known_args(argv)
+    if not known.config:
+        return
+    values = _load_config(known.config)
+    dests = {a.dest: a for a in parser._actions}
+    unknown = sorted(k for k in values if k not in dests)
+    if unknown:
+        raise InputError(f"config file {known.config!r} has unknown keys: {', '.join(unknown)}")
+    for action in parser._actions:
+        if action.dest in values:
+            action.required = False
+    parser.set_defaults(**values)
+
+
+def build_parser(verb: str) -> argparse.ArgumentParser:
+    module_name, help_text = VERBS[verb]
+    module = importlib.import_module(module_name)
+    parser = argparse.ArgumentParser(
+        prog=f"pix2video {verb}",
+        description=(module.__doc__ or help_text).strip(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    module.add_arguments(parser)
+    parser.add_argument("--config", metavar="FILE", help="YAML file of option values (keys named like the flags)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return parser
+
+
+def run_verb(verb: str, argv: list[str]) -> int:
+    """Parse `argv` for `verb`, run it, and turn user errors into one line on stderr."""
+    try:
+        parser = build_parser(verb)
+        _apply_config(parser, argv)
+        args = parser.parse_args(argv)
+        logging.basicConfig(
+            level=logging.DEBUG if args.verbose else logging.INFO,
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
+        module = importlib.import_module(VERBS[verb][0])
+        return int(module.run(args) or 0)
+    except InputError as e:
+        print(f"pix2video {verb}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"pix2video {verb}: interrupted", file=sys.stderr)
+        return 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in VERBS:
+        width = max(len(v) for v in VERBS)
+        lines = [f"  {v.ljust(width)}  {h}" for v, (_, h) in VERBS.items()]
+        usage = "usage: pix2video VERB [options]   (pix2video VERB --help for a verb's options)\n\nverbs:\n"
+        out = sys.stdout if (not argv or argv[0] in ("-h", "--help")) else sys.stderr
+        if argv and argv[0] not in ("-h", "--help"):
+            print(f"pix2video: unknown verb {argv[0]!r}", file=out)
+        print(usage + "\n".join(lines), file=out)
+        return 0 if out is sys.stdout else 2
+    return run_verb(argv[0], argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
