@@ -1,0 +1,67 @@
+"""Frame sizes: parsing ``WxH``, the default working size, and resizing.
+
+Stable Diffusion's VAE downsamples by 8 and the UNet by a further 8 (three down blocks), so the
+latent grid only lines up with the image when both sides are multiples of 64. Every size that
+reaches the model goes through :func:`parse_size` or :func:`default_size`.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+from PIL import Image
+
+from pipeline.errors import InputError
+
+SIZE_MULTIPLE = 64
+DEFAULT_SHORT_SIDE = 512  # SD2-depth was trained at 512 px
+
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*[xX×]\s*(\d+)\s*$")
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """Parse ``"512x384"`` into ``(width, height)``; both must be positive multiples of 64."""
+    match = _SIZE_RE.match(str(text))
+    if match is None:
+        raise InputError(f"size {text!r}: expected WIDTHxHEIGHT such as 512x384")
+    width, height = int(match.group(1)), int(match.group(2))
+    if width <= 0 or height <= 0 or width % SIZE_MULTIPLE or height % SIZE_MULTIPLE:
+        raise InputError(
+            f"size {width}x{height}: width and height must be multiples of {SIZE_MULTIPLE} (e.g. 512x384)"
+        )
+    return width, height
+
+
+def _round_to_multiple(value: float) -> int:
+    # Round half up (not Python's banker's rounding) so the result does not depend on parity.
+    return max(SIZE_MULTIPLE, int(value / SIZE_MULTIPLE + 0.5) * SIZE_MULTIPLE)
+
+
+def default_size(width: int, height: int) -> tuple[int, int]:
+    """The working size for a ``width`` x ``height`` video: 512 on the short side, aspect kept.
+
+    Each side is rounded to the nearest multiple of 64 (at least 64), so the aspect ratio is only
+    approximately kept: 640x360 -> 896x512, 1080x1920 -> 512x896, 640x480 -> 704x512.
+    """
+    if width <= 0 or height <= 0:
+        raise ValueError(f"default_size: width and height must be positive, got {width}x{height}")
+    scale = DEFAULT_SHORT_SIDE / min(width, height)
+    return _round_to_multiple(width * scale), _round_to_multiple(height * scale)
+
+
+def resize_frames(frames: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Resize uint8 ``[N, H, W, 3]`` frames to ``[N, height, width, 3]`` with PIL bicubic.
+
+    Returns ``frames`` itself (no copy) when it already has that size.
+    """
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise ValueError(f"resize_frames: expected uint8 [N,H,W,3], got {frames.dtype} {frames.shape}")
+    if width <= 0 or height <= 0:
+        raise ValueError(f"resize_frames: width and height must be positive, got {width}x{height}")
+    if frames.shape[1] == height and frames.shape[2] == width:
+        return frames
+    out = np.empty((frames.shape[0], height, width, 3), dtype=np.uint8)
+    for i, frame in enumerate(frames):
+        out[i] = np.asarray(Image.fromarray(frame).resize((width, height), Image.BICUBIC))
+    return out
