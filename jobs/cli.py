@@ -19,6 +19,11 @@ from pipeline.errors import InputError
 VERBS: dict[str, tuple[str, str]] = {
     "edit": ("jobs.edit", "edit one video (file or folder of frames) with a text prompt"),
     "bench": ("jobs.bench", "measure speed and memory of the editor; prints JSON"),
+    "run": ("jobs.run", "edit every video of a dataset with every prompt on Ray; writes results.parquet"),
+    "relabel": ("jobs.relabel", "precompute only: captions, frame counts, depth per video -> labels.parquet"),
+    "augment": ("jobs.augment", "make edited copies of a dataset from prompt templates -> augmented.parquet"),
+    "demo": ("jobs.demo", "run the whole pipeline on a generated sample dataset with tiny models"),
+    "submit": ("jobs.submit", "submit a verb as a Ray job to a cluster and follow its logs"),
 }
 
 

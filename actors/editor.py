@@ -1,0 +1,245 @@
+"""The editor actor: loads the diffusion model once, then edits one video (with all its prompts) per call.
+
+Ray's batch-inference pattern: weights in `__init__`, one unit of work per method call. A call takes
+one video's precompute meta and its pending (video, prompt) units, inverts the frames once (the
+inversion depends only on frames, depth and source prompt), edits every prompt from that inversion,
+and for each prompt writes the mp4 (local temp file, then one atomic upload) and then its marker.
+
+The class is plain Python; the runner turns it into a Ray actor with the resources and restart
+options of the cluster (`num_gpus=1` on GPU clusters, `max_restarts`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from . import resume, storage
+from .manifest import Unit, short_hash
+from .precompute import load_array, save_array
+from .storage import StorageOptions
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EditSpec:
+    """What every edit call needs besides the video: small, sent with each call."""
+
+    output: str
+    settings: str  # fingerprint of everything that changes the pixels (see runner.settings_fingerprint)
+    model: str
+    config: Any  # pipeline.editor.EditConfig
+    reuse_inversion: bool = True  # False (--overwrite): recompute zT even when the store has it
+
+
+def render_prompt(template: str, caption: str | None) -> str:
+    """Fill `{caption}` (the source prompt: given, or the anchor frame's caption). Only that name is
+    replaced, so other braces in a prompt stay as written."""
+    return template.replace("{caption}", caption or "")
+
+
+class EditorActor:
+    """One model on one device; edits videos one at a time, frames in order."""
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        device: str | None = None,
+        dtype: str = "float32",
+        storage_options: StorageOptions | None = None,
+        fault: dict[str, Any] | None = None,
+    ) -> None:
+        from pipeline.editor import Pix2Video
+        from pipeline.models import load_diffusion_models, resolve_model
+
+        t0 = time.perf_counter()
+        self.models = load_diffusion_models(resolve_model(model), dtype=dtype, device=device)
+        self.editor = Pix2Video(self.models)
+        self.opts = storage_options or StorageOptions()
+        self.seconds_load_model = time.perf_counter() - t0
+        self.fault = fault or {}
+        self._last_end: float | None = None  # when the previous call returned: idle time is measured from it
+
+    def ping(self) -> dict[str, Any]:
+        """Cheap call: answers once the actor (re)started; used by the runner after a crash."""
+        return {
+            "pid": os.getpid(),
+            "device": str(self.models.device),
+            "seconds_load_model": self.seconds_load_model,
+        }
+
+    def edit_video(
+        self, meta: dict[str, Any], units: list[Unit], spec: EditSpec, attempt: int = 1
+    ) -> dict[str, Any]:
+        """Edit one precomputed video with the prompts of `units`; returns the units' results rows.
+
+        Units already marked done (by an earlier attempt of this same call that died after some
+        prompts) are skipped. A failure of the video fails its remaining units, as data.
+        """
+        started = time.perf_counter()
+        idle = 0.0 if self._last_end is None else started - self._last_end
+        rows: list[dict[str, Any]] = []
+        try:
+            todo = []
+            for u in units:  # an earlier attempt that died may have finished some prompts
+                row = resume.is_done(spec.output, u.key, spec.settings, self.opts)
+                if row is None:
+                    todo.append(u)
+                else:
+                    rows.append({**row, "key": u.key})
+            if todo:
+                self._edit(meta, todo, spec, attempt, rows)
+        except Exception as e:  # failures are data; the other videos go on
+            from pipeline.errors import InputError
+
+            msg = str(e) if isinstance(e, InputError) else f"{type(e).__name__}: {_first_line(e)}"
+            msg = storage.redact(msg, self.opts)
+            done = {r["key"] for r in rows}
+            rows += [
+                _row(u, meta, status="failed", error=msg, attempts=attempt)
+                for u in units
+                if u.key not in done
+            ]
+        self._last_end = time.perf_counter()
+        return {"rows": rows, "idle": idle, "busy": self._last_end - started, "pid": os.getpid()}
+
+    def _edit(
+        self,
+        meta: dict[str, Any],
+        units: list[Unit],
+        spec: EditSpec,
+        attempt: int,
+        rows: list[dict[str, Any]],
+    ) -> None:
+        """Edit `units` of one video, appending each finished unit's row to `rows` as it is marked done."""
+        from pipeline.video_io import write_video
+
+        config = spec.config
+        t0 = time.perf_counter()
+        frames = load_array(meta["frames"], self.opts)
+        depth = load_array(meta["depth"], self.opts)
+        video = self.editor.prepare(frames, list(depth))
+        del frames
+        seconds_load = time.perf_counter() - t0
+
+        source_prompt = units[0].source_prompt or meta.get("caption") or ""
+        t0 = time.perf_counter()
+        zT = self._inversion(meta, video, source_prompt, spec)
+        seconds_invert = time.perf_counter() - t0
+
+        # With max_batch 1 the engine runs prompts one after the other anyway, so edit them one at a
+        # time and write each as soon as it is done (a crash then loses one prompt, not all); with
+        # max_batch > 1 hand all prompts over at once so the engine can batch across them.
+        groups = [units] if config.max_batch > 1 else [[u] for u in units]
+        for group in groups:
+            prompts = [render_prompt(u.prompt, source_prompt) for u in group]
+            t0 = time.perf_counter()
+            latents = self.editor.edit(video, zT, prompts, config)
+            seconds_edit = (time.perf_counter() - t0) / len(group)
+            for unit, prompt, z in zip(group, prompts, latents, strict=True):
+                t0 = time.perf_counter()
+                url = resume.output_url(spec.output, unit.key)
+                with tempfile.TemporaryDirectory(prefix="pix2video-") as tmp:
+                    local = os.path.join(tmp, "out.mp4")
+                    write_video(
+                        local, self.editor.decode(z), meta["fps"], width=meta["width"], height=meta["height"]
+                    )
+                    storage.put_file(local, url, self.opts)
+                self._maybe_crash("after_output")
+                row = _row(
+                    unit,
+                    meta,
+                    status="ok",
+                    prompt=prompt,
+                    source_prompt=source_prompt,
+                    output=url,
+                    attempts=attempt,
+                    seconds_load=seconds_load,
+                    seconds_invert=seconds_invert,
+                    seconds_edit=seconds_edit,
+                    seconds_write=time.perf_counter() - t0,
+                )
+                resume.mark_done(spec.output, unit.key, row, spec.settings, self.opts)
+                rows.append(row)
+                # Per-video stages are paid once: charge them to the video's first row only.
+                seconds_invert = seconds_load = 0.0
+                meta = meta | {"seconds_decode": 0.0, "seconds_depth": 0.0, "seconds_caption": 0.0}
+
+    def _inversion(self, meta: dict[str, Any], video: Any, source_prompt: str, spec: EditSpec) -> Any:
+        """zT for this video: from the precompute store when an earlier run saved it, else computed
+        (and saved, so a rerun with new prompts skips the inversion)."""
+        import torch
+
+        config = spec.config
+        key = short_hash(repr((spec.model, self.models.dtype, config.steps, source_prompt)), 12)
+        url = storage.join(meta["store"], f"inversion-{key}.npy")
+        if spec.reuse_inversion:
+            try:
+                return torch.from_numpy(load_array(url, self.opts)).to(self.models.device)
+            except FileNotFoundError:
+                pass
+        self._maybe_crash("before_invert")
+        zT = self.editor.invert(video, source_prompt, config)
+        save_array(url, zT.float().cpu().numpy().astype(np.float32), self.opts)
+        return zT
+
+    def _maybe_crash(self, where: str) -> None:
+        """Fault injection for tests: kill this worker process once, at `where`.
+
+        `fault = {"at": where, "flag": path}`: the first process to get here creates `flag` and dies
+        the hard way (as an OOM kill would), later ones go on. Never set by the command line.
+        """
+        if self.fault.get("at") != where:
+            return
+        flag = self.fault["flag"]
+        try:
+            fd = os.open(flag, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            return
+        os.close(fd)
+        os._exit(1)
+
+
+def _first_line(e: BaseException, limit: int = 300) -> str:
+    text = (str(e).strip().splitlines() or [""])[0]
+    return text[:limit]
+
+
+def _row(unit: Unit, meta: dict[str, Any], *, status: str, **fields: Any) -> dict[str, Any]:
+    """A results row (without the carried columns, which the driver adds from the manifest)."""
+    row = {
+        "key": unit.key,
+        "id": unit.id,
+        "video": unit.video,
+        "prompt": unit.prompt,
+        "source_prompt": unit.source_prompt or meta.get("caption"),
+        "status": status,
+        "error": None,
+        "output": None,
+        "num_frames": meta.get("num_frames"),
+        "fps": meta.get("fps"),
+        "width": meta.get("width"),
+        "height": meta.get("height"),
+        "seconds_decode": meta.get("seconds_decode", 0.0),
+        "seconds_depth": meta.get("seconds_depth", 0.0),
+        "seconds_caption": meta.get("seconds_caption", 0.0),
+        "seconds_load": 0.0,
+        "seconds_invert": 0.0,
+        "seconds_edit": 0.0,
+        "seconds_write": 0.0,
+    }
+    row.update(fields)
+    return row
+
+
+def failed_row(unit: Unit, meta: dict[str, Any] | None, error: str) -> dict[str, Any]:
+    """A failed results row made on the driver (precompute failed, or the editor kept dying)."""
+    return _row(unit, meta or {}, status="failed", error=error)

@@ -1,0 +1,344 @@
+"""The manifest: which videos, which prompts, which labels to carry through.
+
+A manifest is a parquet, CSV or JSONL table at any fsspec URL with a `video` column (URL of a clip)
+and a `prompt` column (a string, or a list of strings), optionally `id`, `source_prompt` and any
+other columns (labels, carried to the results). A folder or glob of videos plus `--prompt` texts
+works too. The manifest is expanded into units, one per (video, prompt): the unit is what gets an
+output file, a completion marker and a results row.
+
+Names on storage are derived here and only here, so that no id or prompt can reach outside the
+output prefix: every name is `[A-Za-z0-9._-]`, never starts with a dot, and carries a hash whenever
+the text had to be changed to fit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import posixpath
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+from pipeline.errors import InputError
+
+from . import storage
+from .storage import StorageOptions
+
+log = logging.getLogger(__name__)
+
+VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".gif", ".mpg", ".mpeg", ".ts")
+TABLE_FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".tsv": "tsv"}
+TABLE_FORMATS |= {".jsonl": "json", ".ndjson": "json", ".json": "json"}
+RESERVED = ("video", "prompt", "id", "source_prompt")
+
+_SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
+_UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def short_hash(text: str, n: int = 8) -> str:
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:n]
+
+
+def slug(text: str, max_len: int = 40) -> str:
+    """Lower-case letters, digits and single dashes; '' when nothing is left."""
+    s = _UNSAFE_CHARS.sub("-", text.lower()).replace(".", "-").strip("-_")
+    s = re.sub(r"-{2,}", "-", s)
+    return s[:max_len].strip("-_")
+
+
+def safe_name(text: str) -> str:
+    """A file name for `text` that cannot escape its folder: itself when already safe, else a slug
+    of it plus a hash of the original (so two different texts never share a name)."""
+    if _SAFE.match(text) and ".." not in text:
+        return text
+    return f"{slug(text) or 'x'}-{short_hash(text)}"
+
+
+def derive_id(video: str) -> str:
+    """A stable id for a video URL: its file stem, plus a hash of the whole URL as written."""
+    stem = posixpath.basename(video.rstrip("/"))
+    for ext in VIDEO_EXTENSIONS:
+        if stem.lower().endswith(ext):
+            stem = stem[: -len(ext)]
+            break
+    return f"{slug(stem) or 'video'}-{short_hash(video)}"
+
+
+def unit_key(name: str, prompt: str) -> str:
+    """File name stem of the (video, prompt) unit: the video's safe name, a readable slug of the
+    prompt, and a hash of the prompt (the slug alone is lossy)."""
+    return f"{name}__{slug(prompt, 32) or 'prompt'}-{short_hash(prompt)}"
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One (video, prompt): one output, one marker, one results row."""
+
+    id: str  # the id as given in the manifest (or derived); a label, not a file name
+    name: str  # safe_name(id): what the files are called
+    video: str  # resolved URL of the clip
+    prompt: str  # prompt text or template (`{caption}` is filled in after precompute)
+    source_prompt: str | None
+    row: int  # manifest row, for the carried columns
+    key: str  # unit_key(name, prompt)
+
+
+@dataclass
+class VideoJob:
+    """One video with all its pending units; it is precomputed once and edited on one actor."""
+
+    id: str
+    name: str
+    video: str
+    source_prompt: str | None
+    units: list[Unit] = field(default_factory=list)
+    attempts: int = 0
+
+
+@dataclass
+class Manifest:
+    units: list[Unit]
+    carried: pa.Table  # manifest columns other than RESERVED, one row per manifest row
+    source: str
+
+    def videos(self, units: list[Unit] | None = None) -> list[VideoJob]:
+        """Group `units` (default: all) by video, in manifest order."""
+        jobs: dict[str, VideoJob] = {}
+        for u in self.units if units is None else units:
+            job = jobs.get(u.name)
+            if job is None:
+                job = jobs[u.name] = VideoJob(u.id, u.name, u.video, u.source_prompt)
+            job.units.append(u)
+        return list(jobs.values())
+
+    def carried_rows(self, rows: list[int]) -> pa.Table:
+        return (
+            self.carried.take(pa.array(rows, type=pa.int64())) if self.carried.num_columns else self.carried
+        )
+
+
+def _table_format(url: str) -> tuple[str, str | None]:
+    low = url.lower()
+    compression = None
+    for ext in (".gz", ".bz2", ".zst", ".xz"):
+        if low.endswith(ext):
+            compression, low = ext, low[: -len(ext)]
+    for ext, fmt in TABLE_FORMATS.items():
+        if low.endswith(ext):
+            return fmt, compression
+    raise InputError(
+        f"manifest {url}: unknown table format; use .parquet, .csv or .jsonl (or a folder of videos)"
+    )
+
+
+def _read_table(url: str, opts: StorageOptions) -> pa.Table:
+    import pyarrow.csv as pcsv
+    import pyarrow.parquet as pq
+
+    fmt, compression = _table_format(url)
+    fs, path = storage.filesystem(url, opts)
+    try:
+        with fs.open(path, "rb", compression="infer" if compression else None) as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise InputError(f"manifest {url}: no such file; check the URL") from None
+    try:
+        if fmt == "parquet":
+            return pq.read_table(io.BytesIO(data))
+        if fmt in ("csv", "tsv"):
+            parse = pcsv.ParseOptions(delimiter="\t" if fmt == "tsv" else ",")
+            # Strings stay strings: an id like "007" must not become the number 7.
+            convert = pcsv.ConvertOptions(
+                column_types={c: pa.string() for c in RESERVED}, strings_can_be_null=True
+            )
+            return pcsv.read_csv(io.BytesIO(data), parse_options=parse, convert_options=convert)
+        return _read_jsonl(data, url)
+    except pa.ArrowInvalid as e:
+        first = str(e).splitlines()[0]
+        raise InputError(f"manifest {url}: cannot be read as {fmt}: {first}") from None
+
+
+def _read_jsonl(data: bytes, url: str) -> pa.Table:
+    """JSON lines (or one JSON array of objects). Parsed by Python rather than pyarrow so that a
+    `prompt` may be a string on one line and a list on the next."""
+    text = data.decode("utf-8-sig")
+    if text.lstrip().startswith("["):
+        records = json.loads(text)
+    else:
+        records = []
+        for n, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise InputError(f"manifest {url} line {n}: not valid JSON ({e.msg})") from None
+    if not all(isinstance(r, dict) for r in records):
+        raise InputError(f"manifest {url}: every JSON line must be an object with a 'video' key")
+    for r in records:
+        if isinstance(r.get("prompt"), str):
+            r["prompt"] = [r["prompt"]]
+        for k in ("id", "source_prompt"):
+            if r.get(k) is not None:
+                r[k] = str(r[k])
+    return pa.Table.from_pylist(records)
+
+
+def _is_glob(url: str) -> bool:
+    return any(c in url for c in "*?[")
+
+
+def _list_videos(url: str, opts: StorageOptions) -> list[str]:
+    fs, path = storage.filesystem(url, opts)
+    if _is_glob(url):
+        found = fs.glob(path)
+    elif fs.isdir(path):
+        found = fs.find(path)
+    else:
+        return []
+    videos = sorted(p for p in found if p.lower().endswith(VIDEO_EXTENSIONS) and not _hidden(p))
+    local = storage.is_local(url)
+    return [p if local else fs.unstrip_protocol(p) for p in videos]
+
+
+def _hidden(path: str) -> bool:
+    return posixpath.basename(path).startswith(".")
+
+
+def _resolve(video: str, base: str) -> str:
+    """Videos given relative to the manifest's folder (portable manifests); URLs unchanged."""
+    if "://" in video or video.startswith("/"):
+        return storage.normalize(video)
+    return storage.normalize(storage.join(base, video))
+
+
+def _prompts_of(value: Any, where: str) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("[") and text.endswith("]"):  # a list written into a CSV cell as JSON
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError:
+                return [value]
+        else:
+            return [value] if text else []
+    if isinstance(value, list | tuple):
+        out = []
+        for p in value:
+            if not isinstance(p, str):
+                raise InputError(f"{where}: prompt list holds {type(p).__name__} {p!r}; use strings")
+            if p.strip():
+                out.append(p)
+        return out
+    raise InputError(f"{where}: prompt must be a string or a list of strings, got {type(value).__name__}")
+
+
+def load_manifest(
+    url: str,
+    opts: StorageOptions,
+    *,
+    prompts: list[str] | None = None,
+    require_prompts: bool = True,
+    use_manifest_prompts: bool = True,
+) -> Manifest:
+    """Read a manifest table, or list a folder/glob of videos, and expand it into units.
+
+    `prompts` (from `--prompt`) apply to every video, after the manifest's own prompts.
+    With `require_prompts=False` (relabel) a video gets one unit with the empty prompt;
+    `use_manifest_prompts=False` (augment) ignores the manifest's `prompt` column.
+    """
+    extra = [p for p in (prompts or []) if p.strip()]
+    low = url.lower().rstrip("/")
+    compressions = ("", ".gz", ".bz2", ".zst", ".xz")
+    is_table = any(
+        low.removesuffix(c).endswith(tuple(TABLE_FORMATS)) for c in compressions if low.endswith(c)
+    )
+    if is_table:
+        table = _read_table(url, opts)
+        base = posixpath.dirname(storage.normalize(url))
+    else:
+        videos = _list_videos(url, opts)
+        if not videos:
+            raise InputError(
+                f"manifest {url}: not a table (.parquet, .csv, .jsonl) and no videos found there; "
+                "check the URL"
+            )
+        table = pa.table({"video": pa.array(videos, pa.string())})
+        base = ""
+    if "video" not in table.column_names:
+        raise InputError(f"manifest {url}: needs a 'video' column; it has {', '.join(table.column_names)}")
+    carried_names = [c for c in table.column_names if c not in RESERVED]
+    clash = sorted(set(carried_names) & set(RESULT_COLUMNS))
+    if clash:
+        raise InputError(
+            f"manifest {url}: column(s) {', '.join(clash)} clash with results columns; rename them"
+        )
+    carried = table.select(carried_names)
+    cols = {c: table.column(c).to_pylist() for c in RESERVED if c in table.column_names}
+    units: list[Unit] = []
+    seen_video: dict[str, tuple[str, str | None]] = {}
+    seen_unit: set[str] = set()
+    for row in range(table.num_rows):
+        where = f"manifest {url} row {row + 1}"
+        raw_video = cols["video"][row]
+        if not isinstance(raw_video, str) or not raw_video.strip():
+            raise InputError(f"{where}: empty 'video'")
+        video = _resolve(raw_video.strip(), base) if base else storage.normalize(raw_video.strip())
+        raw_id = cols.get("id", [None] * table.num_rows)[row]
+        vid = str(raw_id) if raw_id not in (None, "") else derive_id(raw_video.strip())
+        name = safe_name(vid)
+        src = cols.get("source_prompt", [None] * table.num_rows)[row]
+        src = str(src) if src not in (None, "") else None
+        if name in seen_video and seen_video[name] != (video, src):
+            raise InputError(f"{where}: id {vid!r} is already used for another video or source_prompt")
+        seen_video[name] = (video, src)
+        row_prompts = (
+            _prompts_of(cols.get("prompt", [None] * table.num_rows)[row], where)
+            if use_manifest_prompts
+            else []
+        )
+        all_prompts = list(dict.fromkeys(row_prompts + extra))
+        if not all_prompts:
+            if require_prompts:
+                raise InputError(f"{where}: no prompt; add a 'prompt' column or pass --prompt TEXT")
+            all_prompts = [""]
+        for prompt in all_prompts:
+            key = unit_key(name, prompt)
+            if key in seen_unit:
+                raise InputError(f"{where}: video {vid!r} with prompt {prompt!r} is listed twice")
+            seen_unit.add(key)
+            units.append(Unit(vid, name, video, prompt, src, row, key))
+    if not units:
+        raise InputError(f"manifest {url}: has no rows")
+    return Manifest(units=units, carried=carried, source=url)
+
+
+# Columns of results.parquet that the pipeline itself fills (see results.py); manifest labels may
+# not reuse these names.
+RESULT_COLUMNS = (
+    "id",
+    "video",
+    "prompt",
+    "source_prompt",
+    "status",
+    "error",
+    "output",
+    "num_frames",
+    "fps",
+    "width",
+    "height",
+    "attempts",
+    "seconds_decode",
+    "seconds_depth",
+    "seconds_caption",
+    "seconds_load",
+    "seconds_invert",
+    "seconds_edit",
+    "seconds_write",
+)

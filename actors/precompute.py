@@ -1,0 +1,213 @@
+"""Precompute, one Ray task per video: decode, resize, per-frame depth (DPT, batched), and a caption
+of the anchor frame (BLIP) where the manifest gives no source prompt.
+
+Results go to the precompute store under the output URL, written atomically, `meta.json` last (it is
+the store's completion marker):
+
+    OUTPUT/precompute/<video name>/<spec key>/frames.npy    uint8 [N,H,W,3] at the working size
+                                              depth.npy     float32 [N,h,w] raw DPT depth
+                                              meta.json     frame count, fps, sizes, caption, timings
+                                              inversion-<key>.npy   (editor's cache of zT, optional)
+
+The spec key hashes what changes frames and depth (model, size, frame limit), so a rerun with other
+prompts reuses the store and a rerun with another size does not. The task itself is plain Python;
+the runner wraps it with `ray.remote` and Ray's retry options.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from pipeline.errors import InputError
+
+from . import storage
+from .manifest import short_hash
+from .storage import StorageOptions
+
+PRECOMPUTE = "precompute"
+META = "meta.json"
+
+# Errors worth a retry by Ray (`retry_exceptions`): the network, not the video.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError)
+
+
+@dataclass(frozen=True)
+class PrecomputeSpec:
+    """What a precompute task needs besides the video. Hashable and small: it travels with every task."""
+
+    output: str
+    model: str  # the diffusion model; its depth_estimator/ gives depth ("tiny" works)
+    caption_model: str
+    size: tuple[int, int] | None = None  # (W, H); None = pipeline.frames.default_size per video
+    max_frames: int | None = None
+    anchor_last: bool = False  # EditConfig.reverse: the anchor is the last frame
+    device: str | None = None
+    dtype: str = "float32"
+    depth_batch: int = 8
+
+    def identity(self) -> dict[str, Any]:
+        """What the stored frames and depth depend on (JSON-shaped, to compare with meta.json)."""
+        return {
+            "model": self.model,
+            "size": list(self.size) if self.size else None,
+            "max_frames": self.max_frames,
+        }
+
+    def key(self) -> str:
+        size = f"{self.size[0]}x{self.size[1]}" if self.size else "auto"
+        return f"{size}-{short_hash(json.dumps([self.model, self.max_frames]))}"
+
+
+def store_url(spec: PrecomputeSpec, name: str) -> str:
+    return storage.join(spec.output, PRECOMPUTE, name, spec.key())
+
+
+# One model per worker process: Ray reuses worker processes for tasks of the same function, so the
+# weights are loaded once per worker, not once per video.
+@functools.lru_cache(maxsize=2)
+def _depth_estimator(model: str, device: str | None, dtype: str) -> Any:
+    from pipeline.depth import DepthEstimator
+
+    return DepthEstimator.from_model(model, dtype=dtype, device=device)
+
+
+@functools.lru_cache(maxsize=2)
+def _captioner(model: str, device: str | None, dtype: str) -> Any:
+    from pipeline.caption import Captioner
+
+    return Captioner.from_model(model, dtype=dtype, device=device)
+
+
+def save_array(url: str, array: np.ndarray, opts: StorageOptions) -> None:
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    storage.write_bytes(url, buf.getvalue(), opts)
+
+
+def load_array(url: str, opts: StorageOptions) -> np.ndarray:
+    return np.load(io.BytesIO(storage.read_bytes(url, opts)), allow_pickle=False)
+
+
+def _decode(video: str, max_frames: int | None, opts: StorageOptions) -> Any:
+    from pipeline.video_io import read_frames
+
+    if storage.is_local(video):
+        return read_frames(video, max_frames=max_frames)  # a file or a folder of images
+    fs, path = storage.filesystem(video, opts)
+    try:
+        with fs.open(path, "rb") as f:
+            return read_frames(f, max_frames=max_frames)
+    except FileNotFoundError:
+        raise InputError(f"{video}: no such file; check the URL") from None
+
+
+def _caption_of(spec: PrecomputeSpec) -> list[Any]:
+    return [spec.caption_model, "last" if spec.anchor_last else "first"]
+
+
+def _locations(store: str) -> dict[str, str]:
+    return {
+        "store": store,
+        "frames": storage.join(store, "frames.npy"),
+        "depth": storage.join(store, "depth.npy"),
+    }
+
+
+def _failed(name: str, video: str, error: str, timings: dict[str, float]) -> dict[str, Any]:
+    return {"name": name, "video": video, "status": "failed", "error": error, **timings}
+
+
+def precompute_video(
+    name: str,
+    video: str,
+    need_caption: bool,
+    spec: PrecomputeSpec,
+    opts: StorageOptions,
+    refresh: bool = False,
+) -> dict[str, Any]:
+    """Fill the store for one video and return its meta (small: it goes back to the driver).
+
+    `refresh` (--overwrite) ignores what the store holds and rebuilds it.
+
+    A bad video (missing, corrupt, empty, too long) is data: the meta says `status: failed` with a
+    one-line error. Network errors are raised, so Ray retries them.
+    """
+    store = store_url(spec, name)
+    timings = {"seconds_decode": 0.0, "seconds_depth": 0.0, "seconds_caption": 0.0}
+    meta: dict[str, Any] | None = None
+    try:
+        if refresh:
+            raise FileNotFoundError(store)
+        meta = json.loads(storage.read_bytes(storage.join(store, META), opts))
+        if meta.get("video") != video or meta.get("spec") != spec.identity():
+            meta = None  # same name, other video or settings: rebuild
+        else:
+            meta |= _locations(store) | timings  # this run spent nothing on it
+    except FileNotFoundError:
+        pass
+    caption_ok = meta is not None and meta.get("caption") and meta.get("caption_of") == _caption_of(spec)
+    if meta is not None and (not need_caption or caption_ok):
+        return meta | {"cached": True}
+
+    try:
+        frames: np.ndarray | None = None
+        if meta is None:
+            t0 = time.perf_counter()
+            decoded = _decode(video, spec.max_frames, opts)
+            frames, fps = decoded.frames, float(decoded.fps)
+            if len(frames) == 0:
+                raise InputError(f"{video}: video has no frames")
+            src_h, src_w = frames.shape[1:3]
+            from pipeline.frames import default_size, resize_frames
+
+            width, height = spec.size or default_size(src_w, src_h)
+            frames = resize_frames(frames, width, height)
+            save_array(storage.join(store, "frames.npy"), frames, opts)
+            timings["seconds_decode"] = time.perf_counter() - t0
+
+            estimator = _depth_estimator(spec.model, spec.device, spec.dtype)  # loading is not a stage
+            t0 = time.perf_counter()
+            depth = estimator(frames, batch_size=spec.depth_batch)
+            save_array(storage.join(store, "depth.npy"), depth.astype(np.float32, copy=False), opts)
+            timings["seconds_depth"] = time.perf_counter() - t0
+            meta = {
+                "name": name,
+                "video": video,
+                "spec": spec.identity(),
+                **_locations(store),
+                "num_frames": int(len(frames)),
+                "fps": fps,
+                "width": int(width),
+                "height": int(height),
+                "src_width": int(src_w),
+                "src_height": int(src_h),
+                "caption": None,
+            }
+        if need_caption:
+            if frames is None:
+                frames = load_array(meta["frames"], opts)
+            captioner = _captioner(spec.caption_model, spec.device, spec.dtype)
+            t0 = time.perf_counter()
+            anchor = frames[-1] if spec.anchor_last else frames[0]
+            meta["caption"] = captioner(anchor[None])[0]
+            meta["caption_of"] = _caption_of(spec)
+            timings["seconds_caption"] = time.perf_counter() - t0
+        meta |= {"status": "ok", "error": None, **timings}
+        storage.write_bytes(storage.join(store, META), json.dumps(meta).encode(), opts)
+        return meta | {"cached": False}
+    except InputError as e:
+        return _failed(name, video, str(e), timings)
+    except TRANSIENT_ERRORS:
+        raise
+    except FileNotFoundError:
+        return _failed(name, video, f"{video}: no such file; check the URL", timings)
+    except Exception as e:  # a video that breaks a model must not stop the other videos
+        first = (str(e).strip().splitlines() or [""])[0][:300]
+        return _failed(name, video, f"{video}: {type(e).__name__}: {first}", timings)

@@ -1,0 +1,447 @@
+"""The driver loop: precompute tasks stream ahead of a pool of editor actors, with backpressure.
+
+    manifest ─► what is left? ─► precompute tasks (≤ `ahead` videos in flight or waiting)
+                                   │  meta (small; frames and depth are in the store)
+                                   ▼
+                 ready queue ─► editor actors (≤ 2 calls each: one running, one queued, so an
+                                   │             actor never waits for the driver's round trip)
+                                   ▼
+                 rows ─► markers (written by the actor) ─► results.parquet (written here, at the end)
+
+Faults. Precompute tasks: system failures (worker crash, lost node) and network errors are retried
+by Ray (`max_retries`, `retry_exceptions`); a bad video comes back as data. Editor actors: Ray
+restarts a dead actor (`max_restarts=-1`); its calls fail at once (`max_task_retries=0`) and the
+driver puts the video back at the front of the queue for whichever actor is free first, up to
+`max_attempts` times. We do not let Ray retry the call on the same actor: after a lost node that
+actor may wait for resources forever, and a video that kills every process it touches (OOM)
+would be retried forever; here it becomes a failed row.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import json
+import logging
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from . import resume, storage
+from .editor import EditorActor, EditSpec, failed_row
+from .manifest import Manifest, Unit, VideoJob
+from .precompute import TRANSIENT_ERRORS, PrecomputeSpec, precompute_video
+from .results import RESULTS, build_table, write_table
+from .storage import StorageOptions
+
+log = logging.getLogger(__name__)
+
+CALLS_PER_EDITOR = 2
+
+
+@dataclass
+class RunOptions:
+    """Everything `pix2video run` decides; see jobs/run.py for the flags."""
+
+    output: str
+    model: str
+    caption_model: str
+    config: Any  # pipeline.editor.EditConfig
+    size: tuple[int, int] | None = None
+    max_frames: int | None = None
+    device: str | None = None
+    dtype: str = "float32"
+    num_editors: int | None = None  # None: one per GPU, or one per 2 CPUs on a CPU cluster
+    gpus_per_editor: float | None = None  # None: 1 when the cluster has GPUs or --device cuda, else 0
+    cpus_per_editor: float | None = None  # None: 1 for a CPU editor, 0 for a GPU editor
+    precompute_cpus: float = 1.0
+    precompute_gpus: float = 0.0  # fractional GPU for DPT/BLIP on GPU clusters, e.g. 0.25
+    prefetch: int = 2  # videos precomputed ahead per editor (bounded memory and storage)
+    max_attempts: int = 3  # editor deaths per video before it becomes a failed row
+    overwrite: bool = False
+    storage: StorageOptions = field(default_factory=StorageOptions)
+    progress: bool = True
+    fault: dict[str, Any] | None = None  # tests only: see EditorActor._maybe_crash
+
+    def precompute_spec(self) -> PrecomputeSpec:
+        return PrecomputeSpec(
+            output=self.output,
+            model=self.model,
+            caption_model=self.caption_model,
+            size=self.size,
+            max_frames=self.max_frames,
+            anchor_last=bool(self.config.reverse),
+            device=self.device,
+            dtype=self.dtype,
+        )
+
+
+def settings_fingerprint(opts: RunOptions) -> str:
+    """Hash of everything that changes an output's pixels (not how the work is scheduled)."""
+    cfg = {
+        k: v
+        for k, v in asdict(opts.config).items()
+        if k not in ("max_batch", "inversion_batch", "decode_batch")
+    }
+    data = [opts.model, opts.caption_model, opts.size, opts.max_frames, opts.dtype, cfg]
+    return hashlib.sha1(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@dataclass
+class RunSummary:
+    total: int  # units in the manifest
+    skipped: int  # already done before this run
+    ok: int  # ok rows in the table (done before or now)
+    failed: int
+    videos: int  # videos worked on in this run
+    frames: int  # frames edited in this run (frames x prompts)
+    seconds: float
+    editor_idle_share: float | None  # share of warm editor time spent waiting for work
+    results: str  # URL of results.parquet
+    rows: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
+
+    @property
+    def frames_per_second(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+
+class _Progress:
+    """videos done / failed / total, frames per second, ETA: a tqdm bar on stderr."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        from tqdm import tqdm
+
+        # In a log file (a submitted job) a redraw every few seconds is plenty.
+        every = 0.1 if sys.stderr.isatty() else 5.0
+        self.bar = tqdm(
+            total=total,
+            unit="video",
+            disable=not enabled,
+            file=sys.stderr,
+            dynamic_ncols=True,
+            desc="editing",
+            smoothing=0.1,
+            mininterval=every,
+        )
+        self.failed = 0
+        self.frames = 0
+        self.start = time.perf_counter()
+
+    def video_done(self, rows: list[dict[str, Any]]) -> None:
+        if any(r["status"] != "ok" for r in rows):
+            self.failed += 1
+        self.frames += sum(int(r.get("num_frames") or 0) for r in rows if r["status"] == "ok")
+        fps = self.frames / max(time.perf_counter() - self.start, 1e-9)
+        self.bar.set_postfix_str(f"failed={self.failed} frames/s={fps:.2f}", refresh=False)
+        self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _editor_resources(opts: RunOptions) -> tuple[float, float, int]:
+    """(num_gpus, num_cpus, count) for the editor actors."""
+    import ray
+
+    res = ray.cluster_resources()
+    gpus = opts.gpus_per_editor
+    if gpus is None:
+        wants_cuda = (opts.device or "").startswith("cuda")
+        gpus = 1.0 if (res.get("GPU", 0) > 0 or wants_cuda) else 0.0
+    # A GPU editor's CPU thread mostly waits on the GPU: reserving no CPU for it leaves the node's CPUs
+    # to the precompute tasks that feed it.
+    cpus = opts.cpus_per_editor if opts.cpus_per_editor is not None else (0.0 if gpus else 1.0)
+    count = opts.num_editors
+    if count is None:
+        if gpus:
+            count = max(1, int(res.get("GPU", 0) // gpus))
+        else:
+            count = max(1, int(res.get("CPU", 1)) // 2)
+    return gpus, cpus, count
+
+
+def _start_editors(opts: RunOptions, count: int, gpus: float, cpus: float) -> list[Any]:
+    import ray
+
+    cls = ray.remote(EditorActor).options(
+        num_gpus=gpus,
+        num_cpus=cpus,
+        max_restarts=-1,  # Ray brings a dead editor back (new process, model reloaded)
+        max_task_retries=0,  # ...and we re-dispatch its video to whichever editor is free (see top)
+    )
+    return [
+        cls.remote(
+            opts.model, device=opts.device, dtype=opts.dtype, storage_options=opts.storage, fault=opts.fault
+        )
+        for _ in range(count)
+    ]
+
+
+def _precompute_task(opts: RunOptions) -> Any:
+    import ray
+
+    return ray.remote(precompute_video).options(
+        num_cpus=opts.precompute_cpus,
+        num_gpus=opts.precompute_gpus,
+        max_retries=3,  # worker or node died: Ray reruns the task elsewhere
+        retry_exceptions=list(TRANSIENT_ERRORS),
+    )
+
+
+def _clear_markers(output: str, units: list[Unit], opts: StorageOptions) -> None:
+    """--overwrite: forget what was done, so an interrupted overwrite run resumes as a fresh one."""
+    fs, _ = storage.filesystem(output, opts)
+    paths = [storage.filesystem(resume.marker_url(output, u.key), opts)[1] for u in units]
+    existing = [p for p in paths if fs.exists(p)]
+    if existing:
+        fs.rm(existing)
+
+
+def run_dataset(manifest: Manifest, opts: RunOptions) -> RunSummary:
+    """Edit every (video, prompt) of `manifest` that is not done yet; write results.parquet.
+
+    Needs a connected Ray driver (actors.cluster.connect).
+    """
+    import ray
+
+    started = time.perf_counter()
+    opts.output = storage.normalize(opts.output)
+    settings = settings_fingerprint(opts)
+    if opts.overwrite:
+        _clear_markers(opts.output, manifest.units, opts.storage)
+        done: dict[str, dict] = {}
+    else:
+        done, stale = resume.done_rows(opts.output, settings, opts.storage)
+        if stale:
+            log.warning(
+                "%d finished outputs under %s were made with other settings (model, size, steps, ...) and "
+                "will be redone; use another --output to keep them",
+                stale,
+                opts.output,
+            )
+    done = {k: v for k, v in done.items() if k in {u.key for u in manifest.units}}
+    todo = resume.pending(manifest.units, done)
+    jobs = manifest.videos(todo)
+    log.info(
+        "%d videos x prompts in the manifest: %d done before, %d to do (%d videos)",
+        len(manifest.units),
+        len(done),
+        len(todo),
+        len(jobs),
+    )
+    rows: dict[str, dict[str, Any]] = {}
+    idle_share = None
+    frames = 0
+    if jobs:
+        from .cluster import alive_nodes
+
+        if storage.is_local(opts.output) and alive_nodes() > 1:
+            log.warning(
+                "output %s is a local path on a %d-node cluster: every node must see it "
+                "(shared filesystem), else use s3:// or another object store",
+                opts.output,
+                alive_nodes(),
+            )
+        rows, idle_share, frames = _drive(jobs, opts, settings)
+    elapsed = time.perf_counter() - started
+
+    all_rows = {**done, **rows}
+    table = build_table(manifest, all_rows)
+    results_url = storage.join(opts.output, RESULTS)
+    write_table(table, results_url, opts.storage)
+    statuses = table.column("status").to_pylist()
+    summary = RunSummary(
+        total=len(manifest.units),
+        skipped=len(done),
+        ok=statuses.count("ok"),
+        failed=statuses.count("failed"),
+        videos=len(jobs),
+        frames=frames,
+        seconds=elapsed,
+        editor_idle_share=idle_share,
+        results=results_url,
+        rows=all_rows,
+    )
+    _ = ray  # imported for its side effect of failing early when Ray is missing
+    return summary
+
+
+def _drive(
+    jobs: list[VideoJob], opts: RunOptions, settings: str
+) -> tuple[dict[str, dict], float | None, int]:
+    """The streaming loop; returns (rows by key, editor idle share once warm, frames edited)."""
+    import ray
+    from ray.exceptions import RayActorError
+
+    gpus, cpus, count = _editor_resources(opts)
+    count = min(count, len(jobs))
+    log.info(
+        "editors: %d x (%g GPU, %g CPU); precompute tasks: %g CPU, %g GPU",
+        count,
+        gpus,
+        cpus,
+        opts.precompute_cpus,
+        opts.precompute_gpus,
+    )
+    editors = _start_editors(opts, count, gpus, cpus)
+    pre_task = _precompute_task(opts)
+    spec = opts.precompute_spec()
+    edit_spec = EditSpec(
+        output=opts.output,
+        settings=settings,
+        model=opts.model,
+        config=opts.config,
+        reuse_inversion=not opts.overwrite,
+    )
+    ahead = max(1, count * max(1, opts.prefetch))
+
+    waiting = collections.deque(jobs)  # not yet precomputed
+    pre_inflight: dict[Any, VideoJob] = {}
+    ready: collections.deque[tuple[VideoJob, dict]] = collections.deque()  # precomputed, not dispatched
+    calls: dict[Any, tuple[int, VideoJob, dict]] = {}  # edit call ref -> (editor, job, meta)
+    load = [0] * count  # calls in flight per editor
+    alive = [True] * count  # False between a crash and the ping that says it is back
+    probes: dict[Any, int] = {}
+    rows: dict[str, dict[str, Any]] = {}
+    warm_pids: set[int] = set()
+    idle = busy = 0.0
+    progress = _Progress(len(jobs), opts.progress)
+
+    def finish(job: VideoJob, new_rows: list[dict[str, Any]]) -> None:
+        for r in new_rows:
+            r = dict(r)
+            r.setdefault("attempts", job.attempts)
+            rows[r.pop("key")] = r
+        progress.video_done(new_rows)
+
+    def fail_all(job: VideoJob, meta: dict | None, error: str) -> None:
+        error = storage.redact(error, opts.storage)
+        finish(job, [failed_row(u, meta, error) | {"attempts": job.attempts} for u in job.units])
+
+    try:
+        while waiting or pre_inflight or ready or calls:
+            while waiting and len(pre_inflight) + len(ready) < ahead:
+                job = waiting.popleft()
+                need_caption = job.source_prompt is None
+                ref = pre_task.remote(job.name, job.video, need_caption, spec, opts.storage, opts.overwrite)
+                pre_inflight[ref] = job
+            while ready:
+                free = [i for i in range(count) if alive[i] and load[i] < CALLS_PER_EDITOR]
+                if not free:
+                    break
+                i = min(free, key=lambda j: load[j])
+                job, meta = ready.popleft()
+                job.attempts += 1
+                ref = editors[i].edit_video.remote(meta, job.units, edit_spec, job.attempts)
+                calls[ref] = (i, job, meta)
+                load[i] += 1
+
+            pending = list(pre_inflight) + list(calls) + list(probes)
+            finished, _ = ray.wait(pending, num_returns=1, timeout=1.0)
+            for ref in finished:
+                if ref in pre_inflight:
+                    job = pre_inflight.pop(ref)
+                    try:
+                        meta = ray.get(ref)
+                    except Exception as e:  # retries exhausted: a system or network failure
+                        fail_all(job, None, f"precompute failed: {type(e).__name__}: {_first_line(e)}")
+                        continue
+                    if meta.get("status") != "ok":
+                        fail_all(job, meta, meta.get("error") or "precompute failed")
+                    else:
+                        ready.append((job, meta))
+                elif ref in calls:
+                    i, job, meta = calls.pop(ref)
+                    load[i] -= 1
+                    try:
+                        result = ray.get(ref)
+                    except RayActorError as e:
+                        # The editor died (OOM, lost node, killed): Ray restarts it; the video goes
+                        # back to the front of the queue for any editor.
+                        if alive[i]:
+                            alive[i] = False
+                            probes[editors[i].ping.remote()] = i
+                        log.warning(
+                            "editor %d died while editing %s (attempt %d): %s",
+                            i,
+                            job.id,
+                            job.attempts,
+                            _first_line(e),
+                        )
+                        if job.attempts >= opts.max_attempts:
+                            fail_all(
+                                job,
+                                meta,
+                                f"the editor process died {job.attempts} times while editing "
+                                "this video (out of memory?)",
+                            )
+                        else:
+                            ready.appendleft((job, meta))
+                        continue
+                    except Exception as e:  # a bug in our code: the video fails, the run goes on
+                        fail_all(job, meta, f"{type(e).__name__}: {_first_line(e)}")
+                        continue
+                    if result["pid"] in warm_pids:
+                        idle += result["idle"]
+                        busy += result["busy"]
+                    warm_pids.add(result["pid"])
+                    finish(job, result["rows"])
+                else:
+                    i = probes.pop(ref)
+                    try:
+                        ray.get(ref)
+                        alive[i] = True
+                        log.info("editor %d is back", i)
+                    except RayActorError:
+                        probes[editors[i].ping.remote()] = i  # still restarting; ask again
+    finally:
+        progress.close()
+        for actor in editors:
+            ray.kill(actor, no_restart=True)
+    share = idle / (idle + busy) if (idle + busy) > 0 else None
+    return rows, share, progress.frames
+
+
+def _first_line(e: BaseException, limit: int = 300) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:limit]
+
+
+def precompute_dataset(
+    manifest: Manifest, opts: RunOptions, *, need_caption: bool = True
+) -> list[tuple[VideoJob, dict[str, Any]]]:
+    """Precompute only (relabel): every video's meta, ok or failed, in manifest order."""
+    import ray
+
+    opts.output = storage.normalize(opts.output)
+    jobs = manifest.videos()
+    task = _precompute_task(opts)
+    spec = opts.precompute_spec()
+    limit = max(2, int(ray.cluster_resources().get("CPU", 2) / max(opts.precompute_cpus, 0.01)) * 2)
+    waiting = collections.deque(jobs)
+    inflight: dict[Any, VideoJob] = {}
+    metas: dict[str, dict[str, Any]] = {}
+    progress = _Progress(len(jobs), opts.progress)
+    progress.bar.set_description("precompute")
+    try:
+        while waiting or inflight:
+            while waiting and len(inflight) < limit:
+                job = waiting.popleft()
+                ref = task.remote(job.name, job.video, need_caption, spec, opts.storage, opts.overwrite)
+                inflight[ref] = job
+            finished, _ = ray.wait(list(inflight), num_returns=1, timeout=1.0)
+            for ref in finished:
+                job = inflight.pop(ref)
+                try:
+                    meta = ray.get(ref)
+                except Exception as e:
+                    meta = {
+                        "status": "failed",
+                        "error": f"precompute failed: {type(e).__name__}: {_first_line(e)}",
+                    }
+                meta["error"] = storage.redact(meta["error"], opts.storage) if meta.get("error") else None
+                metas[job.name] = meta
+                progress.bar.update(1)
+    finally:
+        progress.close()
+    return [(job, metas[job.name]) for job in jobs]

@@ -1,0 +1,229 @@
+"""Storage through fsspec URLs: atomic writes, storage options, and keeping secrets out of text.
+
+Every URL the dataset pipeline touches (manifest, videos, precompute store, outputs, markers) goes
+through here, so "local path or s3://" is decided in one place. Writes are atomic: on a local disk a
+temporary sibling is renamed over the target (rename is atomic within a filesystem); on an object
+store the object is written with one PUT (or one multipart upload, which also becomes visible only
+when complete), so a reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import fsspec
+from fsspec.utils import get_protocol
+
+LOCAL_PROTOCOLS = ("file", "local")
+# Option names whose values are credentials: never printed, redacted from any text we emit.
+_SECRET_KEY = re.compile(r"(key|secret|token|password|passwd|credential|session)", re.IGNORECASE)
+# Environment variables that hold credentials (s3fs/botocore read them itself; we only redact them).
+_SECRET_ENV = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_SECURITY_TOKEN",
+    "GOOGLE_APPLICATION_CREDENTIALS",
+    "AZURE_STORAGE_KEY",
+    "AZURE_STORAGE_SAS_TOKEN",
+    "AZURE_STORAGE_CONNECTION_STRING",
+    "HF_TOKEN",
+)
+
+
+@dataclass(frozen=True)
+class StorageOptions:
+    """fsspec keyword arguments for remote URLs (local paths take none).
+
+    `endpoint_url` and `profile` are spelled as s3fs spells them; `extra` holds any other
+    `KEY=VALUE` given by flag or config. The repr hides values, so logging the object is safe.
+    """
+
+    endpoint_url: str | None = None
+    profile: str | None = None
+    anon: bool = False
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def __repr__(self) -> str:  # never show values: they may be credentials
+        keys = [k for k in ("endpoint_url", "profile") if getattr(self, k)] + sorted(self.extra)
+        return f"StorageOptions(keys={keys}, anon={self.anon})"
+
+    __str__ = __repr__
+
+    def for_url(self, url: str) -> dict[str, Any]:
+        """The keyword arguments to open `url`'s filesystem with."""
+        protocol = get_protocol(url)
+        if protocol in LOCAL_PROTOCOLS:
+            return {}
+        opts: dict[str, Any] = dict(self.extra)
+        if protocol in ("s3", "s3a"):
+            if self.endpoint_url:
+                opts.setdefault("endpoint_url", self.endpoint_url)
+            if self.profile:
+                opts.setdefault("profile", self.profile)
+            if self.anon:
+                opts.setdefault("anon", True)
+        return opts
+
+    def secrets(self) -> list[str]:
+        """Values that must never appear in logs, errors or tables."""
+        values = [str(v) for k, v in self.extra.items() if _SECRET_KEY.search(k) and v]
+        values += [os.environ[k] for k in _SECRET_ENV if os.environ.get(k)]
+        return values
+
+
+def parse_storage_options(
+    endpoint_url: str | None = None,
+    profile: str | None = None,
+    anon: bool = False,
+    pairs: Iterable[str] | Mapping[str, Any] | None = None,
+) -> StorageOptions:
+    """Build options from flags; `pairs` are `KEY=VALUE` strings (or a mapping, from a config file).
+
+    The AWS endpoint from the environment (`AWS_ENDPOINT_URL_S3`, `AWS_ENDPOINT_URL`) is resolved here
+    on the driver and passed on explicitly, so workers on other nodes use the same endpoint. Credentials
+    from the environment are not passed on: each worker uses its own credential chain (instance
+    profile, its own environment), which keeps secrets out of task arguments.
+    """
+    from pipeline.errors import InputError
+
+    extra: dict[str, Any] = {}
+    if isinstance(pairs, Mapping):
+        extra.update(pairs)
+    else:
+        for pair in pairs or ():
+            key, sep, value = str(pair).partition("=")
+            if not sep or not key.strip():
+                raise InputError(f"storage option {key.strip() or pair!r} must be written KEY=VALUE")
+            extra[key.strip()] = _coerce(value.strip())
+    endpoint = endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    return StorageOptions(endpoint_url=endpoint or None, profile=profile or None, anon=anon, extra=extra)
+
+
+def _coerce(value: str) -> Any:
+    low = value.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    return value
+
+
+def redact(text: str, storage: StorageOptions | None = None) -> str:
+    """`text` with every known secret value replaced by `***`."""
+    secrets = (
+        storage.secrets()
+        if storage is not None
+        else [os.environ[k] for k in _SECRET_ENV if os.environ.get(k)]
+    )
+    for secret in sorted(set(secrets), key=len, reverse=True):
+        if len(secret) >= 4:  # very short values would redact ordinary words
+            text = text.replace(secret, "***")
+    return text
+
+
+def filesystem(url: str, storage: StorageOptions) -> tuple[fsspec.AbstractFileSystem, str]:
+    """The filesystem for `url` and the path inside it."""
+    fs, path = fsspec.core.url_to_fs(url, **storage.for_url(url))
+    return fs, path
+
+
+def is_local(url: str) -> bool:
+    return get_protocol(url) in LOCAL_PROTOCOLS
+
+
+def normalize(url: str) -> str:
+    """Local paths become absolute (Ray workers do not share the driver's working directory);
+    remote URLs lose a trailing slash."""
+    if is_local(url):
+        path = url[len("file://") :] if url.startswith("file://") else url
+        return os.path.abspath(os.path.expanduser(path))
+    return url.rstrip("/")
+
+
+def join(base: str, *parts: str) -> str:
+    """`base/part/part`; parts are our own safe names (see manifest.safe_name), never user paths."""
+    out = base.rstrip("/")
+    for part in parts:
+        out += "/" + part.strip("/")
+    return out
+
+
+def _temp_sibling(path: str) -> str:
+    head, tail = os.path.split(path)
+    return os.path.join(head, f".{tail}.tmp-{uuid.uuid4().hex[:12]}")
+
+
+def write_bytes(url: str, data: bytes, storage: StorageOptions) -> None:
+    """Write `data` to `url` atomically."""
+    fs, path = filesystem(url, storage)
+    if is_local(url):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = _temp_sibling(path)
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    else:
+        fs.pipe_file(path, data)  # one PUT: the object appears whole or not at all
+
+
+def put_file(local_path: str, url: str, storage: StorageOptions) -> None:
+    """Copy a finished local file to `url` atomically."""
+    fs, path = filesystem(url, storage)
+    if is_local(url):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = _temp_sibling(path)
+        try:
+            shutil.copyfile(local_path, tmp)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    else:
+        fs.put_file(local_path, path)
+
+
+def read_bytes(url: str, storage: StorageOptions) -> bytes:
+    fs, path = filesystem(url, storage)
+    return fs.cat_file(path)
+
+
+def exists(url: str, storage: StorageOptions) -> bool:
+    fs, path = filesystem(url, storage)
+    return fs.exists(path)
+
+
+def list_names(folder_url: str, storage: StorageOptions) -> list[str]:
+    """Base names of the files directly in `folder_url` ([] when it does not exist).
+
+    One listing instead of one existence check per item: thousands of HEAD requests would dominate
+    the start of a rerun on S3.
+    """
+    fs, path = filesystem(folder_url, storage)
+    fs.invalidate_cache(path)  # s3fs caches listings; other processes have written since
+    try:
+        entries = fs.ls(path, detail=False)
+    except FileNotFoundError:
+        return []
+    return [e.rstrip("/").rsplit("/", 1)[-1] for e in entries]
+
+
+def read_many(urls: list[str], storage: StorageOptions) -> dict[str, bytes]:
+    """Read many small files; on object stores fsspec fetches them concurrently."""
+    if not urls:
+        return {}
+    fs, _ = filesystem(urls[0], storage)
+    paths = [filesystem(u, storage)[1] for u in urls]
+    data = fs.cat(paths, on_error="omit")
+    by_path = dict(zip(paths, urls, strict=True))
+    return {by_path[p]: v for p, v in data.items() if p in by_path}

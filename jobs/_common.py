@@ -1,0 +1,246 @@
+"""Flags and plumbing shared by the dataset verbs (run, relabel, augment, demo).
+
+Every flag can also come from the YAML file given with `--config` (keys named like the flags, e.g.
+`storage_option: [key=..., secret=...]`, `num_editors: 4`), so credentials can live in a file
+instead of the shell history. Storage option values are never printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from typing import Any
+
+from pipeline.errors import InputError
+
+log = logging.getLogger(__name__)
+
+
+def add_io_arguments(parser: argparse.ArgumentParser, *, prompts: bool = True) -> None:
+    parser.add_argument(
+        "--manifest",
+        required=True,
+        metavar="URL",
+        help="table (.parquet, .csv, .jsonl; local path, s3://, any fsspec URL) with a 'video' column and a "
+        "'prompt' column (string or list), optional 'id', 'source_prompt' and label columns; or a folder "
+        "or glob of videos (then give --prompt)",
+    )
+    parser.add_argument(
+        "--output", required=True, metavar="URL", help="output folder or prefix (local or s3://)"
+    )
+    if prompts:
+        parser.add_argument(
+            "--prompt",
+            action="append",
+            default=[],
+            metavar="TEXT",
+            help="target prompt for every video (repeatable; added to the manifest's prompts); "
+            "'{caption}' is replaced by the source prompt",
+        )
+
+
+def add_storage_arguments(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("storage (remote URLs only; values are never printed)")
+    g.add_argument(
+        "--endpoint-url", metavar="URL", help="S3-compatible endpoint (default: $AWS_ENDPOINT_URL)"
+    )
+    g.add_argument("--profile", metavar="NAME", help="AWS credentials profile (default: $AWS_PROFILE)")
+    g.add_argument("--anon", action="store_true", help="anonymous access (public buckets)")
+    g.add_argument(
+        "--storage-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any other fsspec option (repeatable), e.g. key=... secret=...; nested values "
+        "(client_kwargs) go in a --config file",
+    )
+
+
+def add_model_arguments(parser: argparse.ArgumentParser, *, caption: bool = True) -> None:
+    from pipeline.models import CAPTION_MODEL_HELP, DEFAULT_MODEL, MODEL_HELP
+
+    g = parser.add_argument_group("models")
+    g.add_argument("--model", default=DEFAULT_MODEL, help=MODEL_HELP)
+    if caption:
+        g.add_argument(
+            "--caption-model",
+            default=None,
+            help=CAPTION_MODEL_HELP + "; default 'tiny' when --model is tiny",
+        )
+    g.add_argument(
+        "--device", default=None, help="torch device for the models (default: cuda if visible, else cpu)"
+    )
+    g.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"))
+    g.add_argument(
+        "--size", metavar="WxH", help="working size, multiples of 64 (default: 512 on the short side)"
+    )
+    g.add_argument(
+        "--max-frames", type=int, metavar="N", help="fail videos longer than N frames (default: no limit)"
+    )
+
+
+def add_edit_arguments(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("editing (see `pix2video edit --help`)")
+    g.add_argument("--steps", type=int, default=50, help="DDIM steps (default 50)")
+    g.add_argument("--guidance-scale", type=float, default=7.5)
+    g.add_argument("--negative-prompt", default="")
+    g.add_argument("--injection", default="anchor+prev", help="anchor+prev | anchor | prev | random | none")
+    g.add_argument(
+        "--no-latent-update", dest="latent_update", action="store_false", help="skip the latent update"
+    )
+    g.add_argument("--update-weight", type=float, default=100.0)
+    g.add_argument("--reverse", action="store_true", help="anchor on the last frame and edit backwards")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--max-batch", type=int, default=1, help="UNet items per call; >1 also batches prompts")
+
+
+def add_cluster_arguments(parser: argparse.ArgumentParser, *, editors: bool = True) -> None:
+    g = parser.add_argument_group("Ray")
+    g.add_argument(
+        "--address",
+        default=None,
+        help="local (start Ray here, on 127.0.0.1), auto (the running cluster), ray://HEAD:10001 or "
+        "HEAD:6379; default: $RAY_ADDRESS if set (submitted jobs), else local",
+    )
+    g.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray instance (default: all)")
+    g.add_argument(
+        "--num-gpus", type=int, default=None, help="GPUs of a local Ray instance (default: detected)"
+    )
+    if editors:
+        g.add_argument(
+            "--num-editors", type=int, metavar="N", help="editor actors (default: one per GPU, else CPUs/2)"
+        )
+        g.add_argument(
+            "--gpus-per-editor", type=float, help="default 1 on a GPU cluster or with --device cuda, else 0"
+        )
+        g.add_argument("--cpus-per-editor", type=float, help="default 1 for CPU editors, 0 for GPU editors")
+        g.add_argument(
+            "--prefetch", type=int, default=2, help="videos precomputed ahead per editor (default 2)"
+        )
+    g.add_argument("--precompute-cpus", type=float, default=1.0, help="CPUs per precompute task (default 1)")
+    g.add_argument(
+        "--precompute-gpus", type=float, default=0.0, help="GPU share per precompute task, e.g. 0.25"
+    )
+    g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+
+
+def storage_options(args: argparse.Namespace) -> Any:
+    from actors.storage import parse_storage_options
+
+    return parse_storage_options(
+        endpoint_url=getattr(args, "endpoint_url", None),
+        profile=getattr(args, "profile", None) or os.environ.get("AWS_PROFILE"),
+        anon=bool(getattr(args, "anon", False)),
+        pairs=getattr(args, "storage_option", None),
+    )
+
+
+def edit_config(args: argparse.Namespace) -> Any:
+    from pipeline.editor import EditConfig
+
+    cfg = EditConfig(
+        steps=args.steps,
+        guidance_scale=args.guidance_scale,
+        negative_prompt=args.negative_prompt,
+        injection=args.injection,
+        latent_update=args.latent_update,
+        update_weight=args.update_weight,
+        reverse=args.reverse,
+        seed=args.seed,
+        max_batch=args.max_batch,
+    )
+    cfg.validate()
+    return cfg
+
+
+def caption_model(args: argparse.Namespace) -> str:
+    from pipeline.models import DEFAULT_CAPTION_MODEL, TINY
+
+    if getattr(args, "caption_model", None):
+        return args.caption_model
+    return TINY if args.model == TINY else DEFAULT_CAPTION_MODEL
+
+
+def parse_size(text: str | None) -> tuple[int, int] | None:
+    if not text:
+        return None
+    from pipeline.frames import parse_size as parse
+
+    return parse(text)
+
+
+def check_positive(name: str, value: int | float | None, *, allow_zero: bool = False) -> None:
+    if value is None:
+        return
+    if value < 0 or (value == 0 and not allow_zero):
+        raise InputError(f"--{name} must be {'at least 0' if allow_zero else 'positive'}, got {value}")
+
+
+def run_options(args: argparse.Namespace, opts: Any) -> Any:
+    """RunOptions from the parsed flags (shared by run, relabel and augment)."""
+    from actors.runner import RunOptions
+
+    for name in ("num_editors", "max_frames", "prefetch"):
+        check_positive(name.replace("_", "-"), getattr(args, name, None))
+    for name in ("gpus_per_editor", "cpus_per_editor", "precompute_cpus", "precompute_gpus"):
+        check_positive(name.replace("_", "-"), getattr(args, name, None), allow_zero=True)
+    return RunOptions(
+        output=args.output,
+        model=args.model,
+        caption_model=caption_model(args),
+        config=edit_config(args) if hasattr(args, "steps") else _default_config(),
+        size=parse_size(args.size),
+        max_frames=args.max_frames,
+        device=args.device,
+        dtype=args.dtype,
+        num_editors=getattr(args, "num_editors", None),
+        gpus_per_editor=getattr(args, "gpus_per_editor", None),
+        cpus_per_editor=getattr(args, "cpus_per_editor", None),
+        precompute_cpus=args.precompute_cpus,
+        precompute_gpus=args.precompute_gpus,
+        prefetch=getattr(args, "prefetch", 2),
+        overwrite=bool(getattr(args, "overwrite", False)),
+        storage=opts,
+        progress=bool(args.progress),
+    )
+
+
+def _default_config() -> Any:
+    from pipeline.editor import EditConfig
+
+    return EditConfig()
+
+
+def connect_ray(args: argparse.Namespace) -> bool:
+    """Connect to Ray as the flags say; True when a local instance was started here."""
+    from actors.cluster import connect, describe_cluster
+
+    started = connect(
+        args.address,
+        num_cpus=args.num_cpus,
+        num_gpus=args.num_gpus,
+        runtime_env={"env_vars": quiet_env()},
+    )
+    log.info("Ray: %s%s", describe_cluster(), " (started here, on 127.0.0.1)" if started else "")
+    return started
+
+
+def quiet_env() -> dict[str, str]:
+    """Environment for Ray workers: model-loading progress bars off (they would flood the driver's log)."""
+    return {"HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error", "TQDM_DISABLE": "1"}
+
+
+def shutdown_ray(started: bool) -> None:
+    if started:
+        import ray
+
+        ray.shutdown()
+
+
+def main_for(verb: str) -> None:
+    """`python -m jobs.<verb> ...` (what `ray job submit -- python -m jobs.run ...` runs)."""
+    from jobs.cli import run_verb
+
+    sys.exit(run_verb(verb, sys.argv[1:]))
