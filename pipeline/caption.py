@@ -1,0 +1,110 @@
+"""Source prompts from an image captioner (BLIP).
+
+Pix2Video inverts every frame with a text prompt that describes the input (the "source prompt");
+when the user gives none we caption the anchor frame. Default model:
+`Salesforce/blip-image-captioning-large`; any BLIP-for-captioning hub id or local folder works, and
+'tiny' is the tiny random BLIP of `pipeline.tiny` (meaningless captions; for tests, demos, benchmarks).
+
+Captions are deterministic: greedy decoding, no sampling, a fixed token budget.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from pipeline.models import (
+    DEFAULT_CAPTION_MODEL,
+    TINY,
+    load_pretrained,
+    resolve_device,
+    resolve_dtype,
+    resolve_model,
+)
+
+# Returned instead of an empty caption. A random (tiny) model can emit only special tokens, and a
+# real one could in principle too; the editor always needs a non-empty source prompt (an empty one
+# would silently turn inversion into unconditional inversion), so we fall back to a neutral
+# description that is true of every input.
+FALLBACK_CAPTION = "a video frame"
+MAX_NEW_TOKENS = 30
+
+_LAYOUT = "a BLIP captioning checkpoint (e.g. Salesforce/blip-image-captioning-large)"
+
+
+def _blip_image_processor_class() -> type:
+    # PIL backend whatever is installed: transformers 5 defaults to torchvision and falls back to
+    # PIL with a warning when it is missing; one backend everywhere means one caption everywhere.
+    import transformers
+
+    return getattr(transformers, "BlipImageProcessorPil", None) or transformers.BlipImageProcessor
+
+
+class Captioner:
+    """uint8 images [N,H,W,3] (or a list of [H,W,3]) -> one caption string per image."""
+
+    def __init__(
+        self,
+        model: Any,
+        image_processor: Any,
+        tokenizer: Any,
+        *,
+        device: torch.device,
+        dtype: torch.dtype,
+        source: str = "",
+        max_new_tokens: int = MAX_NEW_TOKENS,
+    ) -> None:
+        self.model = model.to(device=device, dtype=dtype).eval().requires_grad_(False)
+        self.image_processor = image_processor
+        self.tokenizer = tokenizer
+        self.device = device
+        self.dtype = dtype
+        self.source = source
+        self.max_new_tokens = max_new_tokens
+
+    @classmethod
+    def from_model(
+        cls,
+        model: str = DEFAULT_CAPTION_MODEL,
+        *,
+        dtype: str | torch.dtype = "float32",
+        device: str | torch.device | None = None,
+    ) -> Captioner:
+        """A BLIP hub id or folder; 'tiny' -> the tiny folder's blip/."""
+        from transformers import AutoTokenizer, BlipForConditionalGeneration
+
+        torch_dtype = resolve_dtype(dtype)
+        dev = resolve_device(device)
+        path = os.path.join(resolve_model(TINY), "blip") if model == TINY else model
+        net = load_pretrained(
+            BlipForConditionalGeneration.from_pretrained, path, layout=_LAYOUT, dtype=torch_dtype
+        )
+        image_processor = load_pretrained(_blip_image_processor_class().from_pretrained, path, layout=_LAYOUT)
+        tokenizer = load_pretrained(AutoTokenizer.from_pretrained, path, layout=_LAYOUT)
+        return cls(net, image_processor, tokenizer, device=dev, dtype=torch_dtype, source=model)
+
+    @torch.inference_mode()
+    def __call__(self, images: np.ndarray | Sequence[np.ndarray], batch_size: int = 8) -> list[str]:
+        """Greedy captions, whitespace-stripped, never empty (see FALLBACK_CAPTION)."""
+        items = list(images)
+        for im in items:
+            if im.ndim != 3 or im.shape[-1] != 3 or im.dtype != np.uint8:
+                raise ValueError(f"images must be uint8 [H,W,3], got {im.dtype} {list(im.shape)}")
+        captions: list[str] = []
+        for start in range(0, len(items), batch_size):
+            batch = items[start : start + batch_size]
+            pixels = self.image_processor(images=batch, return_tensors="pt")["pixel_values"]
+            ids = self.model.generate(
+                pixel_values=pixels.to(device=self.device, dtype=self.dtype),
+                max_new_tokens=self.max_new_tokens,
+                do_sample=False,
+                num_beams=1,
+            )
+            for text in self.tokenizer.batch_decode(ids, skip_special_tokens=True):
+                text = " ".join(text.split())
+                captions.append(text or FALLBACK_CAPTION)
+        return captions

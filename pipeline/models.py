@@ -1,0 +1,237 @@
+"""Loading Stable Diffusion 2 depth, component by component.
+
+`load_diffusion_models(model)` takes a Hugging Face hub id (default `stabilityai/stable-diffusion-2-depth`)
+or a local folder in that checkpoint's published layout (`unet/`, `vae/`, `text_encoder/`,
+`tokenizer/`, ...) and returns the four pieces the editor needs. It deliberately does not go through
+`DiffusionPipeline.from_pretrained`: the published model_index.json names `DPTFeatureExtractor`, which
+transformers 5 no longer has, and a `PNDMScheduler` we do not use (our DDIM is computed from fixed
+constants, see ALGORITHM.md), so the scheduler is not loaded at all.
+
+`model="tiny"` means the tiny random-weight models of `pipeline.tiny`, built locally on first use.
+Tiny models give noise-like pictures; they exist for tests, demos and benchmarks.
+
+Every failure a user can fix (no such folder, folder missing a component, hub id not reachable) is an
+`InputError` with one line that names the model and says what to give instead.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import torch
+
+from pipeline.errors import InputError
+
+DEFAULT_MODEL = "stabilityai/stable-diffusion-2-depth"
+DEFAULT_CAPTION_MODEL = "Salesforce/blip-image-captioning-large"
+TINY = "tiny"
+
+# The components the editor loads (the published folder also has scheduler/, depth_estimator/ and
+# feature_extractor/; the depth estimator is loaded separately by pipeline.depth).
+DIFFUSION_COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer")
+
+# Help text for a `--model` flag, shared by every verb that has one so they all say the same thing.
+MODEL_HELP = (
+    "diffusion model: a Hugging Face hub id or a local folder in the stable-diffusion-2-depth layout "
+    f"(default {DEFAULT_MODEL}); 'tiny' = tiny random-weight models built locally without any download: "
+    "they give noise-like pictures and exist for tests, demos and benchmarks only"
+)
+CAPTION_MODEL_HELP = (
+    "captioning model for the source prompt: a BLIP hub id or local folder "
+    f"(default {DEFAULT_CAPTION_MODEL}); 'tiny' = a tiny random BLIP (meaningless captions, for tests)"
+)
+
+log = logging.getLogger(__name__)
+
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+T = TypeVar("T")
+
+
+def resolve_model(model: str) -> str:
+    """'tiny' -> path of the tiny-model folder (built once into the cache, atomically);
+    anything else is returned unchanged (a hub id or a local folder)."""
+    if model == TINY:
+        from pipeline.tiny import tiny_model_dir
+
+        return str(tiny_model_dir())
+    return model
+
+
+def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    """'float32' | 'float16' | 'bfloat16' (or a torch.dtype of those) -> torch.dtype."""
+    if isinstance(dtype, torch.dtype):
+        if dtype not in _DTYPES.values():
+            raise InputError(f"dtype {dtype} is not supported: use one of {', '.join(_DTYPES)}")
+        return dtype
+    try:
+        return _DTYPES[str(dtype)]
+    except KeyError:
+        raise InputError(f"dtype {dtype!r} is not supported: use one of {', '.join(_DTYPES)}") from None
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """None -> 'cuda' when a GPU is visible, else 'cpu'."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError):
+        raise InputError(f"device {device!r} is not a torch device: use e.g. cpu, cuda or cuda:1") from None
+
+
+def _first_line(e: BaseException, limit: int = 200) -> str:
+    text = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _hub_errors() -> tuple[type[BaseException], ...]:
+    """Exception types that mean "could not get it from the hub". Nearly all are OSError
+    (diffusers and transformers re-raise hub problems as OSError; offline mode raises a
+    ConnectionError); a malformed id is a ValueError (HFValidationError); raw HTTP errors from
+    huggingface_hub or httpx can slip through some code paths."""
+    errors: list[type[BaseException]] = [OSError, ValueError]
+    try:
+        from huggingface_hub.errors import HfHubHTTPError
+
+        errors.append(HfHubHTTPError)
+    except ImportError:  # pragma: no cover - depends on huggingface_hub version
+        pass
+    try:
+        import httpx
+
+        errors.append(httpx.HTTPError)
+    except ImportError:  # pragma: no cover
+        pass
+    return tuple(errors)
+
+
+def is_local(model: str) -> bool:
+    """A model given as an existing local folder (anything else is treated as a hub id)."""
+    return os.path.isdir(os.path.expanduser(model))
+
+
+def hub_error(model: str, e: BaseException, what: str = "the stable-diffusion-2-depth layout") -> InputError:
+    """The one-line error for a model that is not a local folder and could not be fetched."""
+    return InputError(
+        f"model {model!r} is not a local folder and could not be loaded from the Hugging Face hub "
+        f"(offline?): give a folder in {what}, or --model tiny [{type(e).__name__}: {_first_line(e)}]"
+    )
+
+
+def require_subfolders(folder: str, subfolders: tuple[str, ...], layout: str) -> None:
+    """Raise InputError naming `folder` and the first missing subfolder."""
+    for sub in subfolders:
+        if not os.path.isdir(os.path.join(folder, sub)):
+            raise InputError(
+                f"model folder {folder!r} has no {sub}/ subfolder: it must be in {layout} "
+                f"({', '.join(s + '/' for s in subfolders)}), or use --model tiny"
+            )
+
+
+def load_pretrained(
+    load: Callable[..., T],
+    model: str,
+    *,
+    subfolder: str | None = None,
+    layout: str = "the stable-diffusion-2-depth layout",
+    **kwargs: Any,
+) -> T:
+    """Call `load(model, subfolder=..., **kwargs)` (a `from_pretrained`), turning "cannot get it"
+    into an InputError. Used by every loader in pipeline/ so all report problems the same way."""
+    if subfolder is not None:
+        kwargs["subfolder"] = subfolder
+    local = is_local(model)
+    path = os.path.expanduser(model) if local else model
+    try:
+        return load(path, **kwargs)
+    except _hub_errors() as e:
+        if local:
+            where = f"{subfolder}/ in model folder {model!r}" if subfolder else f"model folder {model!r}"
+            raise InputError(f"could not load {where}: {_first_line(e)}") from e
+        raise hub_error(model, e, layout) from e
+
+
+def _diffusers_kwargs() -> dict[str, Any]:
+    # Without `accelerate`, diffusers falls back to low_cpu_mem_usage=False anyway but prints a
+    # warning on every load; say it ourselves so logs stay clean. With accelerate, the default
+    # (True: no random init before loading) is faster and halves peak host memory.
+    if importlib.util.find_spec("accelerate") is None:
+        return {"low_cpu_mem_usage": False}
+    return {}
+
+
+@dataclass
+class DiffusionModels:
+    """What the editor needs from SD2-depth. All modules are in eval mode with requires_grad False,
+    on `device`, in `dtype`. `source` is the model as given (hub id, folder, or 'tiny')."""
+
+    unet: Any  # diffusers.UNet2DConditionModel
+    vae: Any  # diffusers.AutoencoderKL
+    text_encoder: Any  # transformers.CLIPTextModel
+    tokenizer: Any  # transformers.CLIPTokenizer
+    device: torch.device
+    dtype: torch.dtype
+    source: str
+
+
+def _prepare(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+    # dtype was already applied by from_pretrained (which also honours modules a model keeps in
+    # float32); casting again with .to(dtype) makes diffusers warn about exactly that, so move only.
+    module.to(device=device)
+    module.eval()
+    module.requires_grad_(False)
+    return module
+
+
+def load_diffusion_models(
+    model: str = DEFAULT_MODEL,
+    *,
+    dtype: str | torch.dtype = "float32",
+    device: str | torch.device | None = None,
+) -> DiffusionModels:
+    """Load UNet, VAE, CLIP text encoder and tokenizer of SD2-depth from a hub id or local folder
+    ('tiny' -> the tiny random models). device None = cuda if available, else cpu."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    torch_dtype = resolve_dtype(dtype)
+    dev = resolve_device(device)
+    path = resolve_model(model)
+    if is_local(path):
+        # Check the layout up front: one clear message instead of a stack trace from the 3rd loader.
+        require_subfolders(
+            os.path.expanduser(path), DIFFUSION_COMPONENTS, "the stable-diffusion-2-depth layout"
+        )
+
+    dkw = _diffusers_kwargs()
+    # The UNet first: for a hub id it is the load that tells us whether the id is reachable at all.
+    unet = load_pretrained(
+        UNet2DConditionModel.from_pretrained, path, subfolder="unet", torch_dtype=torch_dtype, **dkw
+    )
+    vae = load_pretrained(
+        AutoencoderKL.from_pretrained, path, subfolder="vae", torch_dtype=torch_dtype, **dkw
+    )
+    text_encoder = load_pretrained(
+        CLIPTextModel.from_pretrained, path, subfolder="text_encoder", dtype=torch_dtype
+    )
+    tokenizer = load_pretrained(CLIPTokenizer.from_pretrained, path, subfolder="tokenizer")
+    if unet.config.in_channels != 5:
+        raise InputError(
+            f"model {model!r} is not a depth model: its UNet takes {unet.config.in_channels} input channels, "
+            "not 5 (4 latent + 1 depth); use stabilityai/stable-diffusion-2-depth or a fine-tune of it"
+        )
+    log.info("loaded %s (%s, %s)", model, dev, str(torch_dtype).removeprefix("torch."))
+    return DiffusionModels(
+        unet=_prepare(unet, dev, torch_dtype),
+        vae=_prepare(vae, dev, torch_dtype),
+        text_encoder=_prepare(text_encoder, dev, torch_dtype),
+        tokenizer=tokenizer,
+        device=dev,
+        dtype=torch_dtype,
+        source=model,
+    )

@@ -1,0 +1,44 @@
+"""Shared test fixtures. Keep each fixture small and say why it is session-scoped.
+
+Test-session environment, set before anything imports huggingface_hub (which reads these once):
+- PIX2VIDEO_CACHE -> a temporary folder, so `resolve_model("tiny")` (and Ray workers, which inherit
+  the environment) never write into the user's ~/.cache;
+- HF_HUB_OFFLINE=1, so no test can reach for the network: every model comes from the tiny folder.
+
+One intra-op torch thread: on tiny models thread hand-off costs more than the work, and on a busy
+2-core machine torch's spinning threads made the model tests ~5x slower (35 s vs 6.5 s).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+_CACHE = tempfile.mkdtemp(prefix="pix2video-test-cache-")
+os.environ["PIX2VIDEO_CACHE"] = _CACHE
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(_CACHE, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir() -> Path:
+    """The tiny random-weight models in the SD2-depth layout (+ blip/, clip/), built once per session.
+
+    Built through the same cache as `resolve_model("tiny")`, so tests that pass "tiny" reuse it.
+    """
+    from pipeline.tiny import tiny_model_dir as build_or_get
+
+    return build_or_get()
