@@ -1,0 +1,233 @@
+"""Pix2Video (Ceylan, Huang, Mitra, ICCV 2023), top to bottom as in ALGORITHM.md.
+
+    video = editor.prepare(frames, depth)            # encode frames, depth conditioning
+    zT = editor.invert(video, source_prompt, cfg)    # step 1: DDIM inversion, every frame on its own
+    latents = editor.edit(video, zT, prompts, cfg)   # steps 2-3: anchor, then every later frame
+    frames = editor.decode(latents[0])               # step 5
+
+`edit` runs all prompts of a video against one inversion; the stepping itself is the batched engine
+in `engine.py`, the attention change is the processor in `injection.py`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .ddim import DDIMSchedule, ddim_step
+from .engine import INJECTIONS, DenoiseEngine, EditJob, EngineSettings, StepTrace
+from .errors import InputError
+from .injection import FeatureStore, install
+
+if TYPE_CHECKING:
+    from .models import DiffusionModels
+
+
+@dataclass
+class EditConfig:
+    """Everything that changes an edit's result, plus how it is scheduled (which does not)."""
+
+    steps: int = 50
+    guidance_scale: float = 7.5
+    negative_prompt: str = ""
+    injection: str = "anchor+prev"  # anchor+prev | anchor | prev | random | none
+    latent_update: bool = True
+    update_weight: float = 100.0  # λ
+    update_last_step: int | None = None  # K_u; None = steps // 2
+    reverse: bool = False  # anchor = last frame, edit backwards
+    seed: int = 0  # only the 'random' injection ablation draws anything
+    max_batch: int = 1  # engine items per UNet call; 1 = the reference's sequential order
+    inversion_batch: int = 8  # frames per UNet call during inversion
+    decode_batch: int = 4  # frames per VAE call
+
+    def validate(self) -> None:
+        if self.injection not in INJECTIONS:
+            raise InputError(f"injection {self.injection!r} is not one of: {', '.join(INJECTIONS)}")
+        if not 1 <= self.steps <= 1000:
+            raise InputError(f"steps must be between 1 and 1000, got {self.steps}")
+        if self.max_batch < 1 or self.inversion_batch < 1 or self.decode_batch < 1:
+            raise InputError("batch sizes must be at least 1")
+
+    def engine_settings(self) -> EngineSettings:
+        return EngineSettings(
+            guidance_scale=self.guidance_scale,
+            injection=self.injection,
+            latent_update=self.latent_update,
+            update_weight=self.update_weight,
+            update_last_step=self.steps // 2 if self.update_last_step is None else self.update_last_step,
+            max_batch=self.max_batch,
+            seed=self.seed,
+        )
+
+
+@dataclass
+class Video:
+    """A video ready for the UNet: clean latents and depth conditioning, on the model's device."""
+
+    latents: torch.Tensor  # z0, [N,4,H/8,W/8] float32
+    depth: torch.Tensor  # [N,1,H/8,W/8], min-max normalised to [-1,1] per frame, model dtype
+    height: int
+    width: int
+    cache: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def num_frames(self) -> int:
+        return self.latents.shape[0]
+
+
+def depth_conditioning(depth: Sequence[np.ndarray] | torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Raw depth (any resolution, larger = nearer) → [N,1,H/8,W/8] in [-1,1], SD2-depth's convention."""
+    maps = [torch.as_tensor(np.asarray(d, dtype=np.float32)) for d in depth]
+    out = []
+    for d in maps:
+        d = F.interpolate(d[None, None], size=(height // 8, width // 8), mode="bicubic", align_corners=False)
+        lo, hi = d.amin(), d.amax()
+        # A flat depth map carries no information; mid-grey rather than a division by zero.
+        out.append(2.0 * (d - lo) / (hi - lo) - 1.0 if hi > lo else torch.zeros_like(d))
+    return torch.cat(out)
+
+
+class Pix2Video:
+    """The editor: holds the models, runs the method. Load once, call for many videos."""
+
+    def __init__(self, models: DiffusionModels) -> None:
+        self.models = models
+        self.store = FeatureStore()
+        self.injected_layers = install(models.unet, self.store)
+        self.last_engine: DenoiseEngine | None = None  # for statistics: store size, UNet calls
+
+    @property
+    def device(self) -> torch.device:
+        return self.models.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.models.dtype
+
+    @property
+    def scaling_factor(self) -> float:
+        return float(self.models.vae.config.scaling_factor)
+
+    @torch.no_grad()
+    def encode_text(self, prompts: Sequence[str]) -> torch.Tensor:
+        """CLIP `last_hidden_state` over all 77 positions, from input ids alone (no attention mask)."""
+        tok = self.models.tokenizer
+        ids = tok(list(prompts), padding="max_length", max_length=77, truncation=True, return_tensors="pt")
+        return self.models.text_encoder(ids.input_ids.to(self.device))[0].to(self.dtype)
+
+    @torch.no_grad()
+    def prepare(self, frames: np.ndarray, depth: Sequence[np.ndarray] | torch.Tensor, batch: int = 4) -> Video:
+        """Encode frames (uint8 [N,H,W,3], already at the edit size) with the VAE mean; condition depth."""
+        frames = np.asarray(frames)
+        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+            raise InputError(f"frames must be a uint8 array [N,H,W,3], got {frames.dtype} {frames.shape}")
+        n, height, width, _ = frames.shape
+        if n == 0:
+            raise InputError("the video has no frames")
+        if height % 64 or width % 64:
+            raise InputError(f"frame size {width}x{height}: width and height must be multiples of 64")
+        if len(depth) != n:
+            raise InputError(f"got {len(depth)} depth maps for {n} frames")
+        vae = self.models.vae
+        latents = []
+        for start in range(0, n, batch):
+            x = torch.from_numpy(frames[start : start + batch]).to(self.device).permute(0, 3, 1, 2)
+            x = (x.float() / 127.5 - 1.0).to(self.dtype)
+            latents.append(vae.encode(x).latent_dist.mean.float() * self.scaling_factor)
+        cond = depth_conditioning(depth, height, width).to(self.device, self.dtype)
+        return Video(latents=torch.cat(latents), depth=cond, height=height, width=width)
+
+    @torch.no_grad()
+    def invert(self, video: Video, source_prompt: str, config: EditConfig) -> torch.Tensor:
+        """Step 1: DDIM inversion of each frame with the source prompt, conditional branch only."""
+        config.validate()
+        key = ("inversion", source_prompt, config.steps)
+        if key in video.cache:
+            return video.cache[key]
+        sched = DDIMSchedule.create(config.steps)
+        emb = self.encode_text([source_prompt])
+        out = []
+        for start in range(0, video.num_frames, config.inversion_batch):
+            z = video.latents[start : start + config.inversion_batch].clone()
+            depth = video.depth[start : start + config.inversion_batch]
+            for k in range(config.steps):
+                t = sched.invert_timestep(k)
+                eps = self.models.unet(
+                    torch.cat([z.to(self.dtype), depth], dim=1), t, emb.expand(z.shape[0], -1, -1)
+                ).sample.float()
+                z, _ = ddim_step(z, eps, sched.alpha(t - sched.delta).to(z.device), sched.alpha(t).to(z.device))
+            out.append(z)
+        video.cache[key] = zT = torch.cat(out)
+        return zT
+
+    @torch.no_grad()
+    def edit(
+        self,
+        video: Video,
+        zT: torch.Tensor,
+        prompts: Sequence[str],
+        config: EditConfig,
+        on_frame_done: Callable[[int, int], None] | None = None,
+        trace: Callable[[StepTrace], None] | None = None,
+    ) -> list[torch.Tensor]:
+        """Steps 2-3 for every prompt: final latents [N,4,h,w] per prompt, in frame order.
+
+        `on_frame_done(prompt_index, frame_index)` is called as each frame finishes; `trace` gets
+        every (prompt, frame, step) item's x̂0 and latents (frame = position in edit order).
+        """
+        config.validate()
+        if not prompts or any(not p.strip() for p in prompts):
+            raise InputError("every target prompt must be a non-empty text")
+        order = torch.arange(video.num_frames - 1, -1, -1) if config.reverse else torch.arange(video.num_frames)
+        order = order.to(zT.device)
+        cond = self.encode_text(prompts)
+        uncond = self.encode_text([config.negative_prompt])[0]
+        jobs = [
+            EditJob(latents=zT[order], depth=video.depth[order], cond=cond[i], uncond=uncond)
+            for i in range(len(prompts))
+        ]
+        engine = DenoiseEngine(
+            self.models.unet, DDIMSchedule.create(config.steps), self.store, config.engine_settings()
+        )
+        engine.trace = trace
+        self.last_engine = engine
+        callback = None
+        if on_frame_done is not None:
+            frame_of = order.tolist()
+
+            def callback(job: int, position: int) -> None:
+                on_frame_done(job, frame_of[position])
+
+        results = engine.run(jobs, callback)
+        inverse = torch.argsort(order)
+        return [z[inverse] for z in results]
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor, batch: int = 4) -> Iterator[np.ndarray]:
+        """Step 5: VAE decode, clamp, and truncate to uint8 as the reference does."""
+        vae = self.models.vae
+        for start in range(0, latents.shape[0], batch):
+            z = latents[start : start + batch] / self.scaling_factor
+            x = vae.decode(z.to(self.dtype)).sample.float().clamp(-1, 1)
+            pixels = ((x + 1) / 2 * 255).floor().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+            yield from pixels
+
+    def __call__(
+        self,
+        frames: np.ndarray,
+        depth: Sequence[np.ndarray],
+        prompt: str,
+        source_prompt: str,
+        config: EditConfig | None = None,
+    ) -> np.ndarray:
+        """One video, one prompt, frames in and frames out (uint8 [N,H,W,3])."""
+        config = config or EditConfig()
+        video = self.prepare(frames, depth)
+        zT = self.invert(video, source_prompt, config)
+        (latents,) = self.edit(video, zT, [prompt], config)
+        return np.stack(list(self.decode(latents, config.decode_batch)))
