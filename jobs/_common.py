@@ -93,7 +93,14 @@ def add_edit_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--update-weight", type=float, default=100.0)
     g.add_argument("--reverse", action="store_true", help="anchor on the last frame and edit backwards")
     g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--max-batch", type=int, default=1, help="UNet items per call; >1 also batches prompts")
+    g.add_argument(
+        "--schedule",
+        default="auto",
+        choices=("auto", "sequential", "wavefront"),
+        help="order of the UNet work (same frames either way): sequential = the reference's frame by frame; "
+        "wavefront = every ready (frame, step, prompt) item batched; auto = the faster on the device (default)",
+    )
+    g.add_argument("--max-batch", type=int, default=8, help="wavefront: items per UNet call (default 8)")
 
 
 def add_cluster_arguments(parser: argparse.ArgumentParser, *, editors: bool = True) -> None:
@@ -149,6 +156,7 @@ def edit_config(args: argparse.Namespace) -> Any:
         update_weight=args.update_weight,
         reverse=args.reverse,
         seed=args.seed,
+        schedule=args.schedule,
         max_batch=args.max_batch,
     )
     cfg.validate()

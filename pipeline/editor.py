@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from .ddim import DDIMSchedule, ddim_step
-from .engine import INJECTIONS, DenoiseEngine, EditJob, EngineSettings, StepTrace
+from .engine import INJECTIONS, SCHEDULES, DenoiseEngine, EditJob, EngineSettings, StepTrace, default_schedule
 from .errors import InputError
 from .injection import FeatureStore, install
 
@@ -41,11 +41,14 @@ class EditConfig:
     update_last_step: int | None = None  # K_u; None = steps // 2
     reverse: bool = False  # anchor = last frame, edit backwards
     seed: int = 0  # only the 'random' injection ablation draws anything
-    max_batch: int = 1  # engine items per UNet call; 1 = the reference's sequential order
+    schedule: str = "auto"  # sequential | wavefront | auto (the faster one on the device, as measured)
+    max_batch: int = 8  # wavefront: (frame, step, prompt) items per UNet call
     inversion_batch: int = 8  # frames per UNet call during inversion
     decode_batch: int = 4  # frames per VAE call
 
     def validate(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise InputError(f"schedule {self.schedule!r} is not one of: {', '.join(SCHEDULES)}")
         if self.injection not in INJECTIONS:
             raise InputError(f"injection {self.injection!r} is not one of: {', '.join(INJECTIONS)}")
         if not 1 <= self.steps <= 1000:
@@ -53,14 +56,15 @@ class EditConfig:
         if self.max_batch < 1 or self.inversion_batch < 1 or self.decode_batch < 1:
             raise InputError("batch sizes must be at least 1")
 
-    def engine_settings(self) -> EngineSettings:
+    def engine_settings(self, device: torch.device) -> EngineSettings:
+        schedule = default_schedule(device) if self.schedule == "auto" else self.schedule
         return EngineSettings(
             guidance_scale=self.guidance_scale,
             injection=self.injection,
             latent_update=self.latent_update,
             update_weight=self.update_weight,
             update_last_step=self.steps // 2 if self.update_last_step is None else self.update_last_step,
-            max_batch=self.max_batch,
+            max_batch=1 if schedule == "sequential" else self.max_batch,
             seed=self.seed,
         )
 
@@ -192,7 +196,7 @@ class Pix2Video:
             for i in range(len(prompts))
         ]
         engine = DenoiseEngine(
-            self.models.unet, DDIMSchedule.create(config.steps), self.store, config.engine_settings()
+            self.models.unet, DDIMSchedule.create(config.steps), self.store, config.engine_settings(self.device)
         )
         engine.trace = trace
         self.last_engine = engine

@@ -23,6 +23,12 @@ from .ddim import DDIMSchedule, ddim_step
 from .injection import FeatureStore, InjectionPlan
 
 INJECTIONS = ("anchor+prev", "anchor", "prev", "random", "none")
+SCHEDULES = ("auto", "sequential", "wavefront")
+
+
+def default_schedule(device: torch.device) -> str:
+    """The schedule `auto` picks: wavefront everywhere, as measured in BENCHMARKS.md."""
+    return "wavefront"
 
 
 @dataclass

@@ -185,12 +185,12 @@ def test_changing_a_frame_leaves_earlier_frames_unchanged(editor, clip):
     assert not torch.equal(a[3], b[3])
 
 
-@pytest.mark.parametrize("max_batch", [2, 64])
+@pytest.mark.parametrize("max_batch", [2, 64])  # shorter and longer than the video's anti-diagonals
 def test_wavefront_and_prompt_batching_equal_sequential(editor, clip, max_batch):
     frames, depth = clip
     prompts = ["a red ball", "a blue cube"]
-    _, _, seq = run(editor, frames, depth, prompts, max_batch=1)
-    _, _, fast = run(editor, frames, depth, prompts, max_batch=max_batch)
+    _, _, seq = run(editor, frames, depth, prompts, schedule="sequential")
+    _, _, fast = run(editor, frames, depth, prompts, schedule="wavefront", max_batch=max_batch)
     for a, b in zip(seq, fast, strict=True):
         pa, pb = (np.stack(list(editor.decode(z))).astype(int) for z in (a, b))
         assert np.abs(pa - pb).max() <= 1

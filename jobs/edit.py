@@ -1,0 +1,121 @@
+"""Edit one video with a text prompt (Pix2Video), on one machine, without Ray.
+
+    pix2video edit clip.mp4 -o edited.mp4 --prompt "a car made of lego"
+    pix2video edit frames/ -o edited/ --prompt "..." --depth depth/ --source-prompt "a car"
+
+INPUT is a video file (mp4, mov, mkv, webm, gif, ...) or a folder of frames sorted by name. OUTPUT
+with a video extension is an H.264 mp4 at the input's fps; otherwise a folder of lossless PNGs named
+like the input frames (000000.png, ... for a video input). Without --source-prompt the anchor frame
+is captioned and the caption printed. With --model tiny (random weights, no download) the pictures
+are noise-like: that model exists for tests, demos and benchmarks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from jobs import _common
+from pipeline.errors import InputError
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("input", metavar="INPUT", help="video file or folder of frames")
+    parser.add_argument("-o", "--output", required=True, metavar="OUTPUT", help="output .mp4, or a folder for PNGs")
+    parser.add_argument("--prompt", required=True, metavar="TEXT", help="target prompt: what the video should become")
+    parser.add_argument(
+        "--source-prompt", metavar="TEXT", help="what the input shows (default: a caption of the anchor frame)"
+    )
+    parser.add_argument(
+        "--depth",
+        metavar="DIR",
+        help="folder with one <frame stem>.npy raw depth map per frame (any resolution, larger = nearer); "
+        "the depth model is then not run",
+    )
+    _common.add_model_arguments(parser)
+    _common.add_edit_arguments(parser)
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+
+
+@dataclass
+class PreparedInput:
+    """A video read, resized and given depth and a source prompt: what the editor needs."""
+
+    frames: np.ndarray  # uint8 [N,H,W,3] at the edit size
+    depth: list[np.ndarray]
+    source_prompt: str
+    fps: float
+    names: list[str]
+    original_size: tuple[int, int]  # (width, height) of the input
+
+
+def prepare_input(args: argparse.Namespace, *, device, dtype: str) -> PreparedInput:
+    """Read INPUT, resize it, and get depth (given or estimated) and the source prompt (given or captioned)."""
+    from pipeline.frames import default_size, resize_frames
+    from pipeline.video_io import load_depth_folder, read_frames
+
+    clip = read_frames(args.input, max_frames=args.max_frames)
+    height, width = clip.frames.shape[1:3]
+    size = _common.parse_size(args.size) or default_size(width, height)
+    frames = resize_frames(clip.frames, *size)
+    if args.depth:
+        depth = load_depth_folder(args.depth, clip.names)
+    else:
+        from pipeline.depth import DepthEstimator
+
+        depth = list(DepthEstimator.from_model(args.model, dtype=dtype, device=device)(frames))
+    source_prompt = args.source_prompt
+    if source_prompt is None:
+        from pipeline.caption import Captioner
+
+        anchor = frames[-1] if args.reverse else frames[0]
+        captioner = Captioner.from_model(_common.caption_model(args), dtype=dtype, device=device)
+        source_prompt = captioner([anchor])[0]
+        print(f"source prompt (caption of the anchor frame): {source_prompt}")
+    elif not source_prompt.strip():
+        raise InputError("--source-prompt is empty: describe the input video, or leave the flag out to caption it")
+    return PreparedInput(frames, depth, source_prompt, clip.fps, clip.names, (width, height))
+
+
+def run(args: argparse.Namespace) -> int:
+    from pipeline.editor import Pix2Video
+    from pipeline.models import load_diffusion_models, resolve_model
+    from pipeline.video_io import write_output
+
+    if not args.prompt.strip():
+        raise InputError("--prompt is empty: say what the video should become")
+    started = time.perf_counter()
+    # Models first: a wrong --model should fail before minutes of depth estimation.
+    models = load_diffusion_models(resolve_model(args.model), dtype=args.dtype, device=args.device)
+    config = _common.edit_config(args)
+    data = prepare_input(args, device=models.device, dtype=args.dtype)
+    editor = Pix2Video(models)
+    n = len(data.frames)
+    height, width = data.frames.shape[1:3]
+    log.info("editing %d frames at %dx%d on %s (%s)", n, width, height, models.device, models.dtype)
+
+    video = editor.prepare(data.frames, data.depth)
+    zT = editor.invert(video, data.source_prompt, config)
+    progress = _progress(n, enabled=args.progress)
+    (latents,) = editor.edit(video, zT, [args.prompt], config, on_frame_done=lambda _j, _f: progress.update())
+    progress.close()
+    out = write_output(args.output, editor.decode(latents, config.decode_batch), data.fps, data.names)
+    elapsed = time.perf_counter() - started
+    print(f"wrote {out} ({n} frames, {width}x{height}, {elapsed:.1f} s)")
+    return 0
+
+
+def _progress(total: int, *, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="frame", desc="editing", disable=not enabled)
+
+
+if __name__ == "__main__":
+    _common.main_for("edit")
