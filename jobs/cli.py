@@ -18,7 +18,7 @@ from pipeline.errors import InputError
 # verb -> (module, one-line help)
 VERBS: dict[str, tuple[str, str]] = {
     "edit": ("jobs.edit", "edit one video (file or folder of frames) with a text prompt"),
-    "bench": ("jobs.bench", "measure speed and memory of the editor; prints JSON"),
+    "bench": ("jobs.bench", "measure speed and memory of the editor (schedules side by side); prints JSON"),
     "run": ("jobs.run", "edit every video of a dataset with every prompt on Ray; writes results.parquet"),
     "relabel": ("jobs.relabel", "precompute only: captions, frame counts, depth per video -> labels.parquet"),
     "augment": ("jobs.augment", "make edited copies of a dataset from prompt templates -> augmented.parquet"),
