@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -76,6 +77,7 @@ def build_parser(verb: str) -> argparse.ArgumentParser:
 
 def run_verb(verb: str, argv: list[str]) -> int:
     """Parse `argv` for `verb`, run it, and turn user errors into one line on stderr."""
+    _quiet_libraries()
     try:
         parser = build_parser(verb)
         _apply_config(parser, argv)
@@ -92,6 +94,19 @@ def run_verb(verb: str, argv: list[str]) -> int:
     except KeyboardInterrupt:
         print(f"pix2video {verb}: interrupted", file=sys.stderr)
         return 130
+
+
+def _quiet_libraries() -> None:
+    """Per-file weight-loading bars and library chatter drown the one progress bar that matters."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -48,39 +48,39 @@ class PreparedInput:
     """A video read, resized and given depth and a source prompt: what the editor needs."""
 
     frames: np.ndarray  # uint8 [N,H,W,3] at the edit size
-    depth: list[np.ndarray]
-    source_prompt: str
+    depth: list[np.ndarray] | None  # None until estimated
+    source_prompt: str | None  # None until captioned
     fps: float
     names: list[str]
-    original_size: tuple[int, int]  # (width, height) of the input
 
 
-def prepare_input(args: argparse.Namespace, *, device, dtype: str) -> PreparedInput:
-    """Read INPUT, resize it, and get depth (given or estimated) and the source prompt (given or captioned)."""
+def read_input(args: argparse.Namespace) -> PreparedInput:
+    """The cheap, checkable part first: frames, edit size, given depth maps and prompts."""
     from pipeline.frames import default_size, resize_frames
     from pipeline.video_io import load_depth_folder, read_frames
 
+    if args.source_prompt is not None and not args.source_prompt.strip():
+        raise InputError("--source-prompt is empty: describe the input video, or leave the flag out to caption it")
+    size = _common.parse_size(args.size)
     clip = read_frames(args.input, max_frames=args.max_frames)
-    height, width = clip.frames.shape[1:3]
-    size = _common.parse_size(args.size) or default_size(width, height)
-    frames = resize_frames(clip.frames, *size)
-    if args.depth:
-        depth = load_depth_folder(args.depth, clip.names)
-    else:
+    frames = resize_frames(clip.frames, *(size or default_size(clip.frames.shape[2], clip.frames.shape[1])))
+    depth = load_depth_folder(args.depth, clip.names) if args.depth else None
+    return PreparedInput(frames, depth, args.source_prompt, clip.fps, clip.names)
+
+
+def complete_input(data: PreparedInput, args: argparse.Namespace, *, device, dtype: str) -> None:
+    """Estimate depth and caption the anchor frame where the user gave neither."""
+    if data.depth is None:
         from pipeline.depth import DepthEstimator
 
-        depth = list(DepthEstimator.from_model(args.model, dtype=dtype, device=device)(frames))
-    source_prompt = args.source_prompt
-    if source_prompt is None:
+        data.depth = list(DepthEstimator.from_model(args.model, dtype=dtype, device=device)(data.frames))
+    if data.source_prompt is None:
         from pipeline.caption import Captioner
 
-        anchor = frames[-1] if args.reverse else frames[0]
+        anchor = data.frames[-1] if args.reverse else data.frames[0]
         captioner = Captioner.from_model(_common.caption_model(args), dtype=dtype, device=device)
-        source_prompt = captioner([anchor])[0]
-        print(f"source prompt (caption of the anchor frame): {source_prompt}")
-    elif not source_prompt.strip():
-        raise InputError("--source-prompt is empty: describe the input video, or leave the flag out to caption it")
-    return PreparedInput(frames, depth, source_prompt, clip.fps, clip.names, (width, height))
+        data.source_prompt = captioner([anchor])[0]
+        print(f"source prompt (caption of the anchor frame): {data.source_prompt}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -90,11 +90,12 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.prompt.strip():
         raise InputError("--prompt is empty: say what the video should become")
-    started = time.perf_counter()
-    # Models first: a wrong --model should fail before minutes of depth estimation.
-    models = load_diffusion_models(resolve_model(args.model), dtype=args.dtype, device=args.device)
     config = _common.edit_config(args)
-    data = prepare_input(args, device=models.device, dtype=args.dtype)
+    started = time.perf_counter()
+    data = read_input(args)
+    # Then the models: a wrong --model fails before minutes of depth estimation.
+    models = load_diffusion_models(resolve_model(args.model), dtype=args.dtype, device=args.device)
+    complete_input(data, args, device=models.device, dtype=args.dtype)
     editor = Pix2Video(models)
     n = len(data.frames)
     height, width = data.frames.shape[1:3]
