@@ -25,6 +25,9 @@ VERBS: dict[str, tuple[str, str]] = {
     "augment": ("jobs.augment", "make edited copies of a dataset from prompt templates -> augmented.parquet"),
     "demo": ("jobs.demo", "run the whole pipeline on a generated sample dataset with tiny models"),
     "submit": ("jobs.submit", "submit a verb as a Ray job to a cluster and follow its logs"),
+    "evaluate": ("jobs.evaluate", "the paper's metrics (CLIP-Text, CLIP-Image, Pixel-MSE) for a finished run"),
+    "report": ("jobs.report", "static HTML report of a run: previews, per-frame metric plots, summary"),
+    "ablate": ("jobs.ablate", "run the paper's ablation variants on one video; prints and writes Table 1"),
 }
 
 

@@ -1,0 +1,218 @@
+"""Run the paper's ablations on one video and print Table 1: the three metrics per variant.
+
+    pix2video ablate clip.mp4 --prompt "a car made of lego" -o ablation/
+    pix2video ablate clip.mp4 --prompt "..." --injections anchor+prev,none --latent-update on
+
+Variants (ALGORITHM.md, "Ablation switches"; paper Fig. 5 and Table 1): self-attention injection from
+anchor + previous frame (the method), anchor only, previous only, anchor + a random earlier frame, or
+none (per-frame editing), each with the latent update on and off. The models are loaded, the input
+prepared (depth, caption) and inverted once; only the editing runs per variant.
+
+Writes to OUTDIR: one mp4 per variant, and the table as table.csv, table.md and table.json (with the
+settings and per-frame values). The first row is the input video itself, the baseline.
+
+Tiny models (--model tiny, --clip-model tiny) give noise-like pictures and meaningless metric values:
+use them to test the command, not to read the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from jobs import _common
+from jobs.evaluate import TINY_NOTE
+from pipeline.errors import InputError
+from pipeline.metrics import CLIP_MODEL_HELP, DEFAULT_CLIP_MODEL, METRIC_NAMES, METRIC_TITLES, Metrics, format_value
+
+log = logging.getLogger(__name__)
+
+INJECTIONS = ("anchor+prev", "anchor", "prev", "random", "none")  # the paper's order, the method first
+INPUT_LABEL = "input video"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("input", metavar="VIDEO", help="video file or folder of frames")
+    parser.add_argument("--prompt", required=True, metavar="TEXT", help="target prompt")
+    parser.add_argument(
+        "-o",
+        "--output",
+        default="ablation",
+        metavar="OUTDIR",
+        help="folder for the videos and tables (default ablation/)",
+    )
+    parser.add_argument(
+        "--source-prompt", metavar="TEXT", help="what the input shows (default: a caption of the anchor frame)"
+    )
+    parser.add_argument("--depth", metavar="DIR", help="folder with one <frame stem>.npy raw depth map per frame")
+    v = parser.add_argument_group("variants")
+    v.add_argument(
+        "--injections",
+        default=",".join(INJECTIONS),
+        metavar="LIST",
+        help=f"comma-separated injection variants (default all: {','.join(INJECTIONS)})",
+    )
+    v.add_argument(
+        "--latent-update",
+        default="both",
+        choices=("both", "on", "off"),
+        help="latent update variants (default both)",
+    )
+    _common.add_model_arguments(parser)
+    g = parser.add_argument_group("editing (shared by every variant; see `pix2video edit --help`)")
+    g.add_argument("--steps", type=int, default=50, help="DDIM steps (default 50)")
+    g.add_argument("--guidance-scale", type=float, default=7.5)
+    g.add_argument("--negative-prompt", default="")
+    g.add_argument("--update-weight", type=float, default=100.0, help="λ of the latent update (default 100)")
+    g.add_argument("--reverse", action="store_true", help="anchor on the last frame and edit backwards")
+    g.add_argument("--seed", type=int, default=0, help="seed of the 'random' injection variant")
+    g.add_argument("--schedule", default="auto", choices=("auto", "sequential", "wavefront"))
+    g.add_argument("--max-batch", type=int, default=8, help="wavefront: items per UNet call (default 8)")
+    m = parser.add_argument_group("metrics")
+    m.add_argument("--clip-model", default=DEFAULT_CLIP_MODEL, help=CLIP_MODEL_HELP)
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+
+
+@dataclass
+class Variant:
+    injection: str
+    latent_update: bool
+
+    @property
+    def label(self) -> str:
+        return f"{self.injection}, {'update' if self.latent_update else 'no update'}"
+
+    @property
+    def slug(self) -> str:
+        return f"{self.injection.replace('+', '-')}__{'update' if self.latent_update else 'no-update'}"
+
+
+def variants(injections: str, latent_update: str) -> list[Variant]:
+    """The grid the flags ask for, in the paper's order (injection first, update on before off)."""
+    names = [n.strip() for n in injections.split(",") if n.strip()]
+    bad = [n for n in names if n not in INJECTIONS]
+    if bad or not names:
+        raise InputError(f"--injections {injections!r}: give a comma-separated list of {', '.join(INJECTIONS)}")
+    updates = {"both": (True, False), "on": (True,), "off": (False,)}[latent_update]
+    return [Variant(n, u) for n in dict.fromkeys(names) for u in updates]
+
+
+def table_rows(results: list[tuple[str, Metrics]]) -> list[dict[str, Any]]:
+    return [{"variant": label, **m.row()} for label, m in results]
+
+
+def to_csv(rows: list[dict[str, Any]]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=["variant", *METRIC_NAMES], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows([{k: ("" if v is None else v) for k, v in r.items()} for r in rows])
+    return buf.getvalue()
+
+
+def to_markdown(rows: list[dict[str, Any]], title: str) -> str:
+    lines = [
+        f"**{title}**",
+        "",
+        "| Variant | " + " | ".join(METRIC_TITLES[n] for n in METRIC_NAMES) + " |",
+        "|---|" + "---:|" * len(METRIC_NAMES),
+    ]
+    for r in rows:
+        lines.append(f"| {r['variant']} | " + " | ".join(format_value(n, r.get(n)) for n in METRIC_NAMES) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+    from tqdm import tqdm
+
+    from jobs.edit import complete_input, read_input
+    from pipeline.editor import EditConfig, Pix2Video
+    from pipeline.metrics import ClipScorer, format_table, input_flows, video_metrics
+    from pipeline.models import TINY, load_diffusion_models, resolve_model
+    from pipeline.video_io import write_output
+
+    if not args.prompt.strip():
+        raise InputError("--prompt is empty: say what the video should become")
+    grid = variants(args.injections, args.latent_update)
+    base = EditConfig(
+        steps=args.steps,
+        guidance_scale=args.guidance_scale,
+        negative_prompt=args.negative_prompt,
+        update_weight=args.update_weight,
+        reverse=args.reverse,
+        seed=args.seed,
+        schedule=args.schedule,
+        max_batch=args.max_batch,
+    )
+    base.validate()
+    out_dir = Path(args.output)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"-o {args.output}: exists and is not a folder; give a folder for the ablation outputs")
+    started = time.perf_counter()
+    data = read_input(args)  # the cheap, checkable part first (as `edit` does)
+    # Every model before any long work, so a wrong --model or --clip-model fails in seconds.
+    models = load_diffusion_models(resolve_model(args.model), dtype=args.dtype, device=args.device)
+    scorer = ClipScorer.from_model(args.clip_model, device=models.device)
+    complete_input(data, args, device=models.device, dtype=args.dtype)
+    editor = Pix2Video(models)
+    height, width = data.frames.shape[1:3]
+    n = len(data.frames)
+    video = editor.prepare(data.frames, data.depth)
+    zT = editor.invert(video, data.source_prompt, base)  # once: it does not depend on the variant
+    flows = input_flows(data.frames, width, height)  # once: Pixel-MSE warps every variant with the input's flow
+    results: list[tuple[str, Metrics]] = [(INPUT_LABEL, video_metrics(data.frames, args.prompt, scorer, flows=flows))]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    outputs: dict[str, str] = {}
+    settings: dict[str, dict[str, Any]] = {}
+    for v in grid:
+        cfg = replace(base, injection=v.injection, latent_update=v.latent_update)
+        bar = tqdm(total=n, unit="frame", desc=v.label, disable=not args.progress)
+        (latents,) = editor.edit(video, zT, [args.prompt], cfg, on_frame_done=lambda _j, _f, bar=bar: bar.update())
+        bar.close()
+        frames = list(editor.decode(latents, cfg.decode_batch))
+        path = write_output(out_dir / f"{v.slug}.mp4", frames, data.fps, data.names)
+        results.append((v.label, video_metrics(np.stack(frames), args.prompt, scorer, flows=flows)))
+        outputs[v.label] = path.name
+        settings[v.label] = {"injection": v.injection, "latent_update": v.latent_update}
+
+    title = f"Ablation on {Path(args.input).name} ({n} frames, {width}x{height}): {args.prompt!r}"
+    rows = table_rows(results)
+    print(format_table(results, title=title))
+    (out_dir / "table.csv").write_text(to_csv(rows), encoding="utf-8")
+    (out_dir / "table.md").write_text(to_markdown(rows, title), encoding="utf-8")
+    report = {
+        "input": str(args.input),
+        "prompt": args.prompt,
+        "source_prompt": data.source_prompt,
+        "model": args.model,
+        "clip_model": args.clip_model,
+        "size": [width, height],
+        "num_frames": n,
+        "config": {k: v for k, v in asdict(base).items() if k not in ("injection", "latent_update")},
+        "rows": [
+            {
+                **row,
+                "output": outputs.get(row["variant"]),
+                **settings.get(row["variant"], {}),
+                "per_frame": m.to_dict()["per_frame"],
+            }
+            for row, (_, m) in zip(rows, results, strict=True)
+        ],
+    }
+    (out_dir / "table.json").write_text(json.dumps(report, indent=1, allow_nan=False), encoding="utf-8")
+    seconds = time.perf_counter() - started
+    print(f"wrote {out_dir}/table.csv, table.md, table.json and {len(grid)} videos ({seconds:.1f} s)")
+    if args.clip_model == TINY or args.model == TINY:
+        print(TINY_NOTE + " (and tiny diffusion models give noise-like pictures)")
+    return 0
+
+
+if __name__ == "__main__":
+    _common.main_for("ablate")

@@ -1,0 +1,205 @@
+"""The paper's metrics on inputs with known answers, `pix2video evaluate`, and filtering bounds.
+
+CLIP values come from the tiny random CLIP: they are meaningless numbers; the tests only check the
+properties that hold for any CLIP (cosines, symmetry, identical frames, dependence on the prompt).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from fake_run import make_run
+from PIL import Image
+
+from jobs.cli import main
+from jobs.evaluate import COLUMNS, after_run, apply_bounds, evaluate_run
+from pipeline import metrics as M
+from pipeline.errors import InputError
+from pipeline.samples import moving_shapes
+
+
+@pytest.fixture(scope="module")
+def scorer(tiny_model_dir) -> M.ClipScorer:
+    return M.ClipScorer.from_model("tiny", device="cpu")
+
+
+def _texture(seed: int = 0, size: int = 160) -> np.ndarray:
+    # Smooth random texture: Farnebäck needs gradients everywhere, and bicubic upsampling of noise has them.
+    small = np.random.default_rng(seed).uniform(0, 255, (size // 4, size // 4, 3)).astype(np.uint8)
+    return np.asarray(Image.fromarray(small).resize((size, size), Image.BICUBIC))
+
+
+def _translated(dx: int, dy: int, n: int = 5, size: int = 64, seed: int = 0) -> np.ndarray:
+    """Crops of one big texture, moving (dx, dy) pixels per frame: a pure, known translation."""
+    big = _texture(seed)
+    return np.stack([big[40 + i * dy : 40 + i * dy + size, 40 + i * dx : 40 + i * dx + size] for i in range(n)])
+
+
+# ------------------------------------------------------------------------------- flow and warping
+
+
+def test_warp_with_a_constant_integer_flow_is_a_shift():
+    image = _texture()[:64, :64]
+    flow = np.zeros((64, 64, 2), np.float32)
+    flow[..., 0], flow[..., 1] = 3, -2  # out(x, y) = image(x + 3, y - 2)
+    out = M.warp(image, flow)
+    assert np.array_equal(out[2:, :-3], image[:-2, 3:])
+
+
+def test_flow_recovers_a_known_translation():
+    frames = _translated(3, -2)
+    forward = M.optical_flow(frames[0], frames[1])
+    inner = forward[12:-12, 12:-12].reshape(-1, 2)
+    # Frame 1 is frame 0 moved by (-3, +2) in image coordinates: content at x in frame 0 is at x - (3, -2).
+    assert np.median(inner, axis=0) == pytest.approx([-3, 2], abs=0.1)
+
+
+def test_identical_frames_give_clip_image_one_and_pixel_mse_zero(scorer):
+    frames = np.repeat(moving_shapes(1, 64, 64), 4, axis=0)
+    m = M.video_metrics(frames, "a red car", scorer)
+    assert m.clip_image == pytest.approx(1.0, abs=1e-5)
+    assert m.pixel_mse == pytest.approx(0.0, abs=0.05)
+    assert len(m.per_frame["clip_text"]) == 4 and len(m.per_frame["pixel_mse"]) == 3
+
+
+def test_pure_translation_warped_with_the_flow_gives_near_zero_pixel_mse():
+    frames = _translated(3, -2)
+    naive = ((frames[1:].astype(float) - frames[:-1]) ** 2).mean()
+    mse = M.pixel_mse_scores(frames, frames)
+    assert naive > 1000  # the frames really differ...
+    assert mse.max() < 2.0  # ...but not once warped along the motion
+    # An output that is any function of the input pixel by pixel follows the same motion.
+    assert M.pixel_mse_scores(255 - frames, frames).max() < 2.0
+
+
+def test_a_frame_swapped_for_noise_raises_pixel_mse():
+    frames = _translated(2, 1)
+    noisy = frames.copy()
+    noisy[2] = np.random.default_rng(1).integers(0, 256, noisy[2].shape, dtype=np.uint8)
+    clean, bad = M.pixel_mse_scores(frames, frames), M.pixel_mse_scores(noisy, frames)
+    assert bad[1] > 1000 and bad[2] > 1000  # the two pairs that touch the noise frame
+    assert bad[0] == pytest.approx(clean[0]) and bad[3] == pytest.approx(clean[3])
+    assert bad.mean() > 100 * max(clean.mean(), 0.1)
+
+
+def test_consistency_mask_drops_pixels_from_outside_the_frame():
+    frames = _translated(4, 0)
+    forward, backward = M.input_flows(frames[:2], 64, 64)[0]
+    mask = M.consistency_mask(backward, forward)
+    assert 0.8 < mask.mean() < 1.0
+    # Frame 1 is frame 0 moved 4 px left: its rightmost columns come from outside frame 0.
+    assert not mask[:, -2:].any()
+
+
+def test_input_is_resized_to_the_output_size_and_counts_must_match(scorer):
+    big = moving_shapes(3, 96, 64)
+    out = np.stack([np.asarray(Image.fromarray(f).resize((64, 64), Image.BICUBIC)) for f in big])
+    edit, base = M.edit_metrics(out, big, "a red car", scorer)
+    assert edit.pixel_mse == pytest.approx(base.pixel_mse, rel=1e-6)  # the output IS the resized input
+    assert edit.clip_text == pytest.approx(base.clip_text, abs=1e-6)
+    with pytest.raises(InputError, match="3 frames but the input 2"):
+        M.edit_metrics(out, big[:2], "a red car", scorer)
+
+
+# ---------------------------------------------------------------------------------------- CLIP
+
+
+def test_clip_text_responds_to_the_prompt(scorer):
+    frames = moving_shapes(3, 64, 64)
+    values = {p: M.video_metrics(frames, p, scorer).clip_text for p in ("a red car", "a dog in the snow", "sky")}
+    assert all(-1 <= v <= 1 for v in values.values())
+    assert len({round(v, 6) for v in values.values()}) == 3
+    assert M.video_metrics(frames, "a red car", scorer).clip_text == values["a red car"]  # deterministic
+    per_frame = M.video_metrics(frames, "a red car", scorer).per_frame["clip_text"]
+    assert np.mean(per_frame) == pytest.approx(values["a red car"])
+
+
+def test_clip_image_is_a_cosine_of_consecutive_frames(scorer):
+    frames = moving_shapes(3, 64, 64)
+    emb = scorer.image_embeddings(frames)
+    assert emb.norm(dim=-1) == pytest.approx(np.ones(3), abs=1e-5)
+    scores = M.clip_image_scores(emb)
+    assert scores == pytest.approx([float(emb[0] @ emb[1]), float(emb[1] @ emb[2])])
+    assert M.video_metrics(frames[:1], "x", scorer).clip_image is None  # one frame: nothing to compare
+
+
+def test_unknown_clip_model_offline_is_one_line():
+    with pytest.raises(InputError) as err:
+        M.ClipScorer.from_model("nobody/no-such-clip-model")
+    assert "--clip-model tiny" in str(err.value) and "\n" not in str(err.value)
+
+
+# ------------------------------------------------------------------------------------ filtering
+
+
+def test_within_bounds():
+    row = {"clip_text": 0.25, "pixel_mse": 40.0}
+    assert M.within_bounds(row)
+    assert M.within_bounds(row, min_clip_text=0.2, max_pixel_mse=50)
+    assert not M.within_bounds(row, min_clip_text=0.3)
+    assert not M.within_bounds(row, max_pixel_mse=39.9)
+    assert M.within_bounds({"clip_text": 0.25, "pixel_mse": None}, max_pixel_mse=1)  # undefined: nothing to judge
+    assert M.within_bounds({"clip_text": 0.25, "pixel_mse": math.nan}, max_pixel_mse=1)
+
+
+# ------------------------------------------------------------------------------------- evaluate
+
+
+def test_evaluate_adds_columns_and_reuses_stored_values(tmp_path, tiny_model_dir, capsys):
+    out = tmp_path / "run"
+    make_run(out)
+    assert main(["evaluate", str(out), "--clip-model", "tiny", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "2 computed" in printed and "CLIP-Text ↑" in printed and "meaningless" in printed
+    table = pq.read_table(out / "results.parquet")
+    assert set(COLUMNS) <= set(table.column_names) and "label" in table.column_names
+    rows = table.to_pylist()
+    smooth, noisy, failed = rows
+    assert failed["clip_text"] is None and failed["status"] == "failed"
+    assert noisy["pixel_mse"] > 10 * smooth["pixel_mse"]  # the flicker shows, the colour inversion does not
+    # Inverting colours keeps every difference's size: the edit's error is the input's own (up to H.264).
+    assert smooth["pixel_mse"] == pytest.approx(smooth["input_pixel_mse"], rel=0.2)
+    stored = json.loads((out / "metrics" / "a__a-red-car.json").read_text())
+    assert stored["clip_model"] == "tiny" and len(stored["edit"]["per_frame"]["pixel_mse"]) == 3
+
+    assert main(["evaluate", str(out), "--clip-model", "tiny", "--no-progress"]) == 0
+    assert "0 computed, 2 up to date" in capsys.readouterr().out
+    assert pq.read_table(out / "results.parquet").to_pylist() == rows
+
+
+def test_evaluate_refuses_a_folder_without_results(tmp_path, capsys):
+    assert main(["evaluate", str(tmp_path), "--clip-model", "tiny"]) == 2
+    err = capsys.readouterr().err
+    assert "no results table" in err and len(err.strip().splitlines()) == 1
+
+
+def test_filtering_marks_rows_and_counts_them(tmp_path, tiny_model_dir, capsys):
+    import argparse
+
+    from actors.storage import StorageOptions
+
+    out = tmp_path / "run"
+    make_run(out)
+    ev = evaluate_run(str(out), StorageOptions(), clip_model="tiny", progress=False)
+    smooth, noisy = ev.table.to_pylist()[:2]
+    bound = (smooth["pixel_mse"] + noisy["pixel_mse"]) / 2
+    table, keys = apply_bounds(ev.table, min_clip_text=None, max_pixel_mse=bound)
+    assert keys == ["b__a-dog-in-the-snow"]
+    assert table.column("status").to_pylist() == ["ok", "filtered", "failed"]
+    _, keys = apply_bounds(ev.table, min_clip_text=max(smooth["clip_text"], noisy["clip_text"]) + 1, max_pixel_mse=None)
+    assert len(keys) == 2
+
+    # What `augment --max-pixel-mse` calls after the run: bounds imply --metrics, results are rewritten.
+    args = argparse.Namespace(
+        output=str(out), metrics=False, clip_model="tiny", device=None, progress=False, min_clip_text=None,
+        max_pixel_mse=bound,
+    )  # fmt: skip
+    assert after_run(args, StorageOptions(), "augment") == ["b__a-dog-in-the-snow"]
+    assert "filtered: 1 clips (Pixel-MSE > " in capsys.readouterr().out
+    statuses = pq.read_table(out / "results.parquet").column("status").to_pylist()
+    assert statuses == ["ok", "filtered", "failed"]
+    assert (out / "videos" / "b__a-dog-in-the-snow.mp4").exists()  # kept on disk
