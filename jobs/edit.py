@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from jobs import _common
+from jobs import _common, evaluate
 from pipeline.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -40,6 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     _common.add_model_arguments(parser)
     _common.add_edit_arguments(parser)
+    evaluate.add_edit_metrics_arguments(parser)
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
 
@@ -95,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
     data = read_input(args)
     # Then the models: a wrong --model fails before minutes of depth estimation.
     models = load_diffusion_models(resolve_model(args.model), dtype=args.dtype, device=args.device)
+    scorer = evaluate.scorer_for(args, models.device)  # --metrics: CLIP loaded before the long work
     complete_input(data, args, device=models.device, dtype=args.dtype)
     editor = Pix2Video(models)
     n = len(data.frames)
@@ -109,6 +111,8 @@ def run(args: argparse.Namespace) -> int:
     out = write_output(args.output, editor.decode(latents, config.decode_batch), data.fps, data.names)
     elapsed = time.perf_counter() - started
     print(f"wrote {out} ({n} frames, {width}x{height}, {elapsed:.1f} s)")
+    if scorer is not None:
+        evaluate.print_edit_metrics(str(out), data.frames, args.prompt, scorer)
     return 0
 
 

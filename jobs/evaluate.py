@@ -305,6 +305,34 @@ def print_evaluation(verb: str, ev: Evaluation) -> None:
         print(TINY_NOTE)
 
 
+def add_edit_metrics_arguments(parser: argparse.ArgumentParser) -> None:
+    """`edit --metrics [--clip-model M]`."""
+    g = parser.add_argument_group("quality metrics (see `pix2video evaluate --help`)")
+    g.add_argument(
+        "--metrics",
+        action="store_true",
+        help="print CLIP-Text, CLIP-Image and Pixel-MSE of the written output, and of the input as the baseline",
+    )
+    g.add_argument("--clip-model", default=DEFAULT_CLIP_MODEL, help=CLIP_MODEL_HELP)
+
+
+def scorer_for(args: argparse.Namespace, device: Any = None) -> ClipScorer | None:
+    """The CLIP scorer when --metrics was given (loaded before the editing, so a bad --clip-model fails fast)."""
+    return load_scorer(args.clip_model, device) if getattr(args, "metrics", False) else None
+
+
+def print_edit_metrics(output_path: str, input_frames: np.ndarray, prompt: str, scorer: ClipScorer) -> None:
+    """Score the output as written (after encoding: what the user gets) against the input frames."""
+    from pipeline.metrics import edit_metrics, format_table
+    from pipeline.models import TINY
+    from pipeline.video_io import read_frames
+
+    edit, base = edit_metrics(read_frames(output_path).frames, input_frames, prompt, scorer)
+    print(format_table([("edit", edit), ("input video (baseline)", base)], title=f"metrics (CLIP {scorer.source})"))
+    if scorer.source == TINY:
+        print(TINY_NOTE)
+
+
 def after_run(args: argparse.Namespace, opts: StorageOptions, verb: str) -> list[str]:
     """For `run`/`augment` after the dataset is done: score it when --metrics (or a bound) is given,
     apply --min-clip-text/--max-pixel-mse, print what happened. Returns the keys filtered."""

@@ -203,3 +203,19 @@ def test_filtering_marks_rows_and_counts_them(tmp_path, tiny_model_dir, capsys):
     statuses = pq.read_table(out / "results.parquet").column("status").to_pylist()
     assert statuses == ["ok", "filtered", "failed"]
     assert (out / "videos" / "b__a-dog-in-the-snow.mp4").exists()  # kept on disk
+
+
+def test_edit_metrics_flag_prints_the_table(tmp_path, tiny_model_dir, capsys):
+    from pipeline.samples import write_sample_video
+
+    video = write_sample_video(tmp_path / "clip.mp4", num_frames=3, width=64, height=64)
+    argv = ["edit", str(video), "-o", str(tmp_path / "out.mp4"), "--prompt", "a red car", "--source-prompt", "shapes"]
+    fast = ["--model", "tiny", "--steps", "2", "--size", "64x64", "--no-progress"]
+    assert main([*argv, *fast, "--metrics", "--clip-model", "tiny"]) == 0
+    printed = capsys.readouterr().out
+    lines = printed.splitlines()
+    header = next(i for i, line in enumerate(lines) if "CLIP-Text ↑" in line)
+    assert lines[header + 1].startswith("edit ") and lines[header + 2].startswith("input video (baseline)")
+    assert "meaningless" in printed
+    assert main([*argv, *fast]) == 0
+    assert "CLIP-Text" not in capsys.readouterr().out  # only on request
