@@ -79,9 +79,12 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        return torch.device(device)
+        dev = torch.device(device)
     except (RuntimeError, TypeError):
         raise InputError(f"device {device!r} is not a torch device: use e.g. cpu, cuda or cuda:1") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device {device!r}: no CUDA GPU is visible here (or torch was built without CUDA); use cpu")
+    return dev
 
 
 def _first_line(e: BaseException, limit: int = 200) -> str:

@@ -199,3 +199,21 @@ def test_bench_prints_the_figures(capsys):
     # inversion: conditional branch only; editing: two guidance branches per step
     assert figures["unet_image_forwards_per_frame"] == 3 * 3
     assert figures["unet_calls"] == 2 * 3
+
+
+def test_bfloat16_edit_runs_on_cpu(tmp_path, sample_frames):
+    out = tmp_path / "bf16"
+    argv = ["edit", str(sample_frames), "-o", str(out), "--prompt", "a red car", "--source-prompt", "shapes"]
+    assert main([*argv, *FAST, "--dtype", "bfloat16"]) == 0
+    frames = read_frames(out).frames
+    assert frames.shape == (3, 64, 64, 3) and frames.std() > 0
+
+
+def test_cuda_without_a_gpu_is_refused(capsys, bad, sample_frames):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible here")
+    _, out = bad
+    argv = ["edit", str(sample_frames), "-o", str(out), "--prompt", "x", *FAST, "--device", "cuda"]
+    _refused(capsys, argv, "cuda")
