@@ -76,9 +76,7 @@ class EditorActor:
             "seconds_load_model": self.seconds_load_model,
         }
 
-    def edit_video(
-        self, meta: dict[str, Any], units: list[Unit], spec: EditSpec, attempt: int = 1
-    ) -> dict[str, Any]:
+    def edit_video(self, meta: dict[str, Any], units: list[Unit], spec: EditSpec, attempt: int = 1) -> dict[str, Any]:
         """Edit one precomputed video with the prompts of `units`; returns the units' results rows.
 
         Units already marked done (by an earlier attempt of this same call that died after some
@@ -103,11 +101,7 @@ class EditorActor:
             msg = str(e) if isinstance(e, InputError) else f"{type(e).__name__}: {_first_line(e)}"
             msg = storage.redact(msg, self.opts)
             done = {r["key"] for r in rows}
-            rows += [
-                _row(u, meta, status="failed", error=msg, attempts=attempt)
-                for u in units
-                if u.key not in done
-            ]
+            rows += [_row(u, meta, status="failed", error=msg, attempts=attempt) for u in units if u.key not in done]
         self._last_end = time.perf_counter()
         return {"rows": rows, "idle": idle, "busy": self._last_end - started, "pid": os.getpid()}
 
@@ -135,10 +129,11 @@ class EditorActor:
         zT = self._inversion(meta, video, source_prompt, spec)
         seconds_invert = time.perf_counter() - t0
 
-        # With max_batch 1 the engine runs prompts one after the other anyway, so edit them one at a
-        # time and write each as soon as it is done (a crash then loses one prompt, not all); with
-        # max_batch > 1 hand all prompts over at once so the engine can batch across them.
-        groups = [units] if config.max_batch > 1 else [[u] for u in units]
+        # The sequential schedule runs prompts one after the other anyway, so edit them one at a time
+        # and write each as soon as it is done (a crash then loses one prompt, not all); a batched
+        # (wavefront) schedule gets all prompts at once so the engine can batch across them.
+        batched = config.engine_settings(self.models.device).max_batch > 1
+        groups = [units] if batched else [[u] for u in units]
         for group in groups:
             prompts = [render_prompt(u.prompt, source_prompt) for u in group]
             t0 = time.perf_counter()
@@ -149,9 +144,7 @@ class EditorActor:
                 url = resume.output_url(spec.output, unit.key)
                 with tempfile.TemporaryDirectory(prefix="pix2video-") as tmp:
                     local = os.path.join(tmp, "out.mp4")
-                    write_video(
-                        local, self.editor.decode(z), meta["fps"], width=meta["width"], height=meta["height"]
-                    )
+                    write_video(local, self.editor.decode(z), meta["fps"], width=meta["width"], height=meta["height"])
                     storage.put_file(local, url, self.opts)
                 self._maybe_crash("after_output")
                 row = _row(

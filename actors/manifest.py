@@ -117,9 +117,7 @@ class Manifest:
         return list(jobs.values())
 
     def carried_rows(self, rows: list[int]) -> pa.Table:
-        return (
-            self.carried.take(pa.array(rows, type=pa.int64())) if self.carried.num_columns else self.carried
-        )
+        return self.carried.take(pa.array(rows, type=pa.int64())) if self.carried.num_columns else self.carried
 
 
 def _table_format(url: str) -> tuple[str, str | None]:
@@ -131,9 +129,7 @@ def _table_format(url: str) -> tuple[str, str | None]:
     for ext, fmt in TABLE_FORMATS.items():
         if low.endswith(ext):
             return fmt, compression
-    raise InputError(
-        f"manifest {url}: unknown table format; use .parquet, .csv or .jsonl (or a folder of videos)"
-    )
+    raise InputError(f"manifest {url}: unknown table format; use .parquet, .csv or .jsonl (or a folder of videos)")
 
 
 def _read_table(url: str, opts: StorageOptions) -> pa.Table:
@@ -153,9 +149,7 @@ def _read_table(url: str, opts: StorageOptions) -> pa.Table:
         if fmt in ("csv", "tsv"):
             parse = pcsv.ParseOptions(delimiter="\t" if fmt == "tsv" else ",")
             # Strings stay strings: an id like "007" must not become the number 7.
-            convert = pcsv.ConvertOptions(
-                column_types={c: pa.string() for c in RESERVED}, strings_can_be_null=True
-            )
+            convert = pcsv.ConvertOptions(column_types={c: pa.string() for c in RESERVED}, strings_can_be_null=True)
             return pcsv.read_csv(io.BytesIO(data), parse_options=parse, convert_options=convert)
         return _read_jsonl(data, url)
     except pa.ArrowInvalid as e:
@@ -256,9 +250,7 @@ def load_manifest(
     extra = [p for p in (prompts or []) if p.strip()]
     low = url.lower().rstrip("/")
     compressions = ("", ".gz", ".bz2", ".zst", ".xz")
-    is_table = any(
-        low.removesuffix(c).endswith(tuple(TABLE_FORMATS)) for c in compressions if low.endswith(c)
-    )
+    is_table = any(low.removesuffix(c).endswith(tuple(TABLE_FORMATS)) for c in compressions if low.endswith(c))
     if is_table:
         table = _read_table(url, opts)
         base = posixpath.dirname(storage.normalize(url))
@@ -266,8 +258,7 @@ def load_manifest(
         videos = _list_videos(url, opts)
         if not videos:
             raise InputError(
-                f"manifest {url}: not a table (.parquet, .csv, .jsonl) and no videos found there; "
-                "check the URL"
+                f"manifest {url}: not a table (.parquet, .csv, .jsonl) and no videos found there; check the URL"
             )
         table = pa.table({"video": pa.array(videos, pa.string())})
         base = ""
@@ -276,9 +267,7 @@ def load_manifest(
     carried_names = [c for c in table.column_names if c not in RESERVED]
     clash = sorted(set(carried_names) & set(RESULT_COLUMNS))
     if clash:
-        raise InputError(
-            f"manifest {url}: column(s) {', '.join(clash)} clash with results columns; rename them"
-        )
+        raise InputError(f"manifest {url}: column(s) {', '.join(clash)} clash with results columns; rename them")
     carried = table.select(carried_names)
     cols = {c: table.column(c).to_pylist() for c in RESERVED if c in table.column_names}
     units: list[Unit] = []
@@ -299,9 +288,7 @@ def load_manifest(
             raise InputError(f"{where}: id {vid!r} is already used for another video or source_prompt")
         seen_video[name] = (video, src)
         row_prompts = (
-            _prompts_of(cols.get("prompt", [None] * table.num_rows)[row], where)
-            if use_manifest_prompts
-            else []
+            _prompts_of(cols.get("prompt", [None] * table.num_rows)[row], where) if use_manifest_prompts else []
         )
         all_prompts = list(dict.fromkeys(row_prompts + extra))
         if not all_prompts:

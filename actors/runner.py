@@ -79,11 +79,8 @@ class RunOptions:
 
 def settings_fingerprint(opts: RunOptions) -> str:
     """Hash of everything that changes an output's pixels (not how the work is scheduled)."""
-    cfg = {
-        k: v
-        for k, v in asdict(opts.config).items()
-        if k not in ("max_batch", "inversion_batch", "decode_batch")
-    }
+    scheduling = ("schedule", "max_batch", "inversion_batch", "decode_batch")  # same frames either way
+    cfg = {k: v for k, v in asdict(opts.config).items() if k not in scheduling}
     data = [opts.model, opts.caption_model, opts.size, opts.max_frames, opts.dtype, cfg]
     return hashlib.sha1(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -99,6 +96,9 @@ class RunSummary:
     seconds: float
     editor_idle_share: float | None  # share of warm editor time spent waiting for work
     results: str  # URL of results.parquet
+    editors: int = 0  # editor actors started
+    gpus_per_editor: float = 0.0
+    editor_deaths: int = 0  # editor processes that died mid-video (their videos were redone)
     rows: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
 
     @property
@@ -171,9 +171,7 @@ def _start_editors(opts: RunOptions, count: int, gpus: float, cpus: float) -> li
         max_task_retries=0,  # ...and we re-dispatch its video to whichever editor is free (see top)
     )
     return [
-        cls.remote(
-            opts.model, device=opts.device, dtype=opts.dtype, storage_options=opts.storage, fault=opts.fault
-        )
+        cls.remote(opts.model, device=opts.device, dtype=opts.dtype, storage_options=opts.storage, fault=opts.fault)
         for _ in range(count)
     ]
 
@@ -203,8 +201,6 @@ def run_dataset(manifest: Manifest, opts: RunOptions) -> RunSummary:
 
     Needs a connected Ray driver (actors.cluster.connect).
     """
-    import ray
-
     started = time.perf_counter()
     opts.output = storage.normalize(opts.output)
     settings = settings_fingerprint(opts)
@@ -233,6 +229,7 @@ def run_dataset(manifest: Manifest, opts: RunOptions) -> RunSummary:
     rows: dict[str, dict[str, Any]] = {}
     idle_share = None
     frames = 0
+    drive = _Drive()
     if jobs:
         from .cluster import alive_nodes
 
@@ -243,7 +240,8 @@ def run_dataset(manifest: Manifest, opts: RunOptions) -> RunSummary:
                 opts.output,
                 alive_nodes(),
             )
-        rows, idle_share, frames = _drive(jobs, opts, settings)
+        drive = _drive(jobs, opts, settings)
+        rows, idle_share, frames = drive.rows, drive.idle_share, drive.frames
     elapsed = time.perf_counter() - started
 
     all_rows = {**done, **rows}
@@ -261,16 +259,26 @@ def run_dataset(manifest: Manifest, opts: RunOptions) -> RunSummary:
         seconds=elapsed,
         editor_idle_share=idle_share,
         results=results_url,
+        editors=drive.editors,
+        gpus_per_editor=drive.gpus_per_editor,
+        editor_deaths=drive.deaths,
         rows=all_rows,
     )
-    _ = ray  # imported for its side effect of failing early when Ray is missing
     return summary
 
 
-def _drive(
-    jobs: list[VideoJob], opts: RunOptions, settings: str
-) -> tuple[dict[str, dict], float | None, int]:
-    """The streaming loop; returns (rows by key, editor idle share once warm, frames edited)."""
+@dataclass
+class _Drive:
+    rows: dict[str, dict[str, Any]] = field(default_factory=dict)
+    idle_share: float | None = None  # of warm editor time
+    frames: int = 0
+    editors: int = 0
+    gpus_per_editor: float = 0.0
+    deaths: int = 0
+
+
+def _drive(jobs: list[VideoJob], opts: RunOptions, settings: str) -> _Drive:
+    """The streaming loop."""
     import ray
     from ray.exceptions import RayActorError
 
@@ -306,6 +314,7 @@ def _drive(
     rows: dict[str, dict[str, Any]] = {}
     warm_pids: set[int] = set()
     idle = busy = 0.0
+    deaths = 0
     progress = _Progress(len(jobs), opts.progress)
 
     def finish(job: VideoJob, new_rows: list[dict[str, Any]]) -> None:
@@ -359,6 +368,7 @@ def _drive(
                     except RayActorError as e:
                         # The editor died (OOM, lost node, killed): Ray restarts it; the video goes
                         # back to the front of the queue for any editor.
+                        deaths += 1
                         if alive[i]:
                             alive[i] = False
                             probes[editors[i].ping.remote()] = i
@@ -400,7 +410,7 @@ def _drive(
         for actor in editors:
             ray.kill(actor, no_restart=True)
     share = idle / (idle + busy) if (idle + busy) > 0 else None
-    return rows, share, progress.frames
+    return _Drive(rows, share, progress.frames, count, gpus, deaths)
 
 
 def _first_line(e: BaseException, limit: int = 300) -> str:

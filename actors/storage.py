@@ -115,11 +115,7 @@ def _coerce(value: str) -> Any:
 
 def redact(text: str, storage: StorageOptions | None = None) -> str:
     """`text` with every known secret value replaced by `***`."""
-    secrets = (
-        storage.secrets()
-        if storage is not None
-        else [os.environ[k] for k in _SECRET_ENV if os.environ.get(k)]
-    )
+    secrets = storage.secrets() if storage is not None else [os.environ[k] for k in _SECRET_ENV if os.environ.get(k)]
     for secret in sorted(set(secrets), key=len, reverse=True):
         if len(secret) >= 4:  # very short values would redact ordinary words
             text = text.replace(secret, "***")

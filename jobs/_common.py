@@ -27,9 +27,7 @@ def add_io_arguments(parser: argparse.ArgumentParser, *, prompts: bool = True) -
         "'prompt' column (string or list), optional 'id', 'source_prompt' and label columns; or a folder "
         "or glob of videos (then give --prompt)",
     )
-    parser.add_argument(
-        "--output", required=True, metavar="URL", help="output folder or prefix (local or s3://)"
-    )
+    parser.add_argument("--output", required=True, metavar="URL", help="output folder or prefix (local or s3://)")
     if prompts:
         parser.add_argument(
             "--prompt",
@@ -43,9 +41,7 @@ def add_io_arguments(parser: argparse.ArgumentParser, *, prompts: bool = True) -
 
 def add_storage_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("storage (remote URLs only; values are never printed)")
-    g.add_argument(
-        "--endpoint-url", metavar="URL", help="S3-compatible endpoint (default: $AWS_ENDPOINT_URL)"
-    )
+    g.add_argument("--endpoint-url", metavar="URL", help="S3-compatible endpoint (default: $AWS_ENDPOINT_URL)")
     g.add_argument("--profile", metavar="NAME", help="AWS credentials profile (default: $AWS_PROFILE)")
     g.add_argument("--anon", action="store_true", help="anonymous access (public buckets)")
     g.add_argument(
@@ -69,16 +65,10 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, caption: bool = True
             default=None,
             help=CAPTION_MODEL_HELP + "; default 'tiny' when --model is tiny",
         )
-    g.add_argument(
-        "--device", default=None, help="torch device for the models (default: cuda if visible, else cpu)"
-    )
+    g.add_argument("--device", default=None, help="torch device for the models (default: cuda if visible, else cpu)")
     g.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"))
-    g.add_argument(
-        "--size", metavar="WxH", help="working size, multiples of 64 (default: 512 on the short side)"
-    )
-    g.add_argument(
-        "--max-frames", type=int, metavar="N", help="fail videos longer than N frames (default: no limit)"
-    )
+    g.add_argument("--size", metavar="WxH", help="working size, multiples of 64 (default: 512 on the short side)")
+    g.add_argument("--max-frames", type=int, metavar="N", help="fail videos longer than N frames (default: no limit)")
 
 
 def add_edit_arguments(parser: argparse.ArgumentParser) -> None:
@@ -87,9 +77,7 @@ def add_edit_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--guidance-scale", type=float, default=7.5)
     g.add_argument("--negative-prompt", default="")
     g.add_argument("--injection", default="anchor+prev", help="anchor+prev | anchor | prev | random | none")
-    g.add_argument(
-        "--no-latent-update", dest="latent_update", action="store_false", help="skip the latent update"
-    )
+    g.add_argument("--no-latent-update", dest="latent_update", action="store_false", help="skip the latent update")
     g.add_argument("--update-weight", type=float, default=100.0)
     g.add_argument("--reverse", action="store_true", help="anchor on the last frame and edit backwards")
     g.add_argument("--seed", type=int, default=0)
@@ -112,24 +100,14 @@ def add_cluster_arguments(parser: argparse.ArgumentParser, *, editors: bool = Tr
         "HEAD:6379; default: $RAY_ADDRESS if set (submitted jobs), else local",
     )
     g.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray instance (default: all)")
-    g.add_argument(
-        "--num-gpus", type=int, default=None, help="GPUs of a local Ray instance (default: detected)"
-    )
+    g.add_argument("--num-gpus", type=int, default=None, help="GPUs of a local Ray instance (default: detected)")
     if editors:
-        g.add_argument(
-            "--num-editors", type=int, metavar="N", help="editor actors (default: one per GPU, else CPUs/2)"
-        )
-        g.add_argument(
-            "--gpus-per-editor", type=float, help="default 1 on a GPU cluster or with --device cuda, else 0"
-        )
+        g.add_argument("--num-editors", type=int, metavar="N", help="editor actors (default: one per GPU, else CPUs/2)")
+        g.add_argument("--gpus-per-editor", type=float, help="default 1 on a GPU cluster or with --device cuda, else 0")
         g.add_argument("--cpus-per-editor", type=float, help="default 1 for CPU editors, 0 for GPU editors")
-        g.add_argument(
-            "--prefetch", type=int, default=2, help="videos precomputed ahead per editor (default 2)"
-        )
+        g.add_argument("--prefetch", type=int, default=2, help="videos precomputed ahead per editor (default 2)")
     g.add_argument("--precompute-cpus", type=float, default=1.0, help="CPUs per precompute task (default 1)")
-    g.add_argument(
-        "--precompute-gpus", type=float, default=0.0, help="GPU share per precompute task, e.g. 0.25"
-    )
+    g.add_argument("--precompute-gpus", type=float, default=0.0, help="GPU share per precompute task, e.g. 0.25")
     g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
 

@@ -58,9 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--prompts", metavar="FILE", help="file of templates: one per line (# comments), or a JSON/YAML list"
     )
-    p.add_argument(
-        "--variants", type=int, metavar="K", help="new clips per video (default: one per template)"
-    )
+    p.add_argument("--variants", type=int, metavar="K", help="new clips per video (default: one per template)")
     _common.add_model_arguments(parser)
     _common.add_edit_arguments(parser)
     _common.add_cluster_arguments(parser)
@@ -136,15 +134,11 @@ def run(args: argparse.Namespace) -> int:
         first = job.units[0]
         for template in choose(templates, job.id, k):
             key = unit_key(job.name, template)
-            units.append(
-                Unit(first.id, first.name, first.video, template, first.source_prompt, first.row, key)
-            )
+            units.append(Unit(first.id, first.name, first.video, template, first.source_prompt, first.row, key))
             variant_of[key] = templates.index(template)
     clash = sorted(set(source.carried.column_names) & set(SCHEMA.names))
     if clash:
-        raise InputError(
-            f"manifest {args.manifest}: column(s) {', '.join(clash)} clash with augmented.parquet's"
-        )
+        raise InputError(f"manifest {args.manifest}: column(s) {', '.join(clash)} clash with augmented.parquet's")
     manifest = Manifest(units=units, carried=source.carried, source=source.source)
     summary = execute(args, manifest, run_opts)
     print_summary("augment", summary)

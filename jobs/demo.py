@@ -29,12 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--videos", type=int, default=4, help="sample clips to generate (default 4)")
     parser.add_argument("--frames", type=int, default=4, help="frames per clip (default 4)")
     parser.add_argument("--steps", type=int, default=3, help="DDIM steps (default 3)")
-    parser.add_argument(
-        "--model", default="tiny", help="diffusion model (default tiny; see pix2video run --help)"
-    )
-    parser.add_argument(
-        "--num-cpus", type=int, default=None, help="CPUs of the local Ray instance (default: all)"
-    )
+    parser.add_argument("--model", default="tiny", help="diffusion model (default tiny; see pix2video run --help)")
+    parser.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray instance (default: all)")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
 
@@ -105,10 +101,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"results:   {summary.results}  (pandas.read_parquet / pyarrow / datasets)")
     print(f"precompute store: {os.path.join(out, 'precompute')}/  (frames, depth, captions, inversions)")
     if args.model == "tiny":
-        print(
-            "note: tiny random-weight models make noise-like pictures; they show the pipeline, "
-            "not the method."
-        )
+        print("note: tiny random-weight models make noise-like pictures; they show the pipeline, not the method.")
     print(
         f"run it again: nothing is redone (resume); add --overwrite to `pix2video run --manifest "
         f"{manifest_path} --output {out} --model {args.model} --size 64x64` to redo everything."

@@ -49,9 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _common.add_model_arguments(parser)
     _common.add_cluster_arguments(parser, editors=False)
     _common.add_storage_arguments(parser)
-    parser.add_argument(
-        "--overwrite", action="store_true", help="recompute even what the store already holds"
-    )
+    parser.add_argument("--overwrite", action="store_true", help="recompute even what the store already holds")
     parser.add_argument(
         "--max-failures",
         type=int,
@@ -87,10 +85,7 @@ def run(args: argparse.Namespace) -> int:
                 "error": meta.get("error"),
                 "caption": meta.get("caption"),
                 "source_prompt": job.source_prompt,
-                **{
-                    k: meta.get(k)
-                    for k in ("num_frames", "fps", "width", "height", "src_width", "src_height")
-                },
+                **{k: meta.get(k) for k in ("num_frames", "fps", "width", "height", "src_width", "src_height")},
                 "frames": meta.get("frames") if ok else None,
                 "depth": meta.get("depth") if ok else None,
                 **{k: meta.get(k, 0.0) for k in ("seconds_decode", "seconds_depth", "seconds_caption")},

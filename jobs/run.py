@@ -73,11 +73,7 @@ def execute(args: argparse.Namespace, manifest: Manifest, run_opts: RunOptions) 
 
 
 def print_summary(verb: str, summary: RunSummary) -> None:
-    idle = (
-        ""
-        if summary.editor_idle_share is None
-        else f", editors idle {summary.editor_idle_share:.1%} once warm"
-    )
+    idle = "" if summary.editor_idle_share is None else f", editors idle {summary.editor_idle_share:.1%} once warm"
     print(
         f"pix2video {verb}: {summary.ok} of {summary.total} videos x prompts ok, {summary.failed} failed "
         f"({summary.skipped} done before this run) in {summary.seconds:.1f} s, "
@@ -85,9 +81,7 @@ def print_summary(verb: str, summary: RunSummary) -> None:
     )
     print(f"results: {summary.results}")
     if summary.failed:
-        print(
-            "failed rows have status 'failed' and the reason in 'error'; rerun the same command to retry them"
-        )
+        print("failed rows have status 'failed' and the reason in 'error'; rerun the same command to retry them")
 
 
 if __name__ == "__main__":

@@ -47,8 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--address",
         default=os.environ.get("RAY_API_SERVER_ADDRESS") or os.environ.get("RAY_ADDRESS"),
-        help="the cluster's dashboard, e.g. http://127.0.0.1:8265 (default: $RAY_API_SERVER_ADDRESS, "
-        "$RAY_ADDRESS)",
+        help="the cluster's dashboard, e.g. http://127.0.0.1:8265 (default: $RAY_API_SERVER_ADDRESS, $RAY_ADDRESS)",
     )
     parser.add_argument("--wait", action="store_true", help="follow the job's logs; exit with its outcome")
     parser.add_argument("--working-dir", default=".", help="folder to upload as the job's code (default: .)")
@@ -80,9 +79,7 @@ def entrypoint(command: list[str]) -> str:
     if command and command[0] == "--":
         command = command[1:]
     if not command or command[0] not in SUBMITTABLE:
-        raise InputError(
-            f"after --, give one of {', '.join(SUBMITTABLE)} and its flags, e.g. -- run --manifest ..."
-        )
+        raise InputError(f"after --, give one of {', '.join(SUBMITTABLE)} and its flags, e.g. -- run --manifest ...")
     for i, arg in enumerate(command):
         value = arg.split("=", 1)[1] if arg.startswith("--storage-option=") else None
         if arg == "--storage-option" and i + 1 < len(command):
@@ -123,9 +120,7 @@ def run(args: argparse.Namespace) -> int:
     except (ConnectionError, RuntimeError, ValueError) as e:
         first = (str(e).strip().splitlines() or [""])[0]
         raise InputError(f"cannot reach the Ray dashboard at {args.address}: {first}") from None
-    job_id = client.submit_job(
-        entrypoint=cmd, runtime_env=runtime_env(args), submission_id=args.submission_id
-    )
+    job_id = client.submit_job(entrypoint=cmd, runtime_env=runtime_env(args), submission_id=args.submission_id)
     print(f"submitted {job_id}: {cmd}", flush=True)
     if not args.wait:
         print(f"follow it with: ray job logs --follow {job_id} --address {args.address}")
@@ -139,10 +134,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         asyncio.run(follow())
     except KeyboardInterrupt:
-        print(
-            f"\nstopped following; the job goes on. Stop it with: "
-            f"ray job stop {job_id} --address {args.address}"
-        )
+        print(f"\nstopped following; the job goes on. Stop it with: ray job stop {job_id} --address {args.address}")
         return 130
     status = client.get_job_status(job_id)
     print(f"job {job_id}: {status}")

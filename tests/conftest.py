@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -42,3 +43,28 @@ def tiny_model_dir() -> Path:
     from pipeline.tiny import tiny_model_dir as build_or_get
 
     return build_or_get()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Ray (dataset pipeline tests: tests/test_dataset_*.py, tests/test_actors*.py, tests/test_jobs*.py)
+# ---------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(tiny_model_dir: Path) -> Iterator[str]:
+    """One local Ray instance for the whole session (starting one takes seconds); yields its address.
+
+    2 CPUs (this machine's), and 2 logical GPUs so the editors take the GPU placement path
+    (`num_gpus=1` each) while the models still run on the CPU (no CUDA device is visible). It listens
+    on 127.0.0.1 only. The tiny models are built first, so workers never race to build them.
+    """
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    import ray
+
+    from actors.cluster import connect
+
+    connect("local", num_cpus=2, num_gpus=2, runtime_env={"env_vars": {"TQDM_DISABLE": "1"}})
+    try:
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        ray.shutdown()

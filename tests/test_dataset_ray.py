@@ -1,0 +1,315 @@
+"""The dataset pipeline end to end on the session's local Ray instance (2 CPUs, 2 logical GPUs).
+
+Tiny models, 64x64 clips of 3 frames, 2 DDIM steps. The logical GPUs make every run take the GPU
+placement path (`num_gpus=1` per editor); the models still run on the CPU, since no CUDA device is
+visible. Local and s3:// (moto server on 127.0.0.1) in and out; failures, reruns, a killed editor,
+an interrupted driver; relabel and augment tables.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from actors.manifest import load_manifest
+from actors.runner import RunOptions, run_dataset
+from actors.storage import StorageOptions
+from jobs.cli import main as cli
+
+ROOT = Path(__file__).resolve().parents[1]
+FRAMES = 3
+PROMPTS = ["a watercolor painting", "{caption}, at night"]
+COMMON = ["--model", "tiny", "--size", "64x64", "--steps", "2", "--no-progress"]
+# Columns that must match between two runs over the same manifest (timings and attempts may differ).
+STABLE = ["id", "video", "prompt", "source_prompt", "status", "error", "output", "num_frames", "fps", "width", "height"]
+
+
+@pytest.fixture(scope="module")
+def s3() -> Iterator[dict]:
+    """A moto S3 server on 127.0.0.1 (a free port), as s3fs's own tests use; fake credentials."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    key, secret = "testing-key-id", "testing-secret-value-xyz"
+    yield {
+        "endpoint": endpoint,
+        "key": key,
+        "secret": secret,
+        "options": {"endpoint_url": endpoint, "key": key, "secret": secret},
+    }
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """3 good clips, a missing one and a corrupt one; a JSONL manifest with 2 prompts and a label."""
+    from pipeline.samples import write_sample_video
+
+    root = tmp_path_factory.mktemp("dataset")
+    (root / "clips").mkdir()
+    for i in range(3):
+        write_sample_video(root / "clips" / f"good-{i}.mp4", num_frames=FRAMES, width=64, height=64, seed=i)
+    (root / "clips" / "corrupt.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 this is not a video")
+    rows = [{"video": f"clips/good-{i}.mp4", "prompt": PROMPTS, "label": i} for i in range(3)]
+    rows.insert(1, {"video": "clips/missing.mp4", "prompt": PROMPTS, "label": 10})
+    rows.append({"video": "clips/corrupt.mp4", "prompt": PROMPTS, "label": 11})
+    (root / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    good = [r for r in rows if "good" in r["video"]]
+    (root / "good.jsonl").write_text("".join(json.dumps(r) + "\n" for r in good))
+    return root
+
+
+def _options(output: Path | str, **kw: object) -> RunOptions:
+    from pipeline.editor import EditConfig
+
+    return RunOptions(
+        output=str(output),
+        model="tiny",
+        caption_model="tiny",
+        config=EditConfig(steps=2),
+        size=(64, 64),
+        progress=False,
+        **kw,
+    )
+
+
+def _stable(table: pa.Table) -> list[dict]:
+    return table.select(STABLE + ["label"]).to_pylist()
+
+
+def _videos(out: Path) -> list[str]:
+    return sorted(os.listdir(out / "videos"))
+
+
+@pytest.fixture(scope="module")
+def reference(ray_cluster: str, dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
+    """One uninterrupted run over the whole manifest: what every other run must reproduce."""
+    out = tmp_path_factory.mktemp("reference")
+    manifest = load_manifest(str(dataset / "manifest.jsonl"), StorageOptions())
+    summary = run_dataset(manifest, _options(out))
+    return out, summary
+
+
+def test_run_local_with_bad_videos(reference: tuple[Path, object], dataset: Path) -> None:
+    out, summary = reference
+    table = pq.read_table(out / "results.parquet")
+    assert table.num_rows == 5 * len(PROMPTS)
+    assert (summary.ok, summary.failed, summary.skipped) == (6, 4, 0)
+    # The GPU placement path: one editor per logical GPU, each asking for a whole GPU.
+    assert (summary.editors, summary.gpus_per_editor) == (2, 1.0)
+    rows = table.to_pylist()
+    assert [r["label"] for r in rows] == [0, 0, 10, 10, 1, 1, 2, 2, 11, 11]  # manifest order, labels carried
+    by_label = {r["label"]: r for r in rows}
+    assert "no such file" in by_label[10]["error"] and by_label[10]["status"] == "failed"
+    assert "corrupt.mp4" in by_label[11]["error"] and by_label[11]["output"] is None
+    from pipeline.video_io import read_frames
+
+    for r in rows:
+        if r["status"] == "ok":
+            assert r["error"] is None and (r["num_frames"], r["width"], r["height"]) == (FRAMES, 64, 64)
+            assert Path(r["output"]).parent == out / "videos"
+            assert read_frames(r["output"]).frames.shape == (FRAMES, 64, 64, 3)
+            assert r["source_prompt"]  # tiny BLIP caption of the anchor frame
+    caption_rows = [r for r in rows if r["status"] == "ok" and r["prompt"].endswith(", at night")]
+    assert all(r["prompt"] == r["source_prompt"] + ", at night" for r in caption_rows)
+    # Inversion paid once per video: only each video's first row carries its cost.
+    ok = [r for r in rows if r["status"] == "ok"]
+    assert all(r["seconds_invert"] > 0 for r in ok[::2]) and all(r["seconds_invert"] == 0 for r in ok[1::2])
+    assert len(_videos(out)) == 6 and not any(n.startswith(".") for n in _videos(out))
+    assert len(os.listdir(out / "markers")) == 6
+
+
+def test_rerun_skips_everything_and_cli_exit_codes(
+    reference: tuple[Path, object], dataset: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out, _ = reference
+    before = {n: os.stat(out / "videos" / n).st_mtime_ns for n in _videos(out)}
+    reference_rows = _stable(pq.read_table(out / "results.parquet"))
+    argv = ["run", "--manifest", str(dataset / "manifest.jsonl"), "--output", str(out), *COMMON]
+    assert cli([*argv, "--max-failures", "4"]) == 0
+    printed = capsys.readouterr().out
+    assert "6 done before this run" in printed
+    assert {n: os.stat(out / "videos" / n).st_mtime_ns for n in _videos(out)} == before  # nothing redone
+    assert _stable(pq.read_table(out / "results.parquet")) == reference_rows
+    assert cli([*argv, "--max-failures", "3"]) == 1  # 4 failed rows > 3 allowed
+    assert cli(["run", "--manifest", str(dataset / "nope.csv"), "--output", str(out), *COMMON]) == 2
+
+
+def test_overwrite_redoes_all(ray_cluster: str, dataset: Path, tmp_path: Path) -> None:
+    manifest = load_manifest(str(dataset / "good.jsonl"), StorageOptions(), prompts=None)
+    manifest.units = manifest.units[:2]  # one video, both prompts: enough to see it
+    first = run_dataset(manifest, _options(tmp_path))
+    again = run_dataset(manifest, _options(tmp_path, overwrite=True))
+    assert (first.ok, again.ok, again.skipped, again.videos) == (2, 2, 0, 1)
+
+
+def test_editor_killed_mid_video(ray_cluster: str, dataset: Path, tmp_path: Path) -> None:
+    """The editor's process dies after writing a video's first mp4 but before its marker (the worst
+    moment): Ray restarts the actor, the video is redone, nothing is duplicated or partial."""
+    flag = tmp_path / "crashed"
+    manifest = load_manifest(str(dataset / "good.jsonl"), StorageOptions())
+    out = tmp_path / "out"
+    summary = run_dataset(manifest, _options(out, num_editors=1, fault={"at": "after_output", "flag": str(flag)}))
+    assert flag.exists()  # it did die
+    assert (summary.ok, summary.failed) == (6, 0)
+    rows = pq.read_table(out / "results.parquet").to_pylist()
+    assert max(r["attempts"] for r in rows) == 2 and min(r["attempts"] for r in rows) == 1
+    names = _videos(out)
+    assert len(names) == 6 and len(set(names)) == 6 and not any(n.startswith(".") for n in names)
+    from pipeline.video_io import read_frames
+
+    assert all(read_frames(str(out / "videos" / n)).frames.shape[0] == FRAMES for n in names)
+
+
+def test_interrupted_run_then_rerun(
+    reference: tuple[Path, object], ray_cluster: str, dataset: Path, tmp_path: Path
+) -> None:
+    """Ctrl-C on the driver, then the same command again: the same table as the uninterrupted run."""
+    ref_out, _ = reference
+    out = tmp_path / "out"
+    argv = [
+        "run",
+        "--manifest",
+        str(dataset / "manifest.jsonl"),
+        "--output",
+        str(out),
+        *COMMON,
+        "--address",
+        ray_cluster,
+        "--num-editors",
+        "1",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jobs.cli", *argv],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "markers").exists() or not os.listdir(out / "markers"):
+            assert proc.poll() is None, proc.stdout.read()
+            assert time.monotonic() < deadline, "no unit finished in time"
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        log = proc.communicate(timeout=60)[0]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, log
+    done_early = len(os.listdir(out / "markers"))
+    assert 1 <= done_early < 6
+    assert cli([*argv[:-4], "--max-failures", "4"]) == 0
+    table = pq.read_table(out / "results.parquet")
+
+    def relative(rows: list[dict], base: Path) -> list[dict]:
+        return [r | {"output": r["output"] and os.path.relpath(r["output"], base)} for r in rows]
+
+    assert relative(_stable(table), out) == relative(_stable(pq.read_table(ref_out / "results.parquet")), ref_out)
+    assert len(_videos(out)) == 6 and len(os.listdir(out / "markers")) == 6
+
+
+def test_relabel_and_augment_tables(ray_cluster: str, dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    common = ["--output", str(out), "--model", "tiny", "--size", "64x64", "--no-progress"]
+    assert cli(["relabel", "--manifest", str(dataset / "manifest.jsonl"), *common, "--max-failures", "2"]) == 0
+    labels = pq.read_table(out / "labels.parquet").to_pylist()
+    assert [r["label"] for r in labels] == [0, 10, 1, 2, 11]
+    assert [r["status"] for r in labels] == ["ok", "failed", "ok", "ok", "failed"]
+    for r in labels:
+        if r["status"] == "ok":
+            assert r["caption"] and (r["num_frames"], r["width"], r["height"], r["fps"]) == (FRAMES, 64, 64, 8.0)
+            depth = np.load(r["depth"])
+            assert depth.dtype == np.float32 and depth.shape[0] == FRAMES
+
+    templates = tmp_path / "templates.txt"
+    templates.write_text("{caption}, in the snow\nan oil painting\n")
+    aug = [
+        "augment",
+        "--manifest",
+        str(dataset / "good.jsonl"),
+        *common,
+        "--prompts",
+        str(templates),
+        "--variants",
+        "1",
+        "--steps",
+        "2",
+    ]
+    assert cli(aug) == 0
+    table = pq.read_table(out / "augmented.parquet")
+    rows = table.to_pylist()
+    assert len(rows) == 3 and sorted(r["label"] for r in rows) == [0, 1, 2]
+    for r in rows:
+        assert os.path.exists(r["video"]) and r["source_video"].endswith(f"good-{r['label']}.mp4")
+        assert r["augmentation"] in ("{caption}, in the snow", "an oil painting")
+        if r["augmentation"].startswith("{caption}"):
+            assert r["prompt"] == r["caption"] + ", in the snow"
+    assert len({r["id"] for r in rows}) == 3
+
+
+def test_s3_in_and_out(ray_cluster: str, dataset: Path, s3: dict) -> None:
+    """Manifest and videos on s3://, outputs to s3://; CPU editor path; the secret never shows."""
+    import fsspec
+
+    fs = fsspec.filesystem("s3", **s3["options"])
+    fs.mkdir("pix2video-in")
+    fs.mkdir("pix2video-out")
+    for i in range(2):
+        fs.put_file(str(dataset / "clips" / f"good-{i}.mp4"), f"pix2video-in/clips/good-{i}.mp4")
+    manifest = pa.table(
+        {
+            "id": ["first", "second"],
+            "video": ["clips/good-0.mp4", "s3://pix2video-in/clips/good-1.mp4"],  # relative and absolute
+            "prompt": [PROMPTS, PROMPTS],
+            "source_prompt": ["shapes", None],
+            "split": ["train", "test"],
+        }
+    )
+    with fs.open("pix2video-in/manifest.parquet", "wb") as f:
+        pq.write_table(manifest, f)
+    creds = [f"--storage-option=key={s3['key']}", f"--storage-option=secret={s3['secret']}"]
+    argv = [
+        "run",
+        "--manifest",
+        "s3://pix2video-in/manifest.parquet",
+        "--output",
+        "s3://pix2video-out/run",
+        *COMMON,
+        "--endpoint-url",
+        s3["endpoint"],
+        *creds,
+        "--gpus-per-editor",
+        "0",
+        "--num-editors",
+        "1",
+    ]
+    assert cli(argv) == 0
+    fs.invalidate_cache()
+    blob = fs.cat_file("pix2video-out/run/results.parquet")
+    assert s3["secret"].encode() not in blob
+    rows = pq.read_table(pa.BufferReader(blob)).to_pylist()
+    expected = [("first", "ok", "train")] * 2 + [("second", "ok", "test")] * 2
+    assert [(r["id"], r["status"], r["split"]) for r in rows] == expected
+    assert rows[0]["source_prompt"] == "shapes"  # given: no caption
+    for r in rows:
+        assert r["output"].startswith("s3://pix2video-out/run/videos/") and fs.exists(r["output"])
+    assert len(fs.ls("pix2video-out/run/markers")) == 4
+    assert cli(argv) == 0  # rerun: all done, nothing redone
