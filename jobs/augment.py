@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from jobs import _common
+from jobs import _common, evaluate
 from pipeline.errors import InputError
 
 AUGMENTED = "augmented.parquet"
@@ -63,6 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _common.add_edit_arguments(parser)
     _common.add_cluster_arguments(parser)
     _common.add_storage_arguments(parser)
+    evaluate.add_metrics_arguments(parser, filtering=True)
     parser.add_argument("--overwrite", action="store_true", help="redo everything, even what is done")
     parser.add_argument(
         "--max-failures",
@@ -142,6 +143,10 @@ def run(args: argparse.Namespace) -> int:
     manifest = Manifest(units=units, carried=source.carried, source=source.source)
     summary = execute(args, manifest, run_opts)
     print_summary("augment", summary)
+    # --metrics / --min-clip-text / --max-pixel-mse: score, and mark clips outside the bounds 'filtered'.
+    for key in evaluate.after_run(args, opts, "augment"):
+        if key in summary.rows:
+            summary.rows[key]["status"] = evaluate.FILTERED
 
     rows, carried_rows = [], []
     for u in manifest.units:

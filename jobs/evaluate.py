@@ -341,12 +341,13 @@ def after_run(args: argparse.Namespace, opts: StorageOptions, verb: str) -> list
     min_ct, max_mse = getattr(args, "min_clip_text", None), getattr(args, "max_pixel_mse", None)
     if not (getattr(args, "metrics", False) or min_ct is not None or max_mse is not None):
         return []
-    # CLIP in float32 whatever the editor's dtype: it is cheap next to the diffusion model.
+    # On the driver, which may have no GPU even when the editors do: CLIP's device is chosen here
+    # (cuda if visible), in float32 whatever the editor's dtype (it is cheap next to the diffusion model).
     ev = evaluate_run(
         args.output,
         opts,
         clip_model=args.clip_model,
-        device=args.device,
+        device=None,
         progress=bool(getattr(args, "progress", True)),
     )
     filtered: list[str] = []

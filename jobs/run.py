@@ -14,7 +14,7 @@ import argparse
 import logging
 from typing import TYPE_CHECKING
 
-from jobs import _common
+from jobs import _common, evaluate
 
 if TYPE_CHECKING:
     from actors.manifest import Manifest
@@ -29,6 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _common.add_edit_arguments(parser)
     _common.add_cluster_arguments(parser)
     _common.add_storage_arguments(parser)
+    evaluate.add_metrics_arguments(parser)
     g = parser.add_argument_group("resume and faults")
     g.add_argument("--overwrite", action="store_true", help="redo everything, even what is done")
     g.add_argument(
@@ -58,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
     manifest = load_manifest(args.manifest, opts, prompts=args.prompt)
     summary = execute(args, manifest, run_opts)
     print_summary("run", summary)
+    evaluate.after_run(args, opts, "run")  # --metrics: columns clip_text, clip_image, pixel_mse
     return 0 if summary.failed <= args.max_failures else 1
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -219,3 +220,41 @@ def test_edit_metrics_flag_prints_the_table(tmp_path, tiny_model_dir, capsys):
     assert "meaningless" in printed
     assert main([*argv, *fast]) == 0
     assert "CLIP-Text" not in capsys.readouterr().out  # only on request
+
+
+def test_run_and_augment_with_metrics_and_filtering(ray_cluster, tmp_path, capsys):
+    """On the session's Ray instance: `run --metrics` adds the columns; `augment --max-pixel-mse`
+    marks the worse clip 'filtered', keeps its video, leaves it out of augmented.parquet, says so."""
+    from pipeline.samples import write_sample_video
+
+    clips = tmp_path / "clips"
+    for i in range(2):
+        write_sample_video(clips / f"c{i}.mp4", num_frames=3, width=64, height=64, seed=i)
+    manifest = tmp_path / "manifest.jsonl"
+    manifest.write_text("".join(json.dumps({"video": f"clips/c{i}.mp4", "label": i}) + "\n" for i in range(2)))
+    fast = ["--model", "tiny", "--size", "64x64", "--steps", "2", "--no-progress", "--clip-model", "tiny"]
+
+    out = tmp_path / "run"
+    run = ["run", "--manifest", str(manifest), "--output", str(out), "--prompt", "a red car", *fast]
+    assert main([*run, "--metrics"]) == 0
+    rows = pq.read_table(out / "results.parquet").to_pylist()
+    assert len(rows) == 2 and all(r["status"] == "ok" for r in rows)
+    assert all(r[c] is not None for r in rows for c in COLUMNS)
+    assert "CLIP-Text ↑" in capsys.readouterr().out
+
+    out = tmp_path / "aug"
+    aug = ["augment", "--manifest", str(manifest), "--output", str(out), "--prompt", "{caption}, in the snow", *fast]
+    assert main([*aug, "--metrics"]) == 0
+    assert len(pq.read_table(out / "augmented.parquet")) == 2
+    mse = sorted(pq.read_table(out / "results.parquet").column("pixel_mse").to_pylist())
+    capsys.readouterr()
+
+    assert main([*aug, "--max-pixel-mse", str(sum(mse) / 2)]) == 0  # the rerun reuses edits and metrics
+    printed = capsys.readouterr().out
+    assert "filtered: 1 clips" in printed and "0 computed, 2 up to date" in printed
+    results = pq.read_table(out / "results.parquet").to_pylist()
+    assert sorted(r["status"] for r in results) == ["filtered", "ok"]
+    bad = next(r for r in results if r["status"] == "filtered")
+    assert bad["pixel_mse"] == mse[1] and os.path.exists(bad["output"])  # kept on disk
+    augmented = pq.read_table(out / "augmented.parquet").to_pylist()
+    assert [r["video"] for r in augmented] == [r["output"] for r in results if r["status"] == "ok"]
