@@ -127,3 +127,54 @@ def test_report_without_metrics_shows_dashes(tmp_path, capsys):
 def test_report_refuses_a_folder_without_results(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     assert "no results table" in capsys.readouterr().err
+
+
+def test_evaluate_and_report_on_s3(tmp_path, tiny_model_dir, capsys):
+    """A run whose inputs and outputs live on s3:// (moto server on 127.0.0.1): metrics and the
+    report's files are written back under OUTPUT/, and the page links stay relative."""
+    import fsspec
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        endpoint, key, secret = f"http://{host}:{port}", "testing-key-id", "testing-secret-value"
+        fs = fsspec.filesystem("s3", endpoint_url=endpoint, key=key, secret=secret)
+        fs.mkdir("bucket")
+        local = tmp_path / "run"
+        make_run(local)
+        table = pq.read_table(local / "results.parquet")
+
+        def upload(path: str | None) -> str | None:
+            if path is None:
+                return None
+            url = "s3://bucket/" + Path(path).relative_to(tmp_path).as_posix()
+            fs.put_file(path, url)
+            return url
+
+        for name in ("video", "output"):
+            urls = [upload(p) for p in table.column(name).to_pylist()]
+            table = table.set_column(table.column_names.index(name), name, pa.array(urls, pa.string()))
+        with fs.open("bucket/run/results.parquet", "wb") as f:
+            pq.write_table(table, f)
+
+        remote = ["s3://bucket/run", "--endpoint-url", endpoint, f"--storage-option=key={key}"]
+        remote += [f"--storage-option=secret={secret}", "--clip-model", "tiny", "--no-progress"]
+        assert main(["evaluate", *remote]) == 0
+        assert main(["report", *remote]) == 0
+        assert "s3://bucket/run/report/index.html" in capsys.readouterr().out
+        fs.invalidate_cache()
+        assert len(fs.ls("bucket/run/metrics")) == 2
+        rows = pq.read_table(pa.BufferReader(fs.cat_file("bucket/run/results.parquet"))).to_pylist()
+        assert rows[0]["clip_text"] is not None and rows[2]["clip_text"] is None
+        page = tmp_path / "index.html"
+        page.write_bytes(fs.cat_file("bucket/run/report/index.html"))
+        refs = [r for r in _refs(page).refs if not r.startswith("#")]
+        assert len(refs) == 4  # two previews, two plots; outputs on s3 are not linked
+        for ref in refs:
+            assert fs.exists(f"bucket/run/report/{ref}"), ref
+    finally:
+        server.stop()
