@@ -38,6 +38,7 @@ from .storage import StorageOptions
 log = logging.getLogger(__name__)
 
 CALLS_PER_EDITOR = 2
+STALL_WARNING_S = 300
 
 
 @dataclass
@@ -72,7 +73,9 @@ class RunOptions:
             size=self.size,
             max_frames=self.max_frames,
             anchor_last=bool(self.config.reverse),
-            device=self.device,
+            # A precompute task without a GPU share sees no GPU (Ray hides them): keep it on the CPU
+            # even when --device cuda puts the editors on GPUs.
+            device=self.device if self.precompute_gpus > 0 else "cpu",
             dtype=self.dtype,
         )
 
@@ -315,6 +318,7 @@ def _drive(jobs: list[VideoJob], opts: RunOptions, settings: str) -> _Drive:
     warm_pids: set[int] = set()
     idle = busy = 0.0
     deaths = 0
+    last_progress = time.monotonic()
     progress = _Progress(len(jobs), opts.progress)
 
     def finish(job: VideoJob, new_rows: list[dict[str, Any]]) -> None:
@@ -348,6 +352,19 @@ def _drive(jobs: list[VideoJob], opts: RunOptions, settings: str) -> _Drive:
 
             pending = list(pre_inflight) + list(calls) + list(probes)
             finished, _ = ray.wait(pending, num_returns=1, timeout=1.0)
+            if finished:
+                last_progress = time.monotonic()
+            elif not any(alive) and time.monotonic() - last_progress > STALL_WARNING_S:
+                # Every editor is waiting to be restarted: Ray does so once resources exist (an
+                # autoscaler adds nodes); on a fixed cluster that lost nodes it may never happen.
+                log.warning(
+                    "no editor has been alive for %d s: Ray restarts them when the cluster has the "
+                    "resources they ask for (%g GPU, %g CPU each); Ctrl-C and rerun to resume later",
+                    STALL_WARNING_S,
+                    gpus,
+                    cpus,
+                )
+                last_progress = time.monotonic()
             for ref in finished:
                 if ref in pre_inflight:
                     job = pre_inflight.pop(ref)
