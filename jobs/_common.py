@@ -71,13 +71,18 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, caption: bool = True
     g.add_argument("--max-frames", type=int, metavar="N", help="fail videos longer than N frames (default: no limit)")
 
 
-def add_edit_arguments(parser: argparse.ArgumentParser) -> None:
+def add_edit_arguments(parser: argparse.ArgumentParser, *, switches: bool = True) -> None:
+    """The method's options. `switches=False` leaves out --injection and --no-latent-update, for
+    `ablate`, which varies them itself."""
     g = parser.add_argument_group("editing (see `pix2video edit --help`)")
     g.add_argument("--steps", type=int, default=50, help="DDIM steps (default 50)")
     g.add_argument("--guidance-scale", type=float, default=7.5)
     g.add_argument("--negative-prompt", default="")
-    g.add_argument("--injection", default="anchor+prev", help="anchor+prev | anchor | prev | random | none")
-    g.add_argument("--no-latent-update", dest="latent_update", action="store_false", help="skip the latent update")
+    if switches:
+        g.add_argument("--injection", default="anchor+prev", help="anchor+prev | anchor | prev | random | none")
+        g.add_argument(
+            "--no-latent-update", dest="latent_update", action="store_false", help="skip the latent update"
+        )
     g.add_argument("--update-weight", type=float, default=100.0)
     g.add_argument("--reverse", action="store_true", help="anchor on the last frame and edit backwards")
     g.add_argument("--seed", type=int, default=0)
@@ -122,21 +127,23 @@ def storage_options(args: argparse.Namespace) -> Any:
     )
 
 
-def edit_config(args: argparse.Namespace) -> Any:
+def edit_config(args: argparse.Namespace, **overrides: Any) -> Any:
+    """EditConfig from the flags of `add_edit_arguments`; `overrides` for fields a verb sets itself."""
     from pipeline.editor import EditConfig
 
-    cfg = EditConfig(
+    fields = dict(
         steps=args.steps,
         guidance_scale=args.guidance_scale,
         negative_prompt=args.negative_prompt,
-        injection=args.injection,
-        latent_update=args.latent_update,
         update_weight=args.update_weight,
         reverse=args.reverse,
         seed=args.seed,
         schedule=args.schedule,
         max_batch=args.max_batch,
     )
+    if "injection" not in overrides:
+        fields.update(injection=args.injection, latent_update=args.latent_update)
+    cfg = EditConfig(**(fields | overrides))
     cfg.validate()
     return cfg
 

@@ -28,9 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from jobs import _common
-from jobs.evaluate import TINY_NOTE
+from jobs.evaluate import TINY_NOTE, add_clip_model_argument, clip_model
 from pipeline.errors import InputError
-from pipeline.metrics import CLIP_MODEL_HELP, DEFAULT_CLIP_MODEL, METRIC_NAMES, METRIC_TITLES, Metrics, format_value
+from pipeline.metrics import METRIC_NAMES, METRIC_TITLES, Metrics, format_value
 
 log = logging.getLogger(__name__)
 
@@ -66,17 +66,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="latent update variants (default both)",
     )
     _common.add_model_arguments(parser)
-    g = parser.add_argument_group("editing (shared by every variant; see `pix2video edit --help`)")
-    g.add_argument("--steps", type=int, default=50, help="DDIM steps (default 50)")
-    g.add_argument("--guidance-scale", type=float, default=7.5)
-    g.add_argument("--negative-prompt", default="")
-    g.add_argument("--update-weight", type=float, default=100.0, help="λ of the latent update (default 100)")
-    g.add_argument("--reverse", action="store_true", help="anchor on the last frame and edit backwards")
-    g.add_argument("--seed", type=int, default=0, help="seed of the 'random' injection variant")
-    g.add_argument("--schedule", default="auto", choices=("auto", "sequential", "wavefront"))
-    g.add_argument("--max-batch", type=int, default=8, help="wavefront: items per UNet call (default 8)")
+    _common.add_edit_arguments(parser, switches=False)
     m = parser.add_argument_group("metrics")
-    m.add_argument("--clip-model", default=DEFAULT_CLIP_MODEL, help=CLIP_MODEL_HELP)
+    add_clip_model_argument(m)
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
 
 
@@ -133,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from jobs.edit import complete_input, read_input
-    from pipeline.editor import EditConfig, Pix2Video
+    from pipeline.editor import Pix2Video
     from pipeline.metrics import ClipScorer, format_table, input_flows, video_metrics
     from pipeline.models import TINY, load_diffusion_models, resolve_model
     from pipeline.video_io import write_output
@@ -141,17 +133,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.prompt.strip():
         raise InputError("--prompt is empty: say what the video should become")
     grid = variants(args.injections, args.latent_update)
-    base = EditConfig(
-        steps=args.steps,
-        guidance_scale=args.guidance_scale,
-        negative_prompt=args.negative_prompt,
-        update_weight=args.update_weight,
-        reverse=args.reverse,
-        seed=args.seed,
-        schedule=args.schedule,
-        max_batch=args.max_batch,
-    )
-    base.validate()
+    base = _common.edit_config(args, injection="anchor+prev", latent_update=True)
     out_dir = Path(args.output)
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"-o {args.output}: exists and is not a folder; give a folder for the ablation outputs")
@@ -159,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
     data = read_input(args)  # the cheap, checkable part first (as `edit` does)
     # Every model before any long work, so a wrong --model or --clip-model fails in seconds.
     models = load_diffusion_models(resolve_model(args.model), dtype=args.dtype, device=args.device)
-    scorer = ClipScorer.from_model(args.clip_model, device=models.device)
+    scorer = ClipScorer.from_model(clip_model(args), device=models.device)
     complete_input(data, args, device=models.device, dtype=args.dtype)
     editor = Pix2Video(models)
     height, width = data.frames.shape[1:3]
@@ -192,7 +174,7 @@ def run(args: argparse.Namespace) -> int:
         "prompt": args.prompt,
         "source_prompt": data.source_prompt,
         "model": args.model,
-        "clip_model": args.clip_model,
+        "clip_model": clip_model(args),
         "size": [width, height],
         "num_frames": n,
         "config": {k: v for k, v in asdict(base).items() if k not in ("injection", "latent_update")},
@@ -209,7 +191,7 @@ def run(args: argparse.Namespace) -> int:
     (out_dir / "table.json").write_text(json.dumps(report, indent=1, allow_nan=False), encoding="utf-8")
     seconds = time.perf_counter() - started
     print(f"wrote {out_dir}/table.csv, table.md, table.json and {len(grid)} videos ({seconds:.1f} s)")
-    if args.clip_model == TINY or args.model == TINY:
+    if clip_model(args) == TINY or args.model == TINY:
         print(TINY_NOTE + " (and tiny diffusion models give noise-like pictures)")
     return 0
 

@@ -55,10 +55,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _common.add_storage_arguments(parser)
 
 
+CLIP_DEFAULT_NOTE = "; default 'tiny' when --model is tiny"
+
+
+def clip_model(args: argparse.Namespace) -> str:
+    """--clip-model, else the tiny CLIP for tiny runs (which are offline tests) and the real one otherwise."""
+    from pipeline.models import TINY
+
+    if getattr(args, "clip_model", None):
+        return args.clip_model
+    return TINY if getattr(args, "model", None) == TINY else DEFAULT_CLIP_MODEL
+
+
+def add_clip_model_argument(group: Any) -> None:
+    group.add_argument("--clip-model", default=None, help=CLIP_MODEL_HELP + CLIP_DEFAULT_NOTE)
+
+
 def add_clip_arguments(parser: argparse.ArgumentParser, *, device: bool) -> None:
     """--clip-model (and --device/--dtype for verbs that have no model flags of their own)."""
     g = parser.add_argument_group("metrics")
-    g.add_argument("--clip-model", default=DEFAULT_CLIP_MODEL, help=CLIP_MODEL_HELP)
+    add_clip_model_argument(g)
     if device:
         g.add_argument("--device", default=None, help="torch device for CLIP (default: cuda if visible, else cpu)")
         g.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"))
@@ -72,7 +88,7 @@ def add_metrics_arguments(parser: argparse.ArgumentParser, *, filtering: bool = 
         action="store_true",
         help="after the run, add columns clip_text, clip_image, pixel_mse (and input_* baselines) to results.parquet",
     )
-    g.add_argument("--clip-model", default=DEFAULT_CLIP_MODEL, help=CLIP_MODEL_HELP)
+    add_clip_model_argument(g)
     if filtering:
         g.add_argument(
             "--min-clip-text",
@@ -313,12 +329,12 @@ def add_edit_metrics_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="print CLIP-Text, CLIP-Image and Pixel-MSE of the written output, and of the input as the baseline",
     )
-    g.add_argument("--clip-model", default=DEFAULT_CLIP_MODEL, help=CLIP_MODEL_HELP)
+    add_clip_model_argument(g)
 
 
 def scorer_for(args: argparse.Namespace, device: Any = None) -> ClipScorer | None:
     """The CLIP scorer when --metrics was given (loaded before the editing, so a bad --clip-model fails fast)."""
-    return load_scorer(args.clip_model, device) if getattr(args, "metrics", False) else None
+    return load_scorer(clip_model(args), device) if getattr(args, "metrics", False) else None
 
 
 def print_edit_metrics(output_path: str, input_frames: np.ndarray, prompt: str, scorer: ClipScorer) -> None:
@@ -346,7 +362,7 @@ def after_run(args: argparse.Namespace, opts: StorageOptions, verb: str) -> list
     ev = evaluate_run(
         args.output,
         opts,
-        clip_model=args.clip_model,
+        clip_model=clip_model(args),
         device=None,
         progress=bool(getattr(args, "progress", True)),
     )
@@ -372,7 +388,7 @@ def run(args: argparse.Namespace) -> int:
     ev = evaluate_run(
         args.output,
         opts,
-        clip_model=args.clip_model,
+        clip_model=clip_model(args),
         device=args.device,
         dtype=args.dtype,
         overwrite=args.overwrite,

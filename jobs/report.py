@@ -347,7 +347,12 @@ def run(args: argparse.Namespace) -> int:
     output = storage.normalize(args.output)
     if args.metrics:
         ev = evaluate.evaluate_run(
-            output, opts, clip_model=args.clip_model, device=args.device, dtype=args.dtype, progress=args.progress
+            output,
+            opts,
+            clip_model=evaluate.clip_model(args),
+            device=args.device,
+            dtype=args.dtype,
+            progress=args.progress,
         )
         evaluate.print_evaluation("report", ev)
     upload = None
