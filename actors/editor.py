@@ -144,7 +144,13 @@ class EditorActor:
                 url = resume.output_url(spec.output, unit.key)
                 with tempfile.TemporaryDirectory(prefix="pix2video-") as tmp:
                     local = os.path.join(tmp, "out.mp4")
-                    write_video(local, self.editor.decode(z), meta["fps"], width=meta["width"], height=meta["height"])
+                    write_video(
+                        local,
+                        self.editor.decode(z, config.decode_batch),
+                        meta["fps"],
+                        width=meta["width"],
+                        height=meta["height"],
+                    )
                     storage.put_file(local, url, self.opts)
                 self._maybe_crash("after_output")
                 row = _row(

@@ -25,6 +25,7 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -199,10 +200,11 @@ def _clear_markers(output: str, units: list[Unit], opts: StorageOptions) -> None
         fs.rm(existing)
 
 
-def run_dataset(manifest: Manifest, opts: RunOptions) -> RunSummary:
+def run_dataset(manifest: Manifest, opts: RunOptions, *, connect: Callable[[], object] | None = None) -> RunSummary:
     """Edit every (video, prompt) of `manifest` that is not done yet; write results.parquet.
 
-    Needs a connected Ray driver (actors.cluster.connect).
+    Needs a connected Ray driver (actors.cluster.connect), or `connect`, which is called only when
+    there is work, so a rerun of a finished dataset does not wait for Ray to start.
     """
     started = time.perf_counter()
     opts.output = storage.normalize(opts.output)
@@ -236,6 +238,8 @@ def run_dataset(manifest: Manifest, opts: RunOptions) -> RunSummary:
     if jobs:
         from .cluster import alive_nodes
 
+        if connect is not None:
+            connect()
         if storage.is_local(opts.output) and alive_nodes() > 1:
             log.warning(
                 "output %s is a local path on a %d-node cluster: every node must see it "

@@ -64,12 +64,17 @@ def run(args: argparse.Namespace) -> int:
 
 
 def execute(args: argparse.Namespace, manifest: Manifest, run_opts: RunOptions) -> RunSummary:
-    """Connect to Ray, run the dataset, disconnect (when we started Ray)."""
+    """Run the dataset, connecting to Ray only when there is work; disconnect if we started Ray."""
     from actors.runner import run_dataset
 
-    started = _common.connect_ray(args)
+    started = False
+
+    def connect() -> None:
+        nonlocal started
+        started = _common.connect_ray(args)
+
     try:
-        return run_dataset(manifest, run_opts)
+        return run_dataset(manifest, run_opts, connect=connect)
     finally:
         _common.shutdown_ray(started)
 

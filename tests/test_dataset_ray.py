@@ -313,3 +313,25 @@ def test_s3_in_and_out(ray_cluster: str, dataset: Path, s3: dict) -> None:
         assert r["output"].startswith("s3://pix2video-out/run/videos/") and fs.exists(r["output"])
     assert len(fs.ls("pix2video-out/run/markers")) == 4
     assert cli(argv) == 0  # rerun: all done, nothing redone
+
+
+def test_demo_and_its_rerun(ray_cluster: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = [
+        "demo",
+        "--output",
+        str(tmp_path / "demo"),
+        "--videos",
+        "2",
+        "--frames",
+        "3",
+        "--steps",
+        "2",
+        "--no-progress",
+    ]
+    assert cli(argv) == 0
+    printed = capsys.readouterr().out
+    assert "4 of 4 videos x prompts ok" in printed and "noise-like" in printed
+    assert len(os.listdir(tmp_path / "demo" / "edits" / "videos")) == 4
+    assert (tmp_path / "demo" / "manifest.jsonl").exists()
+    assert cli(argv) == 0  # again: everything is done, nothing is redone
+    assert "4 done before this run" in capsys.readouterr().out
