@@ -209,6 +209,8 @@ def run_dataset(manifest: Manifest, opts: RunOptions, *, connect: Callable[[], o
     started = time.perf_counter()
     opts.output = storage.normalize(opts.output)
     settings = settings_fingerprint(opts)
+    # An interrupted run may leave temporaries of unfinished writes; they were never outputs.
+    storage.remove_stale_temporaries(opts.output)
     if opts.overwrite:
         _clear_markers(opts.output, manifest.units, opts.storage)
         done: dict[str, dict] = {}

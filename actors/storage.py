@@ -154,6 +154,26 @@ def _temp_sibling(path: str) -> str:
     return os.path.join(head, f".{tail}.tmp-{uuid.uuid4().hex[:12]}")
 
 
+_TEMP_NAME = re.compile(r"^\..+\.tmp-[0-9a-f]{12}$")
+
+
+def remove_stale_temporaries(folder_url: str) -> int:
+    """Delete temporaries that a killed process left under a local `folder_url` (object stores have
+    none: they are written with one PUT). Returns how many were removed."""
+    if not is_local(folder_url) or not os.path.isdir(folder_url):
+        return 0
+    removed = 0
+    for dirpath, _, files in os.walk(folder_url):
+        for name in files:
+            if _TEMP_NAME.match(name):
+                try:
+                    os.unlink(os.path.join(dirpath, name))
+                    removed += 1
+                except FileNotFoundError:
+                    pass
+    return removed
+
+
 def write_bytes(url: str, data: bytes, storage: StorageOptions) -> None:
     """Write `data` to `url` atomically."""
     fs, path = filesystem(url, storage)

@@ -104,6 +104,13 @@ def reference(ray_cluster: str, dataset: Path, tmp_path_factory: pytest.TempPath
     return out, summary
 
 
+def test_local_ray_listens_on_loopback(ray_cluster: str) -> None:
+    import ray
+
+    assert ray_cluster.startswith("127.0.0.1:")
+    assert {n["NodeManagerAddress"] for n in ray.nodes()} == {"127.0.0.1"}
+
+
 def test_run_local_with_bad_videos(reference: tuple[Path, object], dataset: Path) -> None:
     out, summary = reference
     table = pq.read_table(out / "results.parquet")

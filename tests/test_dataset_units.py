@@ -124,6 +124,11 @@ def test_atomic_writes_leave_no_temporaries(tmp_path: Path) -> None:
     assert sorted(os.listdir(tmp_path / "deep")) == ["f.bin", "g.bin"]
     assert storage.read_bytes(url, OPTS) == b"two"
     assert storage.list_names(str(tmp_path / "nothing"), OPTS) == []
+    # What a process killed mid-write leaves behind is cleaned up by the next run.
+    (tmp_path / "deep" / ".f.bin.tmp-0123456789ab").write_bytes(b"half")
+    (tmp_path / ".keep-me").write_bytes(b"")
+    assert storage.remove_stale_temporaries(str(tmp_path)) == 1
+    assert sorted(os.listdir(tmp_path / "deep")) == ["f.bin", "g.bin"] and (tmp_path / ".keep-me").exists()
 
 
 def test_storage_options_never_show_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
