@@ -80,9 +80,7 @@ def add_edit_arguments(parser: argparse.ArgumentParser, *, switches: bool = True
     g.add_argument("--negative-prompt", default="")
     if switches:
         g.add_argument("--injection", default="anchor+prev", help="anchor+prev | anchor | prev | random | none")
-        g.add_argument(
-            "--no-latent-update", dest="latent_update", action="store_false", help="skip the latent update"
-        )
+        g.add_argument("--no-latent-update", dest="latent_update", action="store_false", help="skip the latent update")
     g.add_argument("--update-weight", type=float, default=100.0)
     g.add_argument("--reverse", action="store_true", help="anchor on the last frame and edit backwards")
     g.add_argument("--seed", type=int, default=0)
@@ -116,8 +114,15 @@ def add_cluster_arguments(parser: argparse.ArgumentParser, *, editors: bool = Tr
     g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
 
+# Their debug logs print request headers (the access key id is in every signature): never below INFO.
+_STORAGE_LOGGERS = ("botocore", "aiobotocore", "boto3", "s3fs", "fsspec", "urllib3", "gcsfs", "adlfs")
+
+
 def storage_options(args: argparse.Namespace) -> Any:
     from actors.storage import parse_storage_options
+
+    for name in _STORAGE_LOGGERS:
+        logging.getLogger(name).setLevel(max(logging.getLogger(name).getEffectiveLevel(), logging.INFO))
 
     return parse_storage_options(
         endpoint_url=getattr(args, "endpoint_url", None),

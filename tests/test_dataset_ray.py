@@ -272,7 +272,9 @@ def test_relabel_and_augment_tables(ray_cluster: str, dataset: Path, tmp_path: P
     assert len({r["id"] for r in rows}) == 3
 
 
-def test_s3_in_and_out(ray_cluster: str, dataset: Path, s3: dict) -> None:
+def test_s3_in_and_out(
+    ray_cluster: str, dataset: Path, s3: dict, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
     """Manifest and videos on s3://, outputs to s3://; CPU editor path; the secret never shows."""
     import fsspec
 
@@ -319,7 +321,11 @@ def test_s3_in_and_out(ray_cluster: str, dataset: Path, s3: dict) -> None:
     for r in rows:
         assert r["output"].startswith("s3://pix2video-out/run/videos/") and fs.exists(r["output"])
     assert len(fs.ls("pix2video-out/run/markers")) == 4
-    assert cli(argv) == 0  # rerun: all done, nothing redone
+    assert cli([*argv, "--verbose"]) == 0  # rerun: all done, nothing redone
+    printed = capfd.readouterr()
+    assert "2 done before" not in printed.out and "4 done before this run" in printed.out
+    for text in (printed.out, printed.err, caplog.text):
+        assert s3["secret"] not in text and s3["key"] not in text
 
 
 def test_demo_and_its_rerun(ray_cluster: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pyarrow as pa
@@ -218,3 +219,22 @@ def test_cluster_yaml_has_what_the_launcher_needs() -> None:
     start = " ".join(cfg["head_start_ray_commands"])
     assert "--dashboard-host=127.0.0.1" in start or "--dashboard-host 127.0.0.1" in start  # not public
     assert "0.0.0.0" not in start
+
+
+def test_precompute_turns_bad_videos_into_failed_metas(tmp_path: Path) -> None:
+    """Too long for --max-frames, empty file, missing: data, not exceptions (decode fails before any model)."""
+    from actors.precompute import PrecomputeSpec, precompute_video
+    from pipeline.samples import write_sample_video
+
+    write_sample_video(tmp_path / "long.mp4", num_frames=3, width=64, height=64)
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    spec = PrecomputeSpec(output=str(tmp_path / "out"), model="tiny", caption_model="tiny", size=(64, 64), max_frames=2)
+    cases = {
+        "long.mp4": "limit of 2|more than 2",
+        "empty.mp4": "not a readable video|no streams",
+        "gone.mp4": "no such",
+    }
+    for name, match in cases.items():
+        meta = precompute_video(name, str(tmp_path / name), True, spec, OPTS)
+        assert meta["status"] == "failed" and re.search(match, meta["error"]), meta
+    assert not list((tmp_path / "out").rglob("meta.json"))  # nothing half-made in the store
