@@ -16,8 +16,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from pathlib import Path
 
-from jobs import _common
+from jobs import _common, evaluate
 
 PROMPTS = ["a watercolor painting of shapes", "{caption}, neon lights"]
 
@@ -56,6 +57,7 @@ def write_dataset(folder: str, videos: int, frames: int) -> str:
 def run(args: argparse.Namespace) -> int:
     from actors.manifest import load_manifest
     from actors.storage import StorageOptions
+    from jobs.report import REPORT_DIR, build_report
     from jobs.run import add_arguments as run_arguments
     from jobs.run import execute, print_summary
 
@@ -81,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
         "local",
         "--num-editors",
         "1",
+        "--metrics",
     ]
     if args.num_cpus:
         argv += ["--num-cpus", str(args.num_cpus)]
@@ -95,11 +98,14 @@ def run(args: argparse.Namespace) -> int:
     manifest = load_manifest(manifest_path, opts)
     summary = execute(run_args, manifest, run_opts)
     print_summary("demo", summary)
+    evaluate.after_run(run_args, opts, "demo")
+    report = build_report(out, opts, Path(out) / REPORT_DIR, progress=args.progress)
     print()
     print(f"dataset:   {manifest_path}  ({args.videos} generated clips, {len(PROMPTS)} prompts each)")
     print(f"videos:    {os.path.join(out, 'videos')}/  (one mp4 per video x prompt)")
     print(f"results:   {summary.results}  (pandas.read_parquet / pyarrow / datasets)")
     print(f"precompute store: {os.path.join(out, 'precompute')}/  (frames, depth, captions, inversions)")
+    print(f"report:    {report}  (open in a browser: input and edit side by side, metrics)")
     if args.model == "tiny":
         print("note: tiny random-weight models make noise-like pictures; they show the pipeline, not the method.")
     print(
