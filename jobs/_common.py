@@ -81,7 +81,14 @@ def add_edit_arguments(parser: argparse.ArgumentParser, *, switches: bool = True
     if switches:
         g.add_argument("--injection", default="anchor+prev", help="anchor+prev | anchor | prev | random | none")
         g.add_argument("--no-latent-update", dest="latent_update", action="store_false", help="skip the latent update")
-    g.add_argument("--update-weight", type=float, default=100.0)
+    g.add_argument("--update-weight", type=float, default=100.0, help="λ of the latent update (default 100)")
+    g.add_argument(
+        "--update-last-step",
+        type=int,
+        default=None,
+        metavar="K",
+        help="last step (from 0) that gets the latent update (default steps // 2, as the reference)",
+    )
     g.add_argument("--reverse", action="store_true", help="anchor on the last frame and edit backwards")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument(
@@ -141,6 +148,7 @@ def edit_config(args: argparse.Namespace, **overrides: Any) -> Any:
         guidance_scale=args.guidance_scale,
         negative_prompt=args.negative_prompt,
         update_weight=args.update_weight,
+        update_last_step=args.update_last_step,
         reverse=args.reverse,
         seed=args.seed,
         schedule=args.schedule,

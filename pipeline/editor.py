@@ -53,6 +53,8 @@ class EditConfig:
             raise InputError(f"injection {self.injection!r} is not one of: {', '.join(INJECTIONS)}")
         if not 1 <= self.steps <= 1000:
             raise InputError(f"steps must be between 1 and 1000, got {self.steps}")
+        if self.update_last_step is not None and self.update_last_step < -1:
+            raise InputError(f"update_last_step must be -1 (never) or a step index, got {self.update_last_step}")
         if self.max_batch < 1 or self.inversion_batch < 1 or self.decode_batch < 1:
             raise InputError("batch sizes must be at least 1")
 

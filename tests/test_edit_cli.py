@@ -217,3 +217,15 @@ def test_cuda_without_a_gpu_is_refused(capsys, bad, sample_frames):
     _, out = bad
     argv = ["edit", str(sample_frames), "-o", str(out), "--prompt", "x", *FAST, "--device", "cuda"]
     _refused(capsys, argv, "cuda")
+
+
+def test_update_last_step_changes_the_edit(tmp_path, sample_frames):
+    def edit(name, *extra):
+        out = tmp_path / name
+        argv = ["edit", str(sample_frames), "-o", str(out), "--prompt", "a red car", "--source-prompt", "shapes"]
+        assert main([*argv, *FAST, "--steps", "4", *extra]) == 0
+        return read_frames(out).frames
+
+    default = edit("default")
+    assert np.array_equal(default, edit("same", "--update-last-step", "2"))  # steps // 2 is the default
+    assert not np.array_equal(default, edit("never", "--update-last-step", "-1"))
