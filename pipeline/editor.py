@@ -186,17 +186,40 @@ class Pix2Video:
         `on_frame_done(prompt_index, frame_index)` is called as each frame finishes; `trace` gets
         every (prompt, frame, step) item's x̂0 and latents (frame = position in edit order).
         """
+        callback = None if on_frame_done is None else (lambda _v, p, f: on_frame_done(p, f))
+        return self.edit_many([(video, zT, prompts)], config, callback, trace)[0]
+
+    @torch.no_grad()
+    def edit_many(
+        self,
+        videos: Sequence[tuple[Video, torch.Tensor, Sequence[str]]],
+        config: EditConfig,
+        on_frame_done: Callable[[int, int, int], None] | None = None,
+        trace: Callable[[StepTrace], None] | None = None,
+    ) -> list[list[torch.Tensor]]:
+        """`edit` for several (video, zT, prompts) of one size at once, so that a batching schedule can
+        fill UNet calls across videos as well as prompts (short clips). Results per video, per prompt.
+
+        `on_frame_done(video_index, prompt_index, frame_index)`; `trace` numbers jobs across videos.
+        """
         config.validate()
-        if not prompts or any(not p.strip() for p in prompts):
-            raise InputError("every target prompt must be a non-empty text")
-        order = torch.arange(video.num_frames - 1, -1, -1) if config.reverse else torch.arange(video.num_frames)
-        order = order.to(zT.device)
-        cond = self.encode_text(prompts)
+        if not videos:
+            return []
+        sizes = {(v.height, v.width) for v, _, _ in videos}
+        if len(sizes) > 1:
+            raise InputError(f"videos edited together must share one size, got {sorted(sizes)}")
         uncond = self.encode_text([config.negative_prompt])[0]
-        jobs = [
-            EditJob(latents=zT[order], depth=video.depth[order], cond=cond[i], uncond=uncond)
-            for i in range(len(prompts))
-        ]
+        jobs, owner, orders = [], [], []
+        for index, (video, zT, prompts) in enumerate(videos):
+            if not prompts or any(not p.strip() for p in prompts):
+                raise InputError("every target prompt must be a non-empty text")
+            n = video.num_frames
+            order = (torch.arange(n - 1, -1, -1) if config.reverse else torch.arange(n)).to(zT.device)
+            orders.append(order)
+            cond = self.encode_text(prompts)
+            for p in range(len(prompts)):
+                jobs.append(EditJob(latents=zT[order], depth=video.depth[order], cond=cond[p], uncond=uncond))
+                owner.append((index, p))
         engine = DenoiseEngine(
             self.models.unet, DDIMSchedule.create(config.steps), self.store, config.engine_settings(self.device)
         )
@@ -204,14 +227,17 @@ class Pix2Video:
         self.last_engine = engine
         callback = None
         if on_frame_done is not None:
-            frame_of = order.tolist()
+            frame_of = [order.tolist() for order in orders]
 
             def callback(job: int, position: int) -> None:
-                on_frame_done(job, frame_of[position])
+                index, p = owner[job]
+                on_frame_done(index, p, frame_of[index][position])
 
         results = engine.run(jobs, callback)
-        inverse = torch.argsort(order)
-        return [z[inverse] for z in results]
+        out: list[list[torch.Tensor]] = [[] for _ in videos]
+        for (index, _), z in zip(owner, results, strict=True):
+            out[index].append(z[torch.argsort(orders[index])])
+        return out
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor, batch: int = 4) -> Iterator[np.ndarray]:

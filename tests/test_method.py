@@ -243,3 +243,18 @@ def test_feature_store_does_not_grow_with_video_length(editor, clip):
     # Anchor and one rolling previous-frame slot per (step, branch), nine decoder layers each.
     assert rows == {STEPS * 2}
     assert len(editor.store.anchor) == 0  # released after each edit
+
+
+def test_videos_edited_together_equal_videos_edited_alone(editor, clip):
+    frames, depth = clip
+    config = EditConfig(steps=STEPS, schedule="wavefront", max_batch=64)
+    short = editor.prepare(frames[:2], depth[:2])
+    long = editor.prepare(frames[::-1].copy(), depth[::-1])
+    zs, zl = editor.invert(short, "shapes", config), editor.invert(long, "shapes", config)
+    together = editor.edit_many([(short, zs, ["a red ball"]), (long, zl, ["a blue cube", "snow"])], config)
+    assert editor.last_engine.unet_calls == STEPS + 5 - 1  # one call per anti-diagonal of the longer video
+    alone = [editor.edit(short, zs, ["a red ball"], config), editor.edit(long, zl, ["a blue cube", "snow"], config)]
+    for got, want in zip(together, alone, strict=True):
+        for a, b in zip(got, want, strict=True):
+            pa, pb = (np.stack(list(editor.decode(z))).astype(int) for z in (a, b))
+            assert np.abs(pa - pb).max() <= 1
