@@ -199,6 +199,10 @@ def test_interrupted_run_then_rerun(
         ray_cluster,
         "--num-editors",
         "1",
+        # More steps than the other tests: the rest of the run must outlast the moment the first
+        # marker appears, or the run can finish before Ctrl-C lands (seen on a loaded machine).
+        "--steps",
+        "8",
     ]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(
@@ -214,7 +218,7 @@ def test_interrupted_run_then_rerun(
         while not (out / "markers").exists() or not os.listdir(out / "markers"):
             assert proc.poll() is None, proc.stdout.read()
             assert time.monotonic() < deadline, "no unit finished in time"
-            time.sleep(0.2)
+            time.sleep(0.05)
         proc.send_signal(signal.SIGINT)
         log = proc.communicate(timeout=60)[0]
     finally:
