@@ -195,14 +195,14 @@ def test_interrupted_run_then_rerun(
         "--output",
         str(out),
         *COMMON,
-        "--address",
-        ray_cluster,
-        "--num-editors",
-        "1",
         # More steps than the other tests: the rest of the run must outlast the moment the first
         # marker appears, or the run can finish before Ctrl-C lands (seen on a loaded machine).
         "--steps",
         "8",
+        "--address",
+        ray_cluster,
+        "--num-editors",
+        "1",
     ]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(
