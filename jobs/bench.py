@@ -36,7 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frames", type=int, default=8, help="frames in the generated video (default 8)")
     parser.add_argument("--steps", type=int, default=50, help="DDIM steps (default 50)")
     parser.add_argument("--prompts", type=int, default=1, help="target prompts edited from one inversion (default 1)")
-    parser.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"))
+    parser.add_argument(
+        "--dtype", default="float32", choices=("float32", "float16", "bfloat16"), help="model dtype (default float32)"
+    )
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if visible)")
     parser.add_argument(
         "--schedule",
@@ -44,7 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="one schedule, or several separated by commas to compare: auto, sequential, wavefront",
     )
     parser.add_argument("--max-batch", type=int, default=8, help="wavefront: items per UNet call (default 8)")
-    parser.add_argument("--injection", default="anchor+prev")
+    parser.add_argument(
+        "--injection", default="anchor+prev", help="anchor+prev (default) | anchor | prev | random | none"
+    )
 
 
 def _peak_memory(device) -> int:

@@ -77,7 +77,12 @@ def add_clip_arguments(parser: argparse.ArgumentParser, *, device: bool) -> None
     add_clip_model_argument(g)
     if device:
         g.add_argument("--device", default=None, help="torch device for CLIP (default: cuda if visible, else cpu)")
-        g.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"))
+        g.add_argument(
+            "--dtype",
+            default="float32",
+            choices=("float32", "float16", "bfloat16"),
+            help="CLIP's dtype (default float32)",
+        )
 
 
 def add_metrics_arguments(parser: argparse.ArgumentParser, *, filtering: bool = False) -> None:
