@@ -1,9 +1,11 @@
-"""The editor actor: loads the diffusion model once, then edits one video (with all its prompts) per call.
+"""The editor actor: loads the diffusion model once, then edits videos (with all their prompts) per call.
 
 Ray's batch-inference pattern: weights in `__init__`, one unit of work per method call. A call takes
-one video's precompute meta and its pending (video, prompt) units, inverts the frames once (the
-inversion depends only on frames, depth and source prompt), edits every prompt from that inversion,
-and for each prompt writes the mp4 (local temp file, then one atomic upload) and then its marker.
+one or more videos' precompute metas (all of one size) and their pending (video, prompt) units,
+inverts each video once (the inversion depends only on frames, depth and source prompt), edits every
+prompt of every video from those inversions in one engine run, so short clips share UNet batches,
+and for each (video, prompt) writes the mp4 (local temp file, then one atomic upload) and then its
+marker. How many videos a call takes is the runner's choice (`--videos-per-call`).
 
 The class is plain Python; the runner turns it into a Ray actor with the resources and restart
 options of the cluster (`num_gpus=1` on GPU clusters, `max_restarts`).
@@ -39,6 +41,22 @@ class EditSpec:
     reuse_inversion: bool = True  # False (--overwrite): recompute zT even when the store has it
 
 
+@dataclass
+class _Prepared:
+    """One video of a call, ready to edit: its units still to do, encoded frames and inversion."""
+
+    meta: dict[str, Any]
+    units: list[Unit]
+    attempt: int
+    video: Any  # pipeline.editor.Video
+    zT: Any  # torch.Tensor
+    source_prompt: str
+    prompts: list[str]  # the units' prompts with {caption} filled in
+    seconds_load: float
+    seconds_invert: float
+    charged: bool = False  # the per-video stages are on a written row already
+
+
 def render_prompt(template: str, caption: str | None) -> str:
     """Fill `{caption}` (the source prompt: given, or the anchor frame's caption). Only that name is
     replaced, so other braces in a prompt stay as written."""
@@ -46,7 +64,7 @@ def render_prompt(template: str, caption: str | None) -> str:
 
 
 class EditorActor:
-    """One model on one device; edits videos one at a time, frames in order."""
+    """One model on one device; edits the videos of a call together, frames in order."""
 
     def __init__(
         self,
@@ -77,46 +95,79 @@ class EditorActor:
         }
 
     def edit_video(self, meta: dict[str, Any], units: list[Unit], spec: EditSpec, attempt: int = 1) -> dict[str, Any]:
-        """Edit one precomputed video with the prompts of `units`; returns the units' results rows.
+        """Edit one precomputed video with the prompts of `units` (see `edit_videos`)."""
+        return self.edit_videos([(meta, units)], spec, [attempt])
 
-        Units already marked done (by an earlier attempt of this same call that died after some
-        prompts) are skipped. A failure of the video fails its remaining units, as data.
+    def edit_videos(
+        self,
+        videos: list[tuple[dict[str, Any], list[Unit]]],
+        spec: EditSpec,
+        attempts: list[int] | None = None,
+    ) -> dict[str, Any]:
+        """Edit several precomputed videos of one size, each with the prompts of its units; returns
+        the units' results rows.
+
+        With a batching schedule the videos share the engine's UNet batches (`Pix2Video.edit_many`):
+        short clips fill a GPU together that each would leave half empty. Units already marked done
+        (by an earlier attempt that died after some prompts) are skipped. Failures are data: a video
+        that cannot be loaded or inverted fails its own units; if the shared edit raises, the videos
+        are edited one by one, so a bad one fails only its own rows.
         """
         started = time.perf_counter()
         idle = 0.0 if self._last_end is None else started - self._last_end
+        attempts = attempts or [1] * len(videos)
         rows: list[dict[str, Any]] = []
-        try:
-            todo = []
-            for u in units:  # an earlier attempt that died may have finished some prompts
-                row = resume.is_done(spec.output, u.key, spec.settings, self.opts)
-                if row is None:
-                    todo.append(u)
-                else:
-                    rows.append({**row, "key": u.key})
-            if todo:
-                self._edit(meta, todo, spec, attempt, rows)
-        except Exception as e:  # failures are data; the other videos go on
-            from pipeline.errors import InputError
-
-            msg = str(e) if isinstance(e, InputError) else f"{type(e).__name__}: {_first_line(e)}"
-            msg = storage.redact(msg, self.opts)
+        prepared: list[_Prepared] = []
+        for (meta, units), attempt in zip(videos, attempts, strict=True):
+            try:
+                todo = []
+                for u in units:  # an earlier attempt that died may have finished some prompts
+                    row = resume.is_done(spec.output, u.key, spec.settings, self.opts)
+                    if row is None:
+                        todo.append(u)
+                    else:
+                        rows.append({**row, "key": u.key})
+                if todo:
+                    prepared.append(self._prepare(meta, todo, spec, attempt))
+            except Exception as e:  # this video fails; the others go on
+                self._fail(meta, units, attempt, e, rows)
+        batched = spec.config.engine_settings(self.models.device).max_batch > 1
+        if batched and len(prepared) > 1:
+            try:
+                self._edit_together(prepared, spec, rows)
+                prepared = []
+            except Exception as e:
+                log.warning(
+                    "editing %d videos together failed (%s: %s); editing them one by one",
+                    len(prepared),
+                    type(e).__name__,
+                    _first_line(e),
+                )
+        for p in prepared:
             done = {r["key"] for r in rows}
-            rows += [_row(u, meta, status="failed", error=msg, attempts=attempt) for u in units if u.key not in done]
+            units = [u for u in p.units if u.key not in done]
+            if not units:
+                continue
+            try:
+                self._edit(p, units, spec, rows)
+            except Exception as e:
+                self._fail(p.meta, units, p.attempt, e, rows)
         self._last_end = time.perf_counter()
         return {"rows": rows, "idle": idle, "busy": self._last_end - started, "pid": os.getpid()}
 
-    def _edit(
-        self,
-        meta: dict[str, Any],
-        units: list[Unit],
-        spec: EditSpec,
-        attempt: int,
-        rows: list[dict[str, Any]],
+    def _fail(
+        self, meta: dict[str, Any], units: list[Unit], attempt: int, e: Exception, rows: list[dict[str, Any]]
     ) -> None:
-        """Edit `units` of one video, appending each finished unit's row to `rows` as it is marked done."""
-        from pipeline.video_io import write_video
+        """Failed rows for those of `units` that have no row yet: failures are data."""
+        from pipeline.errors import InputError
 
-        config = spec.config
+        msg = str(e) if isinstance(e, InputError) else f"{type(e).__name__}: {_first_line(e)}"
+        msg = storage.redact(msg, self.opts)
+        done = {r["key"] for r in rows}
+        rows += [_row(u, meta, status="failed", error=msg, attempts=attempt) for u in units if u.key not in done]
+
+    def _prepare(self, meta: dict[str, Any], units: list[Unit], spec: EditSpec, attempt: int) -> _Prepared:
+        """Load one video from the store, encode it, and get its inversion (stored, or computed)."""
         t0 = time.perf_counter()
         frames = load_array(meta["frames"], self.opts)
         depth = load_array(meta["depth"], self.opts)
@@ -128,49 +179,90 @@ class EditorActor:
         t0 = time.perf_counter()
         zT = self._inversion(meta, video, source_prompt, spec)
         seconds_invert = time.perf_counter() - t0
+        prompts = [render_prompt(u.prompt, source_prompt) for u in units]
+        return _Prepared(meta, units, attempt, video, zT, source_prompt, prompts, seconds_load, seconds_invert)
 
+    def _edit(self, p: _Prepared, units: list[Unit], spec: EditSpec, rows: list[dict[str, Any]]) -> None:
+        """Edit `units` of one video, appending each finished unit's row to `rows` as it is marked done."""
+        config = spec.config
+        prompt_of = dict(zip((u.key for u in p.units), p.prompts, strict=True))
         # The sequential schedule runs prompts one after the other anyway, so edit them one at a time
         # and write each as soon as it is done (a crash then loses one prompt, not all); a batched
         # (wavefront) schedule gets all prompts at once so the engine can batch across them.
         batched = config.engine_settings(self.models.device).max_batch > 1
         groups = [units] if batched else [[u] for u in units]
         for group in groups:
-            prompts = [render_prompt(u.prompt, source_prompt) for u in group]
+            prompts = [prompt_of[u.key] for u in group]
             t0 = time.perf_counter()
-            latents = self.editor.edit(video, zT, prompts, config)
+            latents = self.editor.edit(p.video, p.zT, prompts, config)
             seconds_edit = (time.perf_counter() - t0) / len(group)
-            for unit, prompt, z in zip(group, prompts, latents, strict=True):
-                t0 = time.perf_counter()
-                url = resume.output_url(spec.output, unit.key)
-                with tempfile.TemporaryDirectory(prefix="pix2video-") as tmp:
-                    local = os.path.join(tmp, "out.mp4")
-                    write_video(
-                        local,
-                        self.editor.decode(z, config.decode_batch),
-                        meta["fps"],
-                        width=meta["width"],
-                        height=meta["height"],
-                    )
-                    storage.put_file(local, url, self.opts)
-                self._maybe_crash("after_output")
-                row = _row(
-                    unit,
-                    meta,
-                    status="ok",
-                    prompt=prompt,
-                    source_prompt=source_prompt,
-                    output=url,
-                    attempts=attempt,
-                    seconds_load=seconds_load,
-                    seconds_invert=seconds_invert,
-                    seconds_edit=seconds_edit,
-                    seconds_write=time.perf_counter() - t0,
+            self._write(p, group, latents, [seconds_edit] * len(group), len([p]), spec, rows)
+
+    def _edit_together(self, prepared: list[_Prepared], spec: EditSpec, rows: list[dict[str, Any]]) -> None:
+        """Edit every prepared video in one engine run (shared UNet batches), then write each video's
+        outputs; a write that fails fails only its own video."""
+        t0 = time.perf_counter()
+        latents = self.editor.edit_many([(p.video, p.zT, p.prompts) for p in prepared], spec.config)
+        seconds = time.perf_counter() - t0
+        # The UNet calls were shared, so no unit has an edit time of its own: each (video, prompt)
+        # is charged the group's edit time in proportion to its frames. The column still sums to the
+        # run's edit time, and a video's rows cost what its share of the batches did.
+        frames = sum(p.video.num_frames * len(p.units) for p in prepared)
+        for p, video_latents in zip(prepared, latents, strict=True):
+            share = seconds * p.video.num_frames / frames
+            try:
+                self._write(p, p.units, video_latents, [share] * len(p.units), len(prepared), spec, rows)
+            except Exception as e:
+                self._fail(p.meta, p.units, p.attempt, e, rows)
+
+    def _write(
+        self,
+        p: _Prepared,
+        units: list[Unit],
+        latents: list[Any],
+        seconds_edit: list[float],
+        group_size: int,
+        spec: EditSpec,
+        rows: list[dict[str, Any]],
+    ) -> None:
+        """Decode and write each unit's mp4 (local temp file, one atomic upload), then its marker."""
+        from pipeline.video_io import write_video
+
+        config, meta = spec.config, p.meta
+        prompt_of = dict(zip((u.key for u in p.units), p.prompts, strict=True))
+        for unit, z, edit_s in zip(units, latents, seconds_edit, strict=True):
+            t0 = time.perf_counter()
+            url = resume.output_url(spec.output, unit.key)
+            with tempfile.TemporaryDirectory(prefix="pix2video-") as tmp:
+                local = os.path.join(tmp, "out.mp4")
+                write_video(
+                    local,
+                    self.editor.decode(z, config.decode_batch),
+                    meta["fps"],
+                    width=meta["width"],
+                    height=meta["height"],
                 )
-                resume.mark_done(spec.output, unit.key, row, spec.settings, self.opts)
-                rows.append(row)
-                # Per-video stages are paid once: charge them to the video's first row only.
-                seconds_invert = seconds_load = 0.0
-                meta = meta | {"seconds_decode": 0.0, "seconds_depth": 0.0, "seconds_caption": 0.0}
+                storage.put_file(local, url, self.opts)
+            self._maybe_crash("after_output")
+            # Per-video stages are paid once: charge them to the video's first row only.
+            first = not p.charged
+            row = _row(
+                unit,
+                meta if first else meta | {"seconds_decode": 0.0, "seconds_depth": 0.0, "seconds_caption": 0.0},
+                status="ok",
+                prompt=prompt_of[unit.key],
+                source_prompt=p.source_prompt,
+                output=url,
+                attempts=p.attempt,
+                group_size=group_size,
+                seconds_load=p.seconds_load if first else 0.0,
+                seconds_invert=p.seconds_invert if first else 0.0,
+                seconds_edit=edit_s,
+                seconds_write=time.perf_counter() - t0,
+            )
+            resume.mark_done(spec.output, unit.key, row, spec.settings, self.opts)
+            rows.append(row)
+            p.charged = True
 
     def _inversion(self, meta: dict[str, Any], video: Any, source_prompt: str, spec: EditSpec) -> Any:
         """zT for this video: from the precompute store when an earlier run saved it, else computed
@@ -227,6 +319,7 @@ def _row(unit: Unit, meta: dict[str, Any], *, status: str, **fields: Any) -> dic
         "fps": meta.get("fps"),
         "width": meta.get("width"),
         "height": meta.get("height"),
+        "group_size": None,  # videos edited in the same call (sharing UNet batches); None if failed
         "seconds_decode": meta.get("seconds_decode", 0.0),
         "seconds_depth": meta.get("seconds_depth", 0.0),
         "seconds_caption": meta.get("seconds_caption", 0.0),

@@ -33,6 +33,7 @@ SCHEMA = pa.schema(
         ("width", pa.int32()),
         ("height", pa.int32()),
         ("attempts", pa.int32()),
+        ("group_size", pa.int32()),  # videos edited in the same editor call (--videos-per-call)
         ("seconds_decode", pa.float64()),
         ("seconds_depth", pa.float64()),
         ("seconds_caption", pa.float64()),

@@ -4,7 +4,8 @@
                                    │  meta (small; frames and depth are in the store)
                                    ▼
                  ready queue ─► editor actors (≤ 2 calls each: one running, one queued, so an
-                                   │             actor never waits for the driver's round trip)
+                                   │             actor never waits for the driver's round trip;
+                                   │             a call takes one or several videos of one size)
                                    ▼
                  rows ─► markers (written by the actor) ─► results.parquet (written here, at the end)
 
@@ -15,6 +16,13 @@ driver puts the video back at the front of the queue for whichever actor is free
 `max_attempts` times. We do not let Ray retry the call on the same actor: after a lost node that
 actor may wait for resources forever, and a video that kills every process it touches (OOM)
 would be retried forever; here it becomes a failed row.
+
+Grouping (`--videos-per-call`). Short clips leave a batching schedule's UNet calls half empty, so a
+call may take several ready videos of one working size, which the editor edits in one engine run.
+An idle editor takes whatever is ready at once (it never waits for a group to fill); a busy editor's
+queued call waits, while its running call lasts, until the group is full or no more videos are
+coming. After an editor death the call's videos are retried one per call, so a video that kills its
+process cannot take other videos down with it twice.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ import collections
 import hashlib
 import json
 import logging
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -39,6 +48,7 @@ from .storage import StorageOptions
 log = logging.getLogger(__name__)
 
 CALLS_PER_EDITOR = 2
+MAX_VIDEOS_PER_CALL = 8  # --videos-per-call auto: at most this many
 STALL_WARNING_S = 300
 
 
@@ -59,8 +69,9 @@ class RunOptions:
     cpus_per_editor: float | None = None  # None: 1 for a CPU editor, 0 for a GPU editor
     precompute_cpus: float = 1.0
     precompute_gpus: float = 0.0  # fractional GPU for DPT/BLIP on GPU clusters, e.g. 0.25
-    prefetch: int = 2  # videos precomputed ahead per editor (bounded memory and storage)
+    prefetch: int = 2  # calls' worth of videos precomputed ahead per editor (bounded memory and storage)
     max_attempts: int = 3  # editor deaths per video before it becomes a failed row
+    videos_per_call: int | None = None  # None: auto (see `_grouping`); scheduling only, not in the fingerprint
     overwrite: bool = False
     storage: StorageOptions = field(default_factory=StorageOptions)
     progress: bool = True
@@ -82,7 +93,8 @@ class RunOptions:
 
 
 def settings_fingerprint(opts: RunOptions) -> str:
-    """Hash of everything that changes an output's pixels (not how the work is scheduled)."""
+    """Hash of everything that changes an output's pixels (not how the work is scheduled: schedule,
+    batch sizes and videos per call give the same frames)."""
     scheduling = ("schedule", "max_batch", "inversion_batch", "decode_batch")  # same frames either way
     cfg = {k: v for k, v in asdict(opts.config).items() if k not in scheduling}
     data = [opts.model, opts.caption_model, opts.size, opts.max_frames, opts.dtype, cfg]
@@ -103,6 +115,7 @@ class RunSummary:
     editors: int = 0  # editor actors started
     gpus_per_editor: float = 0.0
     editor_deaths: int = 0  # editor processes that died mid-video (their videos were redone)
+    editor_calls: int = 0  # edit calls sent to editors (fewer than videos when videos were grouped)
     rows: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
 
     @property
@@ -271,6 +284,7 @@ def run_dataset(manifest: Manifest, opts: RunOptions, *, connect: Callable[[], o
         editors=drive.editors,
         gpus_per_editor=drive.gpus_per_editor,
         editor_deaths=drive.deaths,
+        editor_calls=drive.calls,
         rows=all_rows,
     )
     return summary
@@ -284,6 +298,51 @@ class _Drive:
     editors: int = 0
     gpus_per_editor: float = 0.0
     deaths: int = 0
+    calls: int = 0
+
+
+def _grouping(opts: RunOptions) -> tuple[int, float]:
+    """(most videos per call, frames x prompts that make a call full).
+
+    An explicit --videos-per-call N: N videos make a call full. auto: one video with the sequential
+    schedule (it runs one item per UNet call, so grouping gains nothing); with a batching schedule,
+    videos until their frames x prompts reach twice --max-batch, at most MAX_VIDEOS_PER_CALL. Why
+    twice: a wavefront tick holds at most one item per (video, prompt, frame), fewer while each
+    clip's wavefront ramps up and down, so twice the batch keeps most ticks full without making the
+    engine's feature store (one per video x prompt) larger than needed.
+    """
+    import torch
+
+    if opts.videos_per_call is not None:
+        return opts.videos_per_call, float("inf")
+    # What the editors' engine will run (`--schedule auto` resolves per device; it is wavefront on all).
+    max_batch = opts.config.engine_settings(torch.device(opts.device or "cpu")).max_batch
+    if max_batch == 1:
+        return 1, float("inf")
+    return MAX_VIDEOS_PER_CALL, 2.0 * max_batch
+
+
+def _items(job: VideoJob, meta: dict) -> int:
+    """A video's frames x pending prompts: what it adds to the engine's batches."""
+    return int(meta.get("num_frames") or 1) * len(job.units)
+
+
+def _pick_group(ready: collections.deque, limit: int, target: float, alone: set[str]) -> tuple[list[int], bool]:
+    """Positions in `ready` of the next call's videos (the first, then later ones of its size, in
+    order), and whether the call is full. A video retried after an editor death goes alone."""
+    first, meta = ready[0]
+    picked, items = [0], _items(first, meta)
+    if first.name in alone:
+        return picked, True
+    size = (meta.get("height"), meta.get("width"))
+    for pos in range(1, len(ready)):
+        if len(picked) >= limit or items >= target:
+            break
+        job, m = ready[pos]
+        if job.name not in alone and (m.get("height"), m.get("width")) == size:
+            picked.append(pos)
+            items += _items(job, m)
+    return picked, len(picked) >= limit or items >= target
 
 
 def _drive(jobs: list[VideoJob], opts: RunOptions, settings: str) -> _Drive:
@@ -311,12 +370,20 @@ def _drive(jobs: list[VideoJob], opts: RunOptions, settings: str) -> _Drive:
         config=opts.config,
         reuse_inversion=not opts.overwrite,
     )
-    ahead = max(1, count * max(1, opts.prefetch))
+    limit, target = _grouping(opts)
+    # Videos a full call takes: the count given, or (auto) estimated from the last precomputed video.
+    per_call = limit if math.isinf(target) else 1
+
+    def ahead() -> int:
+        # --prefetch counts calls' worth of videos: a group can only fill from what is precomputed.
+        return max(1, count * max(1, opts.prefetch) * per_call)
 
     waiting = collections.deque(jobs)  # not yet precomputed
     pre_inflight: dict[Any, VideoJob] = {}
     ready: collections.deque[tuple[VideoJob, dict]] = collections.deque()  # precomputed, not dispatched
-    calls: dict[Any, tuple[int, VideoJob, dict]] = {}  # edit call ref -> (editor, job, meta)
+    calls: dict[Any, tuple[int, list[tuple[VideoJob, dict]]]] = {}  # edit call ref -> (editor, its videos)
+    alone: set[str] = set()  # videos retried after an editor death: one per call
+    num_calls = 0
     load = [0] * count  # calls in flight per editor
     alive = [True] * count  # False between a crash and the ping that says it is back
     probes: dict[Any, int] = {}
@@ -340,7 +407,7 @@ def _drive(jobs: list[VideoJob], opts: RunOptions, settings: str) -> _Drive:
 
     try:
         while waiting or pre_inflight or ready or calls:
-            while waiting and len(pre_inflight) + len(ready) < ahead:
+            while waiting and len(pre_inflight) + len(ready) < ahead():
                 job = waiting.popleft()
                 need_caption = job.source_prompt is None
                 ref = pre_task.remote(job.name, job.video, need_caption, spec, opts.storage, opts.overwrite)
@@ -350,11 +417,23 @@ def _drive(jobs: list[VideoJob], opts: RunOptions, settings: str) -> _Drive:
                 if not free:
                     break
                 i = min(free, key=lambda j: load[j])
-                job, meta = ready.popleft()
-                job.attempts += 1
-                ref = editors[i].edit_video.remote(meta, job.units, edit_spec, job.attempts)
-                calls[ref] = (i, job, meta)
+                picked, full = _pick_group(ready, limit, target, alone)
+                if load[i] and not full and pre_inflight:
+                    # Every free editor is busy: the queued call's group fills from the precomputes
+                    # in flight while the running call lasts (with none in flight, ready is at
+                    # --prefetch's bound or the manifest is done: nothing more is coming soon).
+                    break
+                group = [ready[pos] for pos in picked]
+                for pos in reversed(picked):
+                    del ready[pos]
+                for job, _ in group:
+                    job.attempts += 1
+                ref = editors[i].edit_videos.remote(
+                    [(meta, job.units) for job, meta in group], edit_spec, [job.attempts for job, _ in group]
+                )
+                calls[ref] = (i, group)
                 load[i] += 1
+                num_calls += 1
 
             pending = list(pre_inflight) + list(calls) + list(probes)
             finished, _ = ray.wait(pending, num_returns=1, timeout=1.0)
@@ -383,8 +462,10 @@ def _drive(jobs: list[VideoJob], opts: RunOptions, settings: str) -> _Drive:
                         fail_all(job, meta, meta.get("error") or "precompute failed")
                     else:
                         ready.append((job, meta))
+                        if not math.isinf(target):
+                            per_call = min(limit, max(1, math.ceil(target / _items(job, meta))))
                 elif ref in calls:
-                    i, job, meta = calls.pop(ref)
+                    i, group = calls.pop(ref)
                     load[i] -= 1
                     try:
                         result = ray.get(ref)
@@ -398,28 +479,33 @@ def _drive(jobs: list[VideoJob], opts: RunOptions, settings: str) -> _Drive:
                         log.warning(
                             "editor %d died while editing %s (attempt %d): %s",
                             i,
-                            job.id,
-                            job.attempts,
+                            ", ".join(job.id for job, _ in group),
+                            max(job.attempts for job, _ in group),
                             _first_line(e),
                         )
-                        if job.attempts >= opts.max_attempts:
-                            fail_all(
-                                job,
-                                meta,
-                                f"the editor process died {job.attempts} times while editing "
-                                "this video (out of memory?)",
-                            )
-                        else:
-                            ready.appendleft((job, meta))
+                        for job, meta in reversed(group):  # back to the front, in their order
+                            if job.attempts >= opts.max_attempts:
+                                fail_all(
+                                    job,
+                                    meta,
+                                    f"the editor process died {job.attempts} times while editing "
+                                    "this video (out of memory?)",
+                                )
+                            else:
+                                alone.add(job.name)
+                                ready.appendleft((job, meta))
                         continue
-                    except Exception as e:  # a bug in our code: the video fails, the run goes on
-                        fail_all(job, meta, f"{type(e).__name__}: {_first_line(e)}")
+                    except Exception as e:  # a bug in our code: the videos fail, the run goes on
+                        for job, meta in group:
+                            fail_all(job, meta, f"{type(e).__name__}: {_first_line(e)}")
                         continue
                     if result["pid"] in warm_pids:
                         idle += result["idle"]
                         busy += result["busy"]
                     warm_pids.add(result["pid"])
-                    finish(job, result["rows"])
+                    by_key = {r["key"]: r for r in result["rows"]}
+                    for job, _ in group:
+                        finish(job, [by_key[u.key] for u in job.units if u.key in by_key])
                 else:
                     i = probes.pop(ref)
                     try:
@@ -433,7 +519,8 @@ def _drive(jobs: list[VideoJob], opts: RunOptions, settings: str) -> _Drive:
         for actor in editors:
             ray.kill(actor, no_restart=True)
     share = idle / (idle + busy) if (idle + busy) > 0 else None
-    return _Drive(rows, share, progress.frames, count, gpus, deaths)
+    log.info("%d videos edited in %d editor calls", len(jobs), num_calls)
+    return _Drive(rows, share, progress.frames, count, gpus, deaths, num_calls)
 
 
 def _first_line(e: BaseException, limit: int = 300) -> str:

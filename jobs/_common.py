@@ -115,7 +115,21 @@ def add_cluster_arguments(parser: argparse.ArgumentParser, *, editors: bool = Tr
         g.add_argument("--num-editors", type=int, metavar="N", help="editor actors (default: one per GPU, else CPUs/2)")
         g.add_argument("--gpus-per-editor", type=float, help="default 1 on a GPU cluster or with --device cuda, else 0")
         g.add_argument("--cpus-per-editor", type=float, help="default 1 for CPU editors, 0 for GPU editors")
-        g.add_argument("--prefetch", type=int, default=2, help="videos precomputed ahead per editor (default 2)")
+        g.add_argument(
+            "--prefetch",
+            type=int,
+            default=2,
+            help="editor calls' worth of videos precomputed ahead per editor (default 2)",
+        )
+        g.add_argument(
+            "--videos-per-call",
+            default="auto",
+            metavar="N",
+            help="precomputed videos of one size an editor call takes, edited together so short clips share "
+            "UNet batches (same frames either way; each video x prompt holds its own feature store). auto "
+            "(default): 1 with --schedule sequential, else videos until frames x prompts reach 2 x --max-batch, "
+            "at most 8. An idle editor never waits for more videos: it takes what is ready",
+        )
     g.add_argument("--precompute-cpus", type=float, default=1.0, help="CPUs per precompute task (default 1)")
     g.add_argument("--precompute-gpus", type=float, default=0.0, help="GPU share per precompute task, e.g. 0.25")
     g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
@@ -184,6 +198,19 @@ def check_positive(name: str, value: int | float | None, *, allow_zero: bool = F
         raise InputError(f"--{name} must be {'at least 0' if allow_zero else 'positive'}, got {value}")
 
 
+def videos_per_call(value: object) -> int | None:
+    """--videos-per-call (flag text or a --config value): a positive count, or None for auto."""
+    if value is None or str(value).strip().lower() == "auto":
+        return None
+    try:
+        n = int(str(value).strip())
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise InputError(f"--videos-per-call must be 'auto' or a positive number, got {value!r}")
+    return n
+
+
 def run_options(args: argparse.Namespace, opts: Any) -> Any:
     """RunOptions from the parsed flags (shared by run, relabel and augment)."""
     from actors.runner import RunOptions
@@ -207,6 +234,7 @@ def run_options(args: argparse.Namespace, opts: Any) -> Any:
         precompute_cpus=args.precompute_cpus,
         precompute_gpus=args.precompute_gpus,
         prefetch=getattr(args, "prefetch", 2),
+        videos_per_call=videos_per_call(getattr(args, "videos_per_call", None)),
         overwrite=bool(getattr(args, "overwrite", False)),
         storage=opts,
         progress=bool(args.progress),
