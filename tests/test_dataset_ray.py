@@ -166,11 +166,13 @@ def test_overwrite_redoes_all(ray_cluster: str, dataset: Path, tmp_path: Path) -
 
 def test_editor_killed_mid_video(ray_cluster: str, dataset: Path, tmp_path: Path) -> None:
     """The editor's process dies after writing a video's first mp4 but before its marker (the worst
-    moment): Ray restarts the actor, the video is redone, nothing is duplicated or partial."""
+    moment): Ray restarts the actor, the video is redone, nothing is duplicated or partial.
+    One video per call, so only the calls on the dying editor are retried and some video is not."""
     flag = tmp_path / "crashed"
     manifest = load_manifest(str(dataset / "good.jsonl"), StorageOptions())
     out = tmp_path / "out"
-    summary = run_dataset(manifest, _options(out, num_editors=1, fault={"at": "after_output", "flag": str(flag)}))
+    fault = {"at": "after_output", "flag": str(flag)}
+    summary = run_dataset(manifest, _options(out, num_editors=1, videos_per_call=1, fault=fault))
     assert flag.exists()  # it did die
     assert (summary.ok, summary.failed) == (6, 0)
     rows = pq.read_table(out / "results.parquet").to_pylist()
@@ -199,6 +201,10 @@ def test_interrupted_run_then_rerun(
         # marker appears, or the run can finish before Ctrl-C lands (seen on a loaded machine).
         "--steps",
         "8",
+        # One video per call: videos are still undispatched when the signal lands (a grouped call
+        # carries the rest of this small manifest to the actor at once).
+        "--videos-per-call",
+        "1",
         "--address",
         ray_cluster,
         "--num-editors",
@@ -352,3 +358,72 @@ def test_demo_and_its_rerun(ray_cluster: str, tmp_path: Path, capsys: pytest.Cap
     assert (tmp_path / "demo" / "manifest.jsonl").exists()
     assert cli(argv) == 0  # again: everything is done, nothing is redone
     assert "4 done before this run" in capsys.readouterr().out
+
+
+def test_pick_group_same_size_full_and_alone() -> None:
+    """Which ready videos one editor call takes (`--videos-per-call`), without Ray."""
+    import collections
+
+    from actors.manifest import VideoJob
+    from actors.runner import MAX_VIDEOS_PER_CALL, _grouping, _pick_group
+    from pipeline.editor import EditConfig
+
+    def entry(name: str, size: int, frames: int = FRAMES) -> tuple[VideoJob, dict]:
+        job = VideoJob(name, name, f"{name}.mp4", None, units=[object(), object()])  # 2 prompts
+        return job, {"width": size, "height": size, "num_frames": frames}
+
+    ready = collections.deque([entry("a", 64), entry("b", 128), entry("c", 64), entry("d", 64)])
+    assert _pick_group(ready, 8, float("inf"), set()) == ([0, 2, 3], False)  # same size only; may grow
+    assert _pick_group(ready, 2, float("inf"), set()) == ([0, 2], True)  # --videos-per-call 2
+    assert _pick_group(ready, 8, 12, set()) == ([0, 2], True)  # 2 x (3 frames x 2 prompts) >= 12
+    assert _pick_group(ready, 8, 12, {"a"}) == ([0], True)  # retried after an editor death: alone
+    assert _pick_group(ready, 8, 12, {"c"}) == ([0, 3], True)
+    opts = _options("unused")
+    assert _grouping(opts) == (MAX_VIDEOS_PER_CALL, 16)  # auto = wavefront, --max-batch 8
+    opts.config = EditConfig(steps=2, schedule="sequential")
+    assert _grouping(opts)[0] == 1
+    opts.videos_per_call = 3
+    assert _grouping(opts) == (3, float("inf"))
+
+
+def test_videos_edited_together_equal_videos_edited_alone(
+    ray_cluster: str, dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--videos-per-call 3`: fewer editor calls than videos, every row ok, and the same frames as one
+    video per call. The second run reuses the first's precompute store, so its videos are ready
+    together and grouped (the first one still goes alone to the idle editor: it never waits)."""
+    import shutil
+
+    from pipeline.video_io import read_frames
+
+    manifest = load_manifest(str(dataset / "good.jsonl"), StorageOptions())
+    alone = tmp_path / "alone"
+    first = run_dataset(manifest, _options(alone, num_editors=1, videos_per_call=1))
+    assert (first.ok, first.failed, first.editor_calls) == (6, 0, 3)
+
+    together = tmp_path / "together"
+    together.mkdir()
+    shutil.copytree(alone / "precompute", together / "precompute")
+    argv = ["run", "--manifest", str(dataset / "good.jsonl"), "--output", str(together), *COMMON]
+    assert cli([*argv, "--num-editors", "1", "--videos-per-call", "3"]) == 0
+    assert "6 of 6 videos x prompts ok" in capsys.readouterr().out
+    rows = pq.read_table(together / "results.parquet").to_pylist()
+    assert all(r["status"] == "ok" for r in rows)
+    assert max(r["group_size"] for r in rows) >= 2  # some videos shared an editor call
+    assert {r["group_size"] for r in pq.read_table(alone / "results.parquet").to_pylist()} == {1}
+    assert all(r["seconds_edit"] > 0 for r in rows)  # the shared edit time is split over the rows
+    assert _videos(together) == _videos(alone)
+    # Decoded frames of a grouped edit are within 1 grey level of a lone edit (UNet batches of another
+    # shape round differently; tests/test_method.py checks that on frames). The mp4s are H.264 at CRF
+    # 18, which turns a 1-level change into a few larger ones where the encoder decides otherwise, so
+    # here: a fraction of a level on average, nearly every pixel within 1 (another prompt's or another
+    # video's edit is ~36 levels off on average, with ~4% of pixels within 1).
+    for name in _videos(alone):
+        a = read_frames(str(alone / "videos" / name)).frames.astype(np.int16)
+        b = read_frames(str(together / "videos" / name)).frames.astype(np.int16)
+        assert a.shape == b.shape == (FRAMES, 64, 64, 3)
+        diff = np.abs(a - b)
+        assert diff.mean() <= 0.5 and (diff <= 1).mean() >= 0.9, (name, diff.mean(), (diff <= 1).mean())
+    # The flag takes auto or a positive count.
+    assert cli([*argv, "--videos-per-call", "0"]) == 2
+    assert cli([*argv, "--videos-per-call", "auto"]) == 0  # all done: nothing to edit
