@@ -427,3 +427,30 @@ def test_videos_edited_together_equal_videos_edited_alone(
     # The flag takes auto or a positive count.
     assert cli([*argv, "--videos-per-call", "0"]) == 2
     assert cli([*argv, "--videos-per-call", "auto"]) == 0  # all done: nothing to edit
+
+
+def test_editor_call_with_a_bad_video_fails_only_its_rows(dataset: Path, tmp_path: Path) -> None:
+    """The actor class without Ray: two videos in one call, one whose prompt renders empty ('{caption}'
+    without a caption). The shared edit raises, the call falls back to one video at a time, and only
+    the bad video's row fails; the good one is written and marked as usual."""
+    from actors.editor import EditorActor, EditSpec
+    from actors.manifest import Unit
+    from actors.precompute import precompute_video
+    from actors.runner import settings_fingerprint
+
+    opts = _options(tmp_path)
+    spec = opts.precompute_spec()
+    metas = [
+        precompute_video(f"good-{i}", str(dataset / "clips" / f"good-{i}.mp4"), False, spec, StorageOptions())
+        for i in range(2)
+    ]
+    good = Unit("good-0", "good-0", "good-0.mp4", "a watercolor painting", "shapes", 0, "good-0__a")
+    bad = Unit("good-1", "good-1", "good-1.mp4", "{caption}", None, 1, "good-1__caption")
+    edit = EditSpec(output=str(tmp_path), settings=settings_fingerprint(opts), model="tiny", config=opts.config)
+    actor = EditorActor("tiny")
+    result = actor.edit_videos([(metas[0], [good]), (metas[1], [bad])], edit, [1, 1])
+    rows = {r["key"]: r for r in result["rows"]}
+    assert rows["good-0__a"]["status"] == "ok" and rows["good-0__a"]["group_size"] == 1  # edited alone
+    assert rows["good-1__caption"]["status"] == "failed"
+    assert "non-empty" in rows["good-1__caption"]["error"]
+    assert sorted(os.listdir(tmp_path / "markers")) == ["good-0__a.json"]
