@@ -66,7 +66,12 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, caption: bool = True
             help=CAPTION_MODEL_HELP + "; default 'tiny' when --model is tiny",
         )
     g.add_argument("--device", default=None, help="torch device for the models (default: cuda if visible, else cpu)")
-    g.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"))
+    g.add_argument(
+        "--dtype",
+        default="float32",
+        choices=("float32", "float16", "bfloat16"),
+        help="model dtype: float32 reproduces the reference, the others are faster on a GPU (default float32)",
+    )
     g.add_argument("--size", metavar="WxH", help="working size, multiples of 64 (default: 512 on the short side)")
     g.add_argument("--max-frames", type=int, metavar="N", help="fail videos longer than N frames (default: no limit)")
 
@@ -76,8 +81,8 @@ def add_edit_arguments(parser: argparse.ArgumentParser, *, switches: bool = True
     `ablate`, which varies them itself."""
     g = parser.add_argument_group("editing (see `pix2video edit --help`)")
     g.add_argument("--steps", type=int, default=50, help="DDIM steps (default 50)")
-    g.add_argument("--guidance-scale", type=float, default=7.5)
-    g.add_argument("--negative-prompt", default="")
+    g.add_argument("--guidance-scale", type=float, default=7.5, help="classifier-free guidance scale (default 7.5)")
+    g.add_argument("--negative-prompt", default="", help="prompt of the unconditional branch (default empty)")
     if switches:
         g.add_argument("--injection", default="anchor+prev", help="anchor+prev | anchor | prev | random | none")
         g.add_argument("--no-latent-update", dest="latent_update", action="store_false", help="skip the latent update")
@@ -90,7 +95,7 @@ def add_edit_arguments(parser: argparse.ArgumentParser, *, switches: bool = True
         help="last step (from 0) that gets the latent update (default steps // 2, as the reference)",
     )
     g.add_argument("--reverse", action="store_true", help="anchor on the last frame and edit backwards")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--seed", type=int, default=0, help="seed of the 'random' injection ablation (nothing else draws)")
     g.add_argument(
         "--schedule",
         default="auto",
