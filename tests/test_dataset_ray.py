@@ -197,10 +197,10 @@ def test_interrupted_run_then_rerun(
         "--output",
         str(out),
         *COMMON,
-        # More steps than the other tests: the rest of the run must outlast the moment the first
-        # marker appears, or the run can finish before Ctrl-C lands (seen on a loaded machine).
+        # More steps than the other tests: the rest of the run (two more videos) must outlast the
+        # driver's reaction to Ctrl-C (about 2 s here), or the run finishes first.
         "--steps",
-        "8",
+        "30",
         # One video per call: videos are still undispatched when the signal lands (a grouped call
         # carries the rest of this small manifest to the actor at once).
         "--videos-per-call",
