@@ -483,6 +483,16 @@ def _drive(jobs: list[VideoJob], opts: RunOptions, settings: str) -> _Drive:
                             max(job.attempts for job, _ in group),
                             _first_line(e),
                         )
+                        # A call sent to this editor after it died but before we knew waits for a
+                        # restart that may never come (a lost node on a fixed cluster): take those
+                        # back too. If one does run later, its output and marker are atomic rewrites.
+                        for other in [r for r, (j, _) in calls.items() if j == i]:
+                            group = group + calls.pop(other)[1]
+                            load[i] -= 1
+                            try:
+                                ray.cancel(other)
+                            except Exception:  # noqa: BLE001 - best effort: it may have failed already
+                                log.debug("could not cancel a call to dead editor %d", i)
                         for job, meta in reversed(group):  # back to the front, in their order
                             if job.attempts >= opts.max_attempts:
                                 fail_all(
