@@ -40,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     _common.add_model_arguments(parser)
     _common.add_edit_arguments(parser)
-    evaluate.add_edit_metrics_arguments(parser)
+    evaluate.add_metrics_arguments(parser, metrics_help=evaluate.EDIT_METRICS_HELP)
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
 

@@ -85,14 +85,18 @@ def add_clip_arguments(parser: argparse.ArgumentParser, *, device: bool) -> None
         )
 
 
-def add_metrics_arguments(parser: argparse.ArgumentParser, *, filtering: bool = False) -> None:
-    """The flags `run` and `augment` get: --metrics, --clip-model, and (augment) the filter bounds."""
+RUN_METRICS_HELP = (
+    "after the run, add columns clip_text, clip_image, pixel_mse (and input_* baselines) to results.parquet"
+)
+EDIT_METRICS_HELP = "print CLIP-Text, CLIP-Image and Pixel-MSE of the written output, and of the input as the baseline"
+
+
+def add_metrics_arguments(
+    parser: argparse.ArgumentParser, *, filtering: bool = False, metrics_help: str = RUN_METRICS_HELP
+) -> None:
+    """--metrics and --clip-model (run, augment, edit), and the filter bounds (augment)."""
     g = parser.add_argument_group("quality metrics (see `pix2video evaluate --help`)")
-    g.add_argument(
-        "--metrics",
-        action="store_true",
-        help="after the run, add columns clip_text, clip_image, pixel_mse (and input_* baselines) to results.parquet",
-    )
+    g.add_argument("--metrics", action="store_true", help=metrics_help)
     add_clip_model_argument(g)
     if filtering:
         g.add_argument(
@@ -324,17 +328,6 @@ def print_evaluation(verb: str, ev: Evaluation) -> None:
     print(f"results: {ev.results} (columns {', '.join(COLUMNS)})")
     if ev.clip_model == TINY:
         print(TINY_NOTE)
-
-
-def add_edit_metrics_arguments(parser: argparse.ArgumentParser) -> None:
-    """`edit --metrics [--clip-model M]`."""
-    g = parser.add_argument_group("quality metrics (see `pix2video evaluate --help`)")
-    g.add_argument(
-        "--metrics",
-        action="store_true",
-        help="print CLIP-Text, CLIP-Image and Pixel-MSE of the written output, and of the input as the baseline",
-    )
-    add_clip_model_argument(g)
 
 
 def scorer_for(args: argparse.Namespace, device: Any = None) -> ClipScorer | None:
