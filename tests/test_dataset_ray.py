@@ -218,6 +218,9 @@ def test_interrupted_run_then_rerun(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        # A suite started in the background (CI, nohup) inherits SIGINT ignored, and Python keeps an
+        # ignored SIGINT ignored: give the driver the default disposition, as a terminal would.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         deadline = time.monotonic() + 120
