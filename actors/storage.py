@@ -13,7 +13,7 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -174,21 +174,31 @@ def remove_stale_temporaries(folder_url: str) -> int:
     return removed
 
 
+def _replace_local(path: str, fill: Callable[[str], None]) -> None:
+    """`fill` writes a hidden sibling of `path`, which is then renamed over it: readers never see half
+    a file, and a failed write leaves the old one (and no temporary) behind."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = _temp_sibling(path)
+    try:
+        fill(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
 def write_bytes(url: str, data: bytes, storage: StorageOptions) -> None:
     """Write `data` to `url` atomically."""
     fs, path = filesystem(url, storage)
     if is_local(url):
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = _temp_sibling(path)
-        try:
+
+        def fill(tmp: str) -> None:
             with open(tmp, "wb") as f:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+
+        _replace_local(path, fill)
     else:
         fs.pipe_file(path, data)  # one PUT: the object appears whole or not at all
 
@@ -197,14 +207,7 @@ def put_file(local_path: str, url: str, storage: StorageOptions) -> None:
     """Copy a finished local file to `url` atomically."""
     fs, path = filesystem(url, storage)
     if is_local(url):
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = _temp_sibling(path)
-        try:
-            shutil.copyfile(local_path, tmp)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        _replace_local(path, lambda tmp: shutil.copyfile(local_path, tmp))
     else:
         fs.put_file(local_path, path)
 
