@@ -7,6 +7,11 @@ rebuilt from markers without redoing anything. A marker also records the setting
 
 Crash anywhere and the worst case is an mp4 without a marker; the rerun redoes that unit and
 replaces the file atomically under the same name, so no output ever exists twice.
+
+A unit is done only when its marker AND its mp4 exist (an existence check, not a re-read of the
+video): an output deleted after the run is made again. A marker that cannot be read (truncated,
+not JSON, not an object) counts as "not done", with one warning per run, and is rewritten when the
+unit is redone.
 """
 
 from __future__ import annotations
@@ -33,14 +38,39 @@ def output_url(output: str, key: str) -> str:
     return storage.join(output, VIDEOS, f"{key}.mp4")
 
 
-def is_done(output: str, key: str, settings: str, opts: StorageOptions) -> dict[str, Any] | None:
-    """Is the unit `key` finished with these settings? Its results row if so, else None.
-    (One check; `done_rows` does many at once.)"""
+def _parse(blob: bytes) -> dict[str, Any] | None:
+    """A marker's row, or None when the marker is unreadable (truncated, not JSON, not an object)."""
     try:
-        row = json.loads(storage.read_bytes(marker_url(output, key), opts))
+        row = json.loads(blob)
+    except ValueError:  # JSONDecodeError and UnicodeDecodeError
+        return None
+    return row if isinstance(row, dict) else None
+
+
+def _warn_unreadable(output: str, keys: list[str]) -> None:
+    log.warning(
+        "%d completion marker(s) under %s could not be read (%s%s); those units count as not done and will be redone",
+        len(keys),
+        storage.join(output, MARKERS),
+        ", ".join(keys[:3]),
+        ", ..." if len(keys) > 3 else "",
+    )
+
+
+def is_done(output: str, key: str, settings: str, opts: StorageOptions) -> dict[str, Any] | None:
+    """Is the unit `key` finished with these settings, and is its mp4 still there? Its results row if
+    so, else None. (One check; `done_rows` does many at once.)"""
+    try:
+        blob = storage.read_bytes(marker_url(output, key), opts)
     except FileNotFoundError:
         return None
-    return row if row.pop("settings", None) == settings else None
+    row = _parse(blob)
+    if row is None:
+        _warn_unreadable(output, [key])
+        return None
+    if row.pop("settings", None) != settings or not storage.exists(output_url(output, key), opts):
+        return None
+    return row
 
 
 def mark_done(output: str, key: str, row: dict[str, Any], settings: str, opts: StorageOptions) -> None:
@@ -50,22 +80,41 @@ def mark_done(output: str, key: str, row: dict[str, Any], settings: str, opts: S
 
 
 def done_rows(output: str, settings: str, opts: StorageOptions) -> tuple[dict[str, dict], int]:
-    """Results rows of every unit finished with `settings`, by key; and how many markers were made
-    with other settings (those units will be redone)."""
+    """Results rows of every unit finished with `settings` whose mp4 still exists, by key; and how many
+    markers were made with other settings (those units will be redone).
+
+    Two listings (markers, videos) instead of one existence check per unit. Unreadable markers are
+    not done; they are reported in one warning.
+    """
     folder = storage.join(output, MARKERS)
     names = [n for n in storage.list_names(folder, opts) if n.endswith(".json") and not n.startswith(".")]
     blobs = storage.read_many([storage.join(folder, n) for n in names], opts)
+    videos = set(storage.list_names(storage.join(output, VIDEOS), opts)) if blobs else set()
     done: dict[str, dict] = {}
     stale = 0
-    for url, blob in blobs.items():
-        try:
-            row = json.loads(blob)
-        except ValueError:
-            continue  # cannot happen with atomic writes; treat as not done
-        if row.pop("settings", None) == settings:
-            done[url.rsplit("/", 1)[-1].removesuffix(".json")] = row
-        else:
+    unreadable: list[str] = []
+    missing: list[str] = []
+    for url, blob in sorted(blobs.items()):
+        key = url.rsplit("/", 1)[-1].removesuffix(".json")
+        row = _parse(blob)
+        if row is None:
+            unreadable.append(key)
+        elif row.pop("settings", None) != settings:
             stale += 1
+        elif output_url(output, key).rsplit("/", 1)[-1] not in videos:
+            missing.append(key)
+        else:
+            done[key] = row
+    if unreadable:
+        _warn_unreadable(output, unreadable)
+    if missing:
+        log.warning(
+            "%d finished output(s) under %s are gone (%s%s); they will be made again",
+            len(missing),
+            storage.join(output, VIDEOS),
+            ", ".join(missing[:3]),
+            ", ..." if len(missing) > 3 else "",
+        )
     return done, stale
 
 
