@@ -37,7 +37,7 @@ class EditSpec:
     output: str
     settings: str  # fingerprint of everything that changes the pixels (see runner.settings_fingerprint)
     model: str
-    config: Any  # pipeline.editor.EditConfig
+    config: Any  # pipeline.method.editor.EditConfig
     reuse_inversion: bool = True  # False (--overwrite): recompute zT even when the store has it
 
 
@@ -48,7 +48,7 @@ class _Prepared:
     meta: dict[str, Any]
     units: list[Unit]
     attempt: int
-    video: Any  # pipeline.editor.Video
+    video: Any  # pipeline.method.editor.Video
     zT: Any  # torch.Tensor
     source_prompt: str
     prompts: list[str]  # the units' prompts with {caption} filled in
@@ -75,8 +75,8 @@ class EditorActor:
         storage_options: StorageOptions | None = None,
         fault: dict[str, Any] | None = None,
     ) -> None:
-        from pipeline.editor import Pix2Video
-        from pipeline.models import load_diffusion_models, resolve_model
+        from pipeline.method.editor import Pix2Video
+        from pipeline.models.loading import load_diffusion_models, resolve_model
 
         t0 = time.perf_counter()
         self.models = load_diffusion_models(resolve_model(model), dtype=dtype, device=device)
@@ -226,7 +226,7 @@ class EditorActor:
         rows: list[dict[str, Any]],
     ) -> None:
         """Decode and write each unit's mp4 (local temp file, one atomic upload), then its marker."""
-        from pipeline.video_io import write_video
+        from pipeline.io.video import write_video
 
         config, meta = spec.config, p.meta
         prompt_of = dict(zip((u.key for u in p.units), p.prompts, strict=True))

@@ -45,7 +45,7 @@ class PrecomputeSpec:
     output: str
     model: str  # the diffusion model; its depth_estimator/ gives depth ("tiny" works)
     caption_model: str
-    size: tuple[int, int] | None = None  # (W, H); None = pipeline.frames.default_size per video
+    size: tuple[int, int] | None = None  # (W, H); None = pipeline.io.frames.default_size per video
     max_frames: int | None = None
     anchor_last: bool = False  # EditConfig.reverse: the anchor is the last frame
     device: str | None = None
@@ -73,14 +73,14 @@ def store_url(spec: PrecomputeSpec, name: str) -> str:
 # weights are loaded once per worker, not once per video.
 @functools.lru_cache(maxsize=2)
 def _depth_estimator(model: str, device: str | None, dtype: str) -> Any:
-    from pipeline.depth import DepthEstimator
+    from pipeline.models.depth import DepthEstimator
 
     return DepthEstimator.from_model(model, dtype=dtype, device=device)
 
 
 @functools.lru_cache(maxsize=2)
 def _captioner(model: str, device: str | None, dtype: str) -> Any:
-    from pipeline.caption import Captioner
+    from pipeline.models.caption import Captioner
 
     return Captioner.from_model(model, dtype=dtype, device=device)
 
@@ -96,7 +96,7 @@ def load_array(url: str, opts: StorageOptions) -> np.ndarray:
 
 
 def _decode(video: str, max_frames: int | None, opts: StorageOptions) -> Any:
-    from pipeline.video_io import read_frames
+    from pipeline.io.video import read_frames
 
     if storage.is_local(video):
         return read_frames(video, max_frames=max_frames)  # a file or a folder of images
@@ -165,7 +165,7 @@ def precompute_video(
             if len(frames) == 0:
                 raise InputError(f"{video}: video has no frames")
             src_h, src_w = frames.shape[1:3]
-            from pipeline.frames import default_size, resize_frames
+            from pipeline.io.frames import default_size, resize_frames
 
             width, height = spec.size or default_size(src_w, src_h)
             frames = resize_frames(frames, width, height)

@@ -59,7 +59,7 @@ class RunOptions:
     output: str
     model: str
     caption_model: str
-    config: Any  # pipeline.editor.EditConfig
+    config: Any  # pipeline.method.editor.EditConfig
     size: tuple[int, int] | None = None
     max_frames: int | None = None
     device: str | None = None

@@ -43,7 +43,7 @@ def _env(threads: int | None = None) -> dict[str, str]:
 
 
 def make_dataset(folder: Path, videos: int, frames: int, size: int, prompts: list[str]) -> Path:
-    from pipeline.samples import write_sample_video
+    from pipeline.io.samples import write_sample_video
 
     folder.mkdir(parents=True, exist_ok=True)
     lines = []
@@ -60,12 +60,12 @@ def baseline(manifest: str, output: str, size: int, steps: int, threads: int) ->
     import torch
 
     torch.set_num_threads(threads)
-    from pipeline.caption import Captioner
-    from pipeline.depth import DepthEstimator
-    from pipeline.editor import EditConfig, Pix2Video
-    from pipeline.frames import resize_frames
-    from pipeline.models import load_diffusion_models, resolve_model
-    from pipeline.video_io import read_frames, write_video
+    from pipeline.io.frames import resize_frames
+    from pipeline.io.video import read_frames, write_video
+    from pipeline.method.editor import EditConfig, Pix2Video
+    from pipeline.models.caption import Captioner
+    from pipeline.models.depth import DepthEstimator
+    from pipeline.models.loading import load_diffusion_models, resolve_model
 
     models = load_diffusion_models(resolve_model("tiny"), device="cpu")
     editor = Pix2Video(models)
@@ -152,7 +152,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="pix2video-bench-"))
     env = _env()
     subprocess.run(
-        [sys.executable, "-c", "from pipeline.models import resolve_model; resolve_model('tiny')"],
+        [sys.executable, "-c", "from pipeline.models.loading import resolve_model; resolve_model('tiny')"],
         cwd=ROOT,
         env=env,
         check=True,

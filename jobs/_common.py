@@ -55,7 +55,7 @@ def add_storage_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, *, caption: bool = True) -> None:
-    from pipeline.models import CAPTION_MODEL_HELP, DEFAULT_MODEL, MODEL_HELP
+    from pipeline.models.loading import CAPTION_MODEL_HELP, DEFAULT_MODEL, MODEL_HELP
 
     g = parser.add_argument_group("models")
     g.add_argument("--model", default=DEFAULT_MODEL, help=MODEL_HELP)
@@ -160,7 +160,7 @@ def storage_options(args: argparse.Namespace) -> Any:
 
 def edit_config(args: argparse.Namespace, **overrides: Any) -> Any:
     """EditConfig from the flags of `add_edit_arguments`; `overrides` for fields a verb sets itself."""
-    from pipeline.editor import EditConfig
+    from pipeline.method.editor import EditConfig
 
     fields = dict(
         steps=args.steps,
@@ -181,7 +181,7 @@ def edit_config(args: argparse.Namespace, **overrides: Any) -> Any:
 
 
 def caption_model(args: argparse.Namespace) -> str:
-    from pipeline.models import DEFAULT_CAPTION_MODEL, TINY
+    from pipeline.models.loading import DEFAULT_CAPTION_MODEL, TINY
 
     if getattr(args, "caption_model", None):
         return args.caption_model
@@ -191,7 +191,7 @@ def caption_model(args: argparse.Namespace) -> str:
 def parse_size(text: str | None) -> tuple[int, int] | None:
     if not text:
         return None
-    from pipeline.frames import parse_size as parse
+    from pipeline.io.frames import parse_size as parse
 
     return parse(text)
 
@@ -247,7 +247,7 @@ def run_options(args: argparse.Namespace, opts: Any) -> Any:
 
 
 def _default_config() -> Any:
-    from pipeline.editor import EditConfig
+    from pipeline.method.editor import EditConfig
 
     return EditConfig()
 

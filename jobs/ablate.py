@@ -30,7 +30,7 @@ from typing import Any
 from jobs import _common
 from jobs.evaluate import TINY_NOTE, add_clip_model_argument, clip_model
 from pipeline.errors import InputError
-from pipeline.metrics import METRIC_NAMES, METRIC_TITLES, Metrics, format_value
+from pipeline.quality.metrics import METRIC_NAMES, METRIC_TITLES, Metrics, format_value
 
 log = logging.getLogger(__name__)
 
@@ -125,10 +125,12 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from jobs.edit import complete_input, read_input
-    from pipeline.editor import Pix2Video
-    from pipeline.metrics import ClipScorer, format_table, input_flows, video_metrics
-    from pipeline.models import TINY, load_diffusion_models, resolve_model
-    from pipeline.video_io import write_output
+    from pipeline.io.video import write_output
+    from pipeline.method.editor import Pix2Video
+    from pipeline.models.loading import TINY, load_diffusion_models, resolve_model
+    from pipeline.quality.clip import ClipScorer
+    from pipeline.quality.flow import input_flows
+    from pipeline.quality.metrics import format_table, video_metrics
 
     if not args.prompt.strip():
         raise InputError("--prompt is empty: say what the video should become")

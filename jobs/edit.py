@@ -57,8 +57,8 @@ class PreparedInput:
 
 def read_input(args: argparse.Namespace) -> PreparedInput:
     """The cheap, checkable part first: frames, edit size, given depth maps and prompts."""
-    from pipeline.frames import default_size, resize_frames
-    from pipeline.video_io import load_depth_folder, read_frames
+    from pipeline.io.frames import default_size, resize_frames
+    from pipeline.io.video import load_depth_folder, read_frames
 
     if args.source_prompt is not None and not args.source_prompt.strip():
         raise InputError("--source-prompt is empty: describe the input video, or leave the flag out to caption it")
@@ -72,11 +72,11 @@ def read_input(args: argparse.Namespace) -> PreparedInput:
 def complete_input(data: PreparedInput, args: argparse.Namespace, *, device, dtype: str) -> None:
     """Estimate depth and caption the anchor frame where the user gave neither."""
     if data.depth is None:
-        from pipeline.depth import DepthEstimator
+        from pipeline.models.depth import DepthEstimator
 
         data.depth = list(DepthEstimator.from_model(args.model, dtype=dtype, device=device)(data.frames))
     if data.source_prompt is None:
-        from pipeline.caption import Captioner
+        from pipeline.models.caption import Captioner
 
         anchor = data.frames[-1] if args.reverse else data.frames[0]
         captioner = Captioner.from_model(_common.caption_model(args), dtype=dtype, device=device)
@@ -85,9 +85,9 @@ def complete_input(data: PreparedInput, args: argparse.Namespace, *, device, dty
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.editor import Pix2Video
-    from pipeline.models import load_diffusion_models, resolve_model
-    from pipeline.video_io import write_output
+    from pipeline.io.video import write_output
+    from pipeline.method.editor import Pix2Video
+    from pipeline.models.loading import load_diffusion_models, resolve_model
 
     if not args.prompt.strip():
         raise InputError("--prompt is empty: say what the video should become")

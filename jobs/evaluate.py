@@ -26,14 +26,15 @@ from typing import TYPE_CHECKING, Any
 
 from jobs import _common
 from pipeline.errors import InputError
-from pipeline.metrics import CLIP_MODEL_HELP, DEFAULT_CLIP_MODEL, METRIC_NAMES, Metrics
+from pipeline.quality.clip import CLIP_MODEL_HELP, DEFAULT_CLIP_MODEL
+from pipeline.quality.metrics import METRIC_NAMES, Metrics
 
 if TYPE_CHECKING:
     import numpy as np
     import pyarrow as pa
 
     from actors.storage import StorageOptions
-    from pipeline.metrics import ClipScorer
+    from pipeline.quality.clip import ClipScorer
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ CLIP_DEFAULT_NOTE = "; default 'tiny' when --model is tiny"
 
 def clip_model(args: argparse.Namespace) -> str:
     """--clip-model, else the tiny CLIP for tiny runs (which are offline tests) and the real one otherwise."""
-    from pipeline.models import TINY
+    from pipeline.models.loading import TINY
 
     if getattr(args, "clip_model", None):
         return args.clip_model
@@ -162,7 +163,7 @@ def _fingerprint(url: str, opts: StorageOptions) -> str:
 def read_video(url: str, opts: StorageOptions) -> np.ndarray:
     """uint8 frames of a local or remote video (or local folder of frames)."""
     from actors import storage
-    from pipeline.video_io import read_frames
+    from pipeline.io.video import read_frames
 
     if storage.is_local(url):
         return read_frames(url).frames
@@ -170,7 +171,7 @@ def read_video(url: str, opts: StorageOptions) -> np.ndarray:
 
 
 def load_scorer(clip_model: str, device: str | None, dtype: str = "float32") -> ClipScorer:
-    from pipeline.metrics import ClipScorer
+    from pipeline.quality.clip import ClipScorer
 
     return ClipScorer.from_model(clip_model, device=device, dtype=dtype)
 
@@ -193,7 +194,7 @@ def evaluate_run(
 
     from actors import storage
     from actors.results import RESULTS, read_table, write_table
-    from pipeline.metrics import edit_metrics
+    from pipeline.quality.metrics import edit_metrics
 
     output = storage.normalize(output)
     results = storage.join(output, RESULTS)
@@ -285,7 +286,7 @@ def apply_bounds(
     table and the keys (output stems) of the rows filtered."""
     import pyarrow as pa
 
-    from pipeline.metrics import within_bounds
+    from pipeline.quality.metrics import within_bounds
 
     statuses = table.column("status").to_pylist()
     outputs = table.column("output").to_pylist()
@@ -314,8 +315,8 @@ def summary_rows(table: pa.Table) -> list[tuple[str, dict[str, float | None]]]:
 
 
 def print_evaluation(verb: str, ev: Evaluation) -> None:
-    from pipeline.metrics import format_table
-    from pipeline.models import TINY
+    from pipeline.models.loading import TINY
+    from pipeline.quality.metrics import format_table
 
     scored = ev.computed + ev.reused
     print(
@@ -337,9 +338,9 @@ def scorer_for(args: argparse.Namespace, device: Any = None) -> ClipScorer | Non
 
 def print_edit_metrics(output_path: str, input_frames: np.ndarray, prompt: str, scorer: ClipScorer) -> None:
     """Score the output as written (after encoding: what the user gets) against the input frames."""
-    from pipeline.metrics import edit_metrics, format_table
-    from pipeline.models import TINY
-    from pipeline.video_io import read_frames
+    from pipeline.io.video import read_frames
+    from pipeline.models.loading import TINY
+    from pipeline.quality.metrics import edit_metrics, format_table
 
     edit, base = edit_metrics(read_frames(output_path).frames, input_frames, prompt, scorer)
     print(format_table([("edit", edit), ("input video (baseline)", base)], title=f"metrics (CLIP {scorer.source})"))

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from jobs import _common, evaluate
 from pipeline.errors import InputError
-from pipeline.metrics import METRIC_NAMES, METRIC_TITLES, PLOT_TITLES, format_value
+from pipeline.quality.metrics import METRIC_NAMES, METRIC_TITLES, PLOT_TITLES, format_value
 
 if TYPE_CHECKING:
     import numpy as np
@@ -84,7 +84,7 @@ def preview_gif(
     import numpy as np
     from PIL import Image
 
-    from pipeline.frames import resize_frames
+    from pipeline.io.frames import resize_frames
 
     out = output_frames[:max_frames]
     h, w = out.shape[1:3]
@@ -265,8 +265,8 @@ def build_report(
 
     from actors import storage
     from actors.results import RESULTS, read_table
-    from pipeline.metrics import Metrics
-    from pipeline.plots import metrics_figure
+    from pipeline.quality.metrics import Metrics
+    from pipeline.quality.plots import metrics_figure
 
     output = storage.normalize(output)
     results = storage.join(output, RESULTS)

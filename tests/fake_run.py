@@ -13,8 +13,8 @@ import numpy as np
 
 from actors.results import RESULTS, SCHEMA, write_table
 from actors.storage import StorageOptions
-from pipeline.samples import moving_shapes
-from pipeline.video_io import write_video
+from pipeline.io.samples import moving_shapes
+from pipeline.io.video import write_video
 
 FRAMES, SIZE, FPS = 4, 64, 8.0
 

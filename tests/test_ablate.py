@@ -12,8 +12,8 @@ import pytest
 from jobs.ablate import INJECTIONS, variants
 from jobs.cli import main
 from pipeline.errors import InputError
-from pipeline.samples import write_sample_video
-from pipeline.video_io import read_frames
+from pipeline.io.samples import write_sample_video
+from pipeline.io.video import read_frames
 
 FAST = ["--model", "tiny", "--clip-model", "tiny", "--steps", "2", "--size", "64x64", "--no-progress"]
 

@@ -57,7 +57,7 @@ def s3() -> Iterator[dict]:
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """3 good clips, a missing one and a corrupt one; a JSONL manifest with 2 prompts and a label."""
-    from pipeline.samples import write_sample_video
+    from pipeline.io.samples import write_sample_video
 
     root = tmp_path_factory.mktemp("dataset")
     (root / "clips").mkdir()
@@ -74,7 +74,7 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _options(output: Path | str, **kw: object) -> RunOptions:
-    from pipeline.editor import EditConfig
+    from pipeline.method.editor import EditConfig
 
     return RunOptions(
         output=str(output),
@@ -123,7 +123,7 @@ def test_run_local_with_bad_videos(reference: tuple[Path, object], dataset: Path
     by_label = {r["label"]: r for r in rows}
     assert "no such file" in by_label[10]["error"] and by_label[10]["status"] == "failed"
     assert "corrupt.mp4" in by_label[11]["error"] and by_label[11]["output"] is None
-    from pipeline.video_io import read_frames
+    from pipeline.io.video import read_frames
 
     for r in rows:
         if r["status"] == "ok":
@@ -179,7 +179,7 @@ def test_editor_killed_mid_video(ray_cluster: str, dataset: Path, tmp_path: Path
     assert max(r["attempts"] for r in rows) == 2 and min(r["attempts"] for r in rows) == 1
     names = _videos(out)
     assert len(names) == 6 and len(set(names)) == 6 and not any(n.startswith(".") for n in names)
-    from pipeline.video_io import read_frames
+    from pipeline.io.video import read_frames
 
     assert all(read_frames(str(out / "videos" / n)).frames.shape[0] == FRAMES for n in names)
 
@@ -369,7 +369,7 @@ def test_pick_group_same_size_full_and_alone() -> None:
 
     from actors.manifest import VideoJob
     from actors.runner import MAX_VIDEOS_PER_CALL, _grouping, _pick_group
-    from pipeline.editor import EditConfig
+    from pipeline.method.editor import EditConfig
 
     def entry(name: str, size: int, frames: int = FRAMES) -> tuple[VideoJob, dict]:
         job = VideoJob(name, name, f"{name}.mp4", None, units=[object(), object()])  # 2 prompts
@@ -397,7 +397,7 @@ def test_videos_edited_together_equal_videos_edited_alone(
     together and grouped (the first one still goes alone to the idle editor: it never waits)."""
     import shutil
 
-    from pipeline.video_io import read_frames
+    from pipeline.io.video import read_frames
 
     manifest = load_manifest(str(dataset / "good.jsonl"), StorageOptions())
     alone = tmp_path / "alone"

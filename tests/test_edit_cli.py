@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from jobs.cli import main
-from pipeline.samples import write_sample_frames, write_sample_video
-from pipeline.video_io import read_frames
+from pipeline.io.samples import write_sample_frames, write_sample_video
+from pipeline.io.video import read_frames
 
 FAST = ["--model", "tiny", "--steps", "2", "--size", "64x64", "--no-progress"]
 

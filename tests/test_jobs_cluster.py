@@ -45,7 +45,7 @@ def _env() -> dict[str, str]:
 
 
 def _write_dataset(folder: Path, videos: int, frames: int = 3) -> Path:
-    from pipeline.samples import write_sample_video
+    from pipeline.io.samples import write_sample_video
 
     folder.mkdir(parents=True, exist_ok=True)
     lines = []
@@ -172,7 +172,7 @@ TWO_NODES = textwrap.dedent(
     from actors.manifest import load_manifest
     from actors.runner import RunOptions, run_dataset
     from actors.storage import StorageOptions
-    from pipeline.editor import EditConfig
+    from pipeline.method.editor import EditConfig
 
     manifest_path, out = sys.argv[1], sys.argv[2]
     common = dict(node_ip_address="127.0.0.1", include_dashboard=False)

@@ -8,17 +8,17 @@ import torch
 from diffusers import DDIMScheduler
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 
-from pipeline.ddim import DDIMSchedule
-from pipeline.editor import EditConfig, Pix2Video
-from pipeline.injection import FeatureStore, InjectionPlan, InjectionProcessor
-from pipeline.samples import moving_shapes
+from pipeline.io.samples import moving_shapes
+from pipeline.method.ddim import DDIMSchedule
+from pipeline.method.editor import EditConfig, Pix2Video
+from pipeline.method.injection import FeatureStore, InjectionPlan, InjectionProcessor
 
 STEPS = 6
 
 
 @pytest.fixture(scope="module")
 def editor(tiny_model_dir) -> Pix2Video:
-    from pipeline.models import load_diffusion_models
+    from pipeline.models.loading import load_diffusion_models
 
     return Pix2Video(load_diffusion_models(str(tiny_model_dir), device="cpu"))
 

@@ -18,14 +18,16 @@ from PIL import Image
 
 from jobs.cli import main
 from jobs.evaluate import COLUMNS, after_run, apply_bounds, evaluate_run
-from pipeline import metrics as M
 from pipeline.errors import InputError
-from pipeline.samples import moving_shapes
+from pipeline.io.samples import moving_shapes
+from pipeline.quality import clip as C
+from pipeline.quality import flow as FL
+from pipeline.quality import metrics as M
 
 
 @pytest.fixture(scope="module")
-def scorer(tiny_model_dir) -> M.ClipScorer:
-    return M.ClipScorer.from_model("tiny", device="cpu")
+def scorer(tiny_model_dir) -> C.ClipScorer:
+    return C.ClipScorer.from_model("tiny", device="cpu")
 
 
 def _texture(seed: int = 0, size: int = 160) -> np.ndarray:
@@ -47,13 +49,13 @@ def test_warp_with_a_constant_integer_flow_is_a_shift():
     image = _texture()[:64, :64]
     flow = np.zeros((64, 64, 2), np.float32)
     flow[..., 0], flow[..., 1] = 3, -2  # out(x, y) = image(x + 3, y - 2)
-    out = M.warp(image, flow)
+    out = FL.warp(image, flow)
     assert np.array_equal(out[2:, :-3], image[:-2, 3:])
 
 
 def test_flow_recovers_a_known_translation():
     frames = _translated(3, -2)
-    forward = M.optical_flow(frames[0], frames[1])
+    forward = FL.optical_flow(frames[0], frames[1])
     inner = forward[12:-12, 12:-12].reshape(-1, 2)
     # Frame 1 is frame 0 moved by (-3, +2) in image coordinates: content at x in frame 0 is at x - (3, -2).
     assert np.median(inner, axis=0) == pytest.approx([-3, 2], abs=0.1)
@@ -89,8 +91,8 @@ def test_a_frame_swapped_for_noise_raises_pixel_mse():
 
 def test_consistency_mask_drops_pixels_from_outside_the_frame():
     frames = _translated(4, 0)
-    forward, backward = M.input_flows(frames[:2], 64, 64)[0]
-    mask = M.consistency_mask(backward, forward)
+    forward, backward = FL.input_flows(frames[:2], 64, 64)[0]
+    mask = FL.consistency_mask(backward, forward)
     assert 0.8 < mask.mean() < 1.0
     # Frame 1 is frame 0 moved 4 px left: its rightmost columns come from outside frame 0.
     assert not mask[:, -2:].any()
@@ -123,14 +125,14 @@ def test_clip_image_is_a_cosine_of_consecutive_frames(scorer):
     frames = moving_shapes(3, 64, 64)
     emb = scorer.image_embeddings(frames)
     assert emb.norm(dim=-1) == pytest.approx(np.ones(3), abs=1e-5)
-    scores = M.clip_image_scores(emb)
+    scores = C.clip_image_scores(emb)
     assert scores == pytest.approx([float(emb[0] @ emb[1]), float(emb[1] @ emb[2])])
     assert M.video_metrics(frames[:1], "x", scorer).clip_image is None  # one frame: nothing to compare
 
 
 def test_unknown_clip_model_offline_is_one_line():
     with pytest.raises(InputError) as err:
-        M.ClipScorer.from_model("nobody/no-such-clip-model")
+        C.ClipScorer.from_model("nobody/no-such-clip-model")
     assert "--clip-model tiny" in str(err.value) and "\n" not in str(err.value)
 
 
@@ -207,7 +209,7 @@ def test_filtering_marks_rows_and_counts_them(tmp_path, tiny_model_dir, capsys):
 
 
 def test_edit_metrics_flag_prints_the_table(tmp_path, tiny_model_dir, capsys):
-    from pipeline.samples import write_sample_video
+    from pipeline.io.samples import write_sample_video
 
     video = write_sample_video(tmp_path / "clip.mp4", num_frames=3, width=64, height=64)
     argv = ["edit", str(video), "-o", str(tmp_path / "out.mp4"), "--prompt", "a red car", "--source-prompt", "shapes"]
@@ -225,7 +227,7 @@ def test_edit_metrics_flag_prints_the_table(tmp_path, tiny_model_dir, capsys):
 def test_run_and_augment_with_metrics_and_filtering(ray_cluster, tmp_path, capsys):
     """On the session's Ray instance: `run --metrics` adds the columns; `augment --max-pixel-mse`
     marks the worse clip 'filtered', keeps its video, leaves it out of augmented.parquet, says so."""
-    from pipeline.samples import write_sample_video
+    from pipeline.io.samples import write_sample_video
 
     clips = tmp_path / "clips"
     for i in range(2):

@@ -11,17 +11,17 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.caption import FALLBACK_CAPTION, Captioner
-from pipeline.depth import DepthEstimator, load_dpt_image_processor
 from pipeline.errors import InputError
-from pipeline.models import (
+from pipeline.models.caption import FALLBACK_CAPTION, Captioner
+from pipeline.models.depth import DepthEstimator, load_dpt_image_processor
+from pipeline.models.loading import (
     DEFAULT_MODEL,
     DiffusionModels,
     load_diffusion_models,
     resolve_dtype,
     resolve_model,
 )
-from pipeline.tiny import (
+from pipeline.models.tiny import (
     build_tiny_models,
     sd2_depth_unet_config,
     sd2_vae_config,
@@ -101,7 +101,7 @@ def test_tiny_build_is_deterministic(tmp_path: Path, tiny_model_dir: Path) -> No
 
 def test_tiny_model_dir_reuses_the_winner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A process that loses the rename race uses the folder that is already in place."""
-    import pipeline.tiny as tiny
+    import pipeline.models.tiny as tiny
 
     monkeypatch.setenv("PIX2VIDEO_CACHE", str(tmp_path))
     built: list[Path] = []
@@ -312,7 +312,7 @@ def test_real_size_configs_have_published_numbers() -> None:
 
 
 def test_random_real_size_models_on_meta(tiny_model_dir: Path) -> None:
-    from pipeline.tiny import build_random_real_size_models
+    from pipeline.models.tiny import build_random_real_size_models
 
     m = build_random_real_size_models(device="meta")
     assert list(m.unet.config.block_out_channels) == [320, 640, 1280, 1280]

@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline import frames as frames_mod
-from pipeline import samples, video_io
 from pipeline.errors import InputError
-from pipeline.video_io import (
+from pipeline.io import frames as frames_mod
+from pipeline.io import samples
+from pipeline.io import video as video_io
+from pipeline.io.video import (
     Frames,
     load_depth_folder,
     read_frames,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.video_io import write_frames_folder, write_video
+from pipeline.io.video import write_frames_folder, write_video
 
 NUM_SHAPES = 4
 

@@ -19,13 +19,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pipeline.errors import InputError
+
 from .ddim import DDIMSchedule, ddim_step
 from .engine import INJECTIONS, SCHEDULES, DenoiseEngine, EditJob, EngineSettings, StepTrace, default_schedule
-from .errors import InputError
 from .injection import FeatureStore, install
 
 if TYPE_CHECKING:
-    from .models import DiffusionModels
+    from pipeline.models.loading import DiffusionModels
 
 
 @dataclass

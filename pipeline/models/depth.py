@@ -5,7 +5,7 @@
   DPT-hybrid MiDaS model) and `feature_extractor/` (the preprocessing) are used, exactly what
   diffusers' depth2img pipeline runs;
 - a standalone DPT checkpoint (hub id or folder with config.json), e.g. `Intel/dpt-hybrid-midas`;
-- 'tiny' — the tiny random DPT of `pipeline.tiny` (noise-like depth; for tests, demos, benchmarks).
+- 'tiny' — the tiny random DPT of `pipeline.models.tiny` (noise-like depth; for tests, demos, benchmarks).
 
 The output is the raw `predicted_depth` (relative inverse depth: larger = nearer) at the
 preprocessor's resolution (384x384 for SD2-depth). Resizing to the latent grid and min-max
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from pipeline.errors import InputError
-from pipeline.models import (
+from pipeline.models.loading import (
     hub_error,
     is_local,
     load_pretrained,

@@ -9,7 +9,7 @@ runs end to end in seconds on a CPU without downloading anything. Nothing they p
 checkpoint (`model_index.json`, `unet/`, `vae/`, `text_encoder/`, `tokenizer/`, `scheduler/`,
 `depth_estimator/`, `feature_extractor/`), so the real loaders are exercised, plus `blip/` (a captioner
 for source prompts) and `clip/` (a CLIPModel for quality metrics). `tiny_model_dir()` builds it once
-into a per-user cache folder, atomically, and returns its path; `pipeline.models.resolve_model("tiny")`
+into a per-user cache folder, atomically, and returns its path; `pipeline.models.loading.resolve_model("tiny")`
 is the same thing.
 
 Also here: the real published configs of the SD2-depth UNet and VAE (`sd2_depth_unet_config()`,
@@ -654,7 +654,7 @@ def build_random_real_size_models(
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
-    from pipeline.models import DiffusionModels, resolve_device, resolve_dtype
+    from pipeline.models.loading import DiffusionModels, resolve_device, resolve_dtype
 
     torch_dtype = resolve_dtype(dtype)
     dev = resolve_device(device)

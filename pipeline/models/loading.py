@@ -7,7 +7,7 @@ or a local folder in that checkpoint's published layout (`unet/`, `vae/`, `text_
 transformers 5 no longer has, and a `PNDMScheduler` we do not use (our DDIM is computed from fixed
 constants, see ALGORITHM.md), so the scheduler is not loaded at all.
 
-`model="tiny"` means the tiny random-weight models of `pipeline.tiny`, built locally on first use.
+`model="tiny"` means the tiny random-weight models of `pipeline.models.tiny`, built locally on first use.
 Tiny models give noise-like pictures; they exist for tests, demos and benchmarks.
 
 Every failure a user can fix (no such folder, folder missing a component, hub id not reachable) is an
@@ -32,7 +32,7 @@ DEFAULT_CAPTION_MODEL = "Salesforce/blip-image-captioning-large"
 TINY = "tiny"
 
 # The components the editor loads (the published folder also has scheduler/, depth_estimator/ and
-# feature_extractor/; the depth estimator is loaded separately by pipeline.depth).
+# feature_extractor/; the depth estimator is loaded separately by pipeline.models.depth).
 DIFFUSION_COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer")
 
 # Help text for a `--model` flag, shared by every verb that has one so they all say the same thing.
@@ -56,7 +56,7 @@ def resolve_model(model: str) -> str:
     """'tiny' -> path of the tiny-model folder (built once into the cache, atomically);
     anything else is returned unchanged (a hub id or a local folder)."""
     if model == TINY:
-        from pipeline.tiny import tiny_model_dir
+        from pipeline.models.tiny import tiny_model_dir
 
         return str(tiny_model_dir())
     return model

@@ -1,0 +1,1 @@
+"""Quality: CLIP scoring, optical flow, the paper's three metrics, plots."""

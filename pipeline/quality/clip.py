@@ -1,0 +1,131 @@
+"""CLIP scoring for the paper's CLIP-Text and CLIP-Image metrics (see pipeline.quality.metrics).
+
+CLIP model: a hub id or local folder of a `CLIPModel` checkpoint, default
+`openai/clip-vit-large-patch14` (the paper's). `"tiny"` is the tiny random CLIP of
+`pipeline.models.tiny`: METRIC VALUES FROM THE TINY CLIP ARE MEANINGLESS, except as a test that the code runs.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from pipeline.errors import InputError
+from pipeline.models.loading import TINY, is_local, load_pretrained, resolve_device, resolve_dtype, resolve_model
+
+DEFAULT_CLIP_MODEL = "openai/clip-vit-large-patch14"
+CLIP_MODEL_HELP = (
+    f"CLIP model for the metrics: a hub id or local CLIPModel folder (default {DEFAULT_CLIP_MODEL}, "
+    "the paper's); 'tiny' = a tiny random CLIP built locally (its metric values are meaningless, "
+    "for tests only)"
+)
+_CLIP_LAYOUT = "a CLIPModel checkpoint (config.json, weights, tokenizer and preprocessor files)"
+
+
+def _clip_image_processor_class() -> type:
+    # The PIL backend whatever is installed (torchvision is not a dependency): transformers 5 defaults
+    # to torchvision and falls back with a warning; one backend everywhere means one number everywhere.
+    import transformers
+
+    return getattr(transformers, "CLIPImageProcessorPil", None) or transformers.CLIPImageProcessor
+
+
+def _features(out: Any) -> torch.Tensor:
+    # transformers 5 returns a model output whose pooler_output is the projected embedding; 4 returned
+    # the tensor itself.
+    return out if isinstance(out, torch.Tensor) else out.pooler_output
+
+
+class ClipScorer:
+    """CLIP image and text embeddings, L2-normalised, so a dot product is a cosine similarity.
+
+    Load once (`ClipScorer.from_model`), score many videos.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        image_processor: Any,
+        tokenizer: Any,
+        *,
+        device: torch.device,
+        dtype: torch.dtype,
+        source: str = "",
+    ) -> None:
+        self.model = model.to(device=device).eval().requires_grad_(False)
+        self.image_processor = image_processor
+        self.tokenizer = tokenizer
+        self.device = device
+        self.dtype = dtype
+        self.source = source
+        self._text_cache: dict[str, torch.Tensor] = {}
+
+    @classmethod
+    def from_model(
+        cls,
+        model: str = DEFAULT_CLIP_MODEL,
+        *,
+        dtype: str | torch.dtype = "float32",
+        device: str | torch.device | None = None,
+    ) -> ClipScorer:
+        """A CLIPModel hub id or folder; 'tiny' -> the tiny folder's clip/ (meaningless values)."""
+        from transformers import AutoTokenizer, CLIPModel
+
+        torch_dtype = resolve_dtype(dtype)
+        dev = resolve_device(device)
+        path = os.path.join(resolve_model(TINY), "clip") if model == TINY else model
+        try:
+            net = load_pretrained(CLIPModel.from_pretrained, path, layout=_CLIP_LAYOUT, dtype=torch_dtype)
+            image_processor = load_pretrained(_clip_image_processor_class().from_pretrained, path, layout=_CLIP_LAYOUT)
+            tokenizer = load_pretrained(AutoTokenizer.from_pretrained, path, layout=_CLIP_LAYOUT)
+        except InputError as e:
+            if is_local(path):
+                raise
+            # load_pretrained's message points at --model; the metrics' flag is --clip-model.
+            raise InputError(
+                f"CLIP model {model!r} is not a local folder and could not be loaded from the Hugging Face "
+                f"hub (offline?): give a folder with {_CLIP_LAYOUT}, or --clip-model tiny (test values only)"
+            ) from e
+        return cls(net, image_processor, tokenizer, device=dev, dtype=torch_dtype, source=model)
+
+    @torch.inference_mode()
+    def image_embeddings(self, frames: np.ndarray | Sequence[np.ndarray], batch_size: int = 16) -> torch.Tensor:
+        """uint8 [N,H,W,3] -> [N,D] float32 unit vectors (on the CPU)."""
+        items = [np.asarray(f) for f in frames]
+        out = []
+        for start in range(0, len(items), batch_size):
+            pixels = self.image_processor(images=items[start : start + batch_size], return_tensors="pt")
+            x = pixels["pixel_values"].to(device=self.device, dtype=self.dtype)
+            out.append(_features(self.model.get_image_features(pixel_values=x)).float().cpu())
+        if not out:
+            return torch.empty(0, 0)
+        return torch.nn.functional.normalize(torch.cat(out), dim=-1)
+
+    @torch.inference_mode()
+    def text_embedding(self, prompt: str) -> torch.Tensor:
+        """One prompt -> [D] float32 unit vector (cached: a run scores many videos with one prompt)."""
+        if prompt not in self._text_cache:
+            tok = self.tokenizer([prompt], padding=True, truncation=True, max_length=77, return_tensors="pt")
+            e = _features(
+                self.model.get_text_features(
+                    input_ids=tok.input_ids.to(self.device), attention_mask=tok.attention_mask.to(self.device)
+                )
+            )
+            self._text_cache[prompt] = torch.nn.functional.normalize(e.float().cpu()[0], dim=-1)
+        return self._text_cache[prompt]
+
+
+def clip_text_scores(image_embeddings: torch.Tensor, text_embedding: torch.Tensor) -> np.ndarray:
+    """Per frame: cos(frame, prompt). [N]"""
+    return (image_embeddings @ text_embedding).numpy().astype(np.float64)
+
+
+def clip_image_scores(image_embeddings: torch.Tensor) -> np.ndarray:
+    """Per consecutive pair: cos(frame t, frame t+1). [N-1]"""
+    if image_embeddings.shape[0] < 2:
+        return np.zeros(0)
+    return (image_embeddings[:-1] * image_embeddings[1:]).sum(-1).numpy().astype(np.float64)
