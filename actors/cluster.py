@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
+import sys
 from typing import Any
+
+from . import reaper
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +27,39 @@ def _loopback_only() -> None:
     ray_constants.ENABLE_RAY_CLUSTER = False
 
 
+# The watchdogs of the local instances this driver started (see actors/reaper.py). Their pipes must stay
+# open as long as this process lives: closing one (or garbage-collecting it) stops that instance.
+_REAPERS: list[subprocess.Popen] = []
+
+
+def _start_reaper() -> subprocess.Popen | None:
+    """Start the watchdog that kills a local instance when this driver dies, even by SIGKILL (Linux;
+    None elsewhere). Started before the instance, so it is there from the instance's first moment."""
+    if not sys.platform.startswith("linux") or not os.path.isdir("/proc/self/fd"):
+        return None
+    proc = subprocess.Popen(
+        [sys.executable, "-I", os.path.abspath(reaper.__file__)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # not in the terminal's process group: Ctrl-C reaches the driver only
+        close_fds=True,
+    )
+    _REAPERS.append(proc)
+    return proc
+
+
+def _guard(proc: subprocess.Popen | None) -> None:
+    """Tell the watchdog which instance is this driver's (its session folder)."""
+    import ray
+
+    if proc is None or proc.stdin is None:
+        return
+    session = ray._private.worker.global_worker.node.get_session_dir_path()
+    proc.stdin.write(os.path.realpath(session).encode() + b"\n")
+    proc.stdin.flush()
+
+
 def connect(
     address: str | None,
     *,
@@ -35,7 +72,8 @@ def connect(
     `address`: None -> `$RAY_ADDRESS` if set (a submitted job), else a new local instance;
     `local` -> a new local instance on loopback (never a stale cluster file's dead cluster);
     `auto`, `ray://host:10001`, `host:6379` -> that cluster. A driver already connected (tests,
-    notebooks) stays connected.
+    notebooks) stays connected. A local instance does not outlive this process, even when it is
+    killed with SIGKILL (see actors/reaper.py).
     """
     import ray
 
@@ -44,6 +82,7 @@ def connect(
     address = address or os.environ.get("RAY_ADDRESS") or "local"
     if address == "local":
         _loopback_only()
+        watchdog = _start_reaper()
         ray.init(
             address="local",
             num_cpus=num_cpus,
@@ -52,6 +91,7 @@ def connect(
             runtime_env=runtime_env,
             logging_level=logging.WARNING,
         )
+        _guard(watchdog)
         return True
     ray.init(address=address, runtime_env=runtime_env, logging_level=logging.WARNING)
     return False

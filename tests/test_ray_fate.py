@@ -1,0 +1,112 @@
+"""A local Ray instance started by a driver (`actors.cluster.connect`, what `run` uses) dies with it,
+even when the driver is killed with SIGKILL: no raylet, agent or worker of that instance is left."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+DRIVER = textwrap.dedent(
+    """
+    import os, sys, time
+    sys.path.insert(0, sys.argv[1])
+    import ray
+    from actors.cluster import connect
+
+    connect("local", num_cpus=1, num_gpus=0)
+    ray.get(ray.remote(lambda: os.getpid()).remote())  # a worker process exists too
+    print("ready", flush=True)
+    time.sleep(600)
+    """
+)
+
+
+def _processes() -> dict[int, tuple[int, str, str]]:
+    """pid -> (parent pid, start time, command line) of every process we can see."""
+    out = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            cmd = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        out[int(entry)] = (int(fields[1]), fields[19], cmd.strip())
+    return out
+
+
+def _descendants(root: int) -> dict[int, tuple[str, str]]:
+    procs = _processes()
+    found: dict[int, tuple[str, str]] = {}
+    frontier = [root]
+    while frontier:
+        parent = frontier.pop()
+        for pid, (ppid, start, cmd) in procs.items():
+            if ppid == parent and pid not in found:
+                found[pid] = (start, cmd)
+                frontier.append(pid)
+    return found
+
+
+def _alive(pid: int, start: str) -> bool:
+    proc = _processes().get(pid)
+    if proc is None or proc[1] != start:
+        return False
+    try:
+        state = next(x for x in Path(f"/proc/{pid}/status").read_text().splitlines() if x.startswith("State:"))
+    except (OSError, StopIteration):
+        return False
+    return "zombie" not in state
+
+
+def test_local_instance_dies_with_a_sigkilled_driver() -> None:
+    env = dict(os.environ, RAY_AUTH_MODE="disabled")
+    driver = subprocess.Popen(
+        [sys.executable, "-c", DRIVER, str(ROOT)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        text=True,
+    )
+    try:
+        assert driver.stdout is not None
+        line = driver.stdout.readline()
+        assert line.strip() == "ready", line
+        # The raylet starts its agents in the background: wait until both are up.
+        deadline = time.monotonic() + 60
+        while True:
+            tree = _descendants(driver.pid)
+            names = " ".join(cmd for _, cmd in tree.values())
+            if "DashboardAgent" in names and "RuntimeEnvAgent" in names and "raylet" in names:
+                break
+            assert time.monotonic() < deadline, f"agents never started: {names}"
+            time.sleep(0.5)
+        tree = _descendants(driver.pid)
+        # Not ours to check: the watchdog (its own session); every other descendant is the instance.
+        instance = {pid: v for pid, v in tree.items() if "reaper.py" not in v[1]}
+        assert any("ray::" in cmd for _, cmd in instance.values())  # workers and agents included
+    finally:
+        driver.send_signal(signal.SIGKILL)
+        driver.wait()
+
+    deadline = time.monotonic() + 20  # Ray's agents alone waited ~60 s on the dead GCS
+    while True:
+        left = {pid: cmd for pid, (start, cmd) in instance.items() if _alive(pid, start)}
+        if not left:
+            break
+        if time.monotonic() > deadline:
+            for pid in left:  # do not leave them to the next test either
+                os.kill(pid, signal.SIGKILL)
+            pytest.fail(f"processes of the killed driver's Ray instance still alive: {sorted(left.values())}")
+        time.sleep(0.5)
