@@ -157,6 +157,7 @@ def test_resume_three_functions(tmp_path: Path) -> None:
     m = load_manifest(str(tmp_path / "v"), OPTS, prompts=["x"])
     a, b = m.units
     assert resume.pending(m.units, {}) == [a, b]
+    storage.write_bytes(resume.output_url(out, a.key), b"mp4", OPTS)  # a unit is done when its output exists too
     resume.mark_done(out, a.key, {"status": "ok", "id": a.id}, "settings-1", OPTS)
     assert resume.is_done(out, a.key, "settings-1", OPTS) == {"status": "ok", "id": a.id}
     assert resume.is_done(out, a.key, "settings-2", OPTS) is None
