@@ -9,8 +9,11 @@ the store's completion marker):
                                               meta.json     frame count, fps, sizes, caption, timings
                                               inversion-<key>.npy   (editor's cache of zT, optional)
 
-The spec key hashes what changes frames and depth (model, size, frame limit), so a rerun with other
-prompts reuses the store and a rerun with another size does not. The task itself is plain Python;
+The spec key hashes everything that changes the stored values: for frames the size and frame limit;
+for depth (and the caption) also the model, the dtype, the kind of device it ran on and the depth
+batch size. A rerun with other prompts reuses the store; a rerun with another size, or a float16 or
+GPU run after a float32 CPU one, gets a store of its own (and so does the editor's inversion cache
+in it). A `meta.json` that cannot be read makes the store "not there": it is rebuilt. The task itself is plain Python;
 the runner wraps it with `ray.remote` and Ray's retry options.
 """
 
@@ -19,6 +22,7 @@ from __future__ import annotations
 import functools
 import io
 import json
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +34,8 @@ from pipeline.errors import InputError
 from . import storage
 from .manifest import short_hash
 from .storage import StorageOptions
+
+log = logging.getLogger(__name__)
 
 PRECOMPUTE = "precompute"
 META = "meta.json"
@@ -58,11 +64,25 @@ class PrecomputeSpec:
             "model": self.model,
             "size": list(self.size) if self.size else None,
             "max_frames": self.max_frames,
+            "dtype": self.dtype,
+            "device": device_kind(self.device),
+            "depth_batch": self.depth_batch,
         }
 
     def key(self) -> str:
         size = f"{self.size[0]}x{self.size[1]}" if self.size else "auto"
-        return f"{size}-{short_hash(json.dumps([self.model, self.max_frames]))}"
+        ident = self.identity()
+        return f"{size}-{short_hash(json.dumps([ident[k] for k in sorted(ident) if k != 'size']))}"
+
+
+def device_kind(device: str | None) -> str:
+    """The kind of device models run on ('cpu', 'cuda', ...): its numbers differ from another kind's,
+    not from another device of the same kind. None is what `resolve_device` makes of it, here."""
+    if device:
+        return str(device).split(":", 1)[0].strip().lower()
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def store_url(spec: PrecomputeSpec, name: str) -> str:
@@ -109,7 +129,7 @@ def _decode(video: str, max_frames: int | None, opts: StorageOptions) -> Any:
 
 
 def _caption_of(spec: PrecomputeSpec) -> list[Any]:
-    return [spec.caption_model, "last" if spec.anchor_last else "first"]
+    return [spec.caption_model, "last" if spec.anchor_last else "first", spec.dtype, device_kind(spec.device)]
 
 
 def _locations(store: str) -> dict[str, str]:
@@ -146,12 +166,15 @@ def precompute_video(
         if refresh:
             raise FileNotFoundError(store)
         meta = json.loads(storage.read_bytes(storage.join(store, META), opts))
-        if meta.get("video") != video or meta.get("spec") != spec.identity():
+        if not isinstance(meta, dict) or meta.get("video") != video or meta.get("spec") != spec.identity():
             meta = None  # same name, other video or settings: rebuild
         else:
             meta |= _locations(store) | timings  # this run spent nothing on it
     except FileNotFoundError:
         pass
+    except ValueError:  # a damaged meta.json (JSONDecodeError, UnicodeDecodeError): the store is not there
+        log.warning("%s: unreadable, so this video's precompute store is rebuilt", storage.join(store, META))
+        meta = None
     caption_ok = meta is not None and meta.get("caption") and meta.get("caption_of") == _caption_of(spec)
     if meta is not None and (not need_caption or caption_ok):
         return meta | {"cached": True}

@@ -1,0 +1,74 @@
+"""The precompute store: keyed on everything that changes its values (a float16 or GPU run never reuses
+float32 CPU depth), and a damaged meta.json means "rebuild", not an error on every rerun."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from actors.precompute import META, PrecomputeSpec, load_array, precompute_video, store_url
+from actors.storage import StorageOptions
+
+OPTS = StorageOptions()
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from pipeline.io.samples import write_sample_video
+
+    path = tmp_path_factory.mktemp("clip") / "a.mp4"
+    write_sample_video(path, num_frames=2, width=64, height=64)
+    return path
+
+
+def _spec(out: Path, **kw: object) -> PrecomputeSpec:
+    return PrecomputeSpec(output=str(out), model="tiny", caption_model="tiny", size=(64, 64), device="cpu", **kw)
+
+
+def test_store_identity_covers_dtype_device_and_batch(tmp_path: Path) -> None:
+    base = _spec(tmp_path)
+    others = [
+        dataclasses.replace(base, dtype="float16"),
+        dataclasses.replace(base, dtype="bfloat16"),
+        dataclasses.replace(base, device="cuda"),
+        dataclasses.replace(base, depth_batch=1),
+        dataclasses.replace(base, model="other"),
+        dataclasses.replace(base, max_frames=5),
+    ]
+    keys = {base.key()} | {s.key() for s in others}
+    assert len(keys) == 1 + len(others)  # every one of them gets a store of its own
+    assert all(s.identity() != base.identity() for s in others)
+    # Same kind of device: same numbers, same store.
+    assert dataclasses.replace(base, device="cuda:0").key() == dataclasses.replace(base, device="cuda:1").key()
+
+
+def test_other_dtype_does_not_reuse_depth(tmp_path: Path, clip: Path, tiny_model_dir: Path) -> None:
+    f32 = _spec(tmp_path / "out")
+    first = precompute_video("a", str(clip), True, f32, OPTS)
+    assert first["status"] == "ok" and not first["cached"]
+    assert precompute_video("a", str(clip), True, f32, OPTS)["cached"]  # same settings: reused
+
+    bf16 = dataclasses.replace(f32, dtype="bfloat16")
+    second = precompute_video("a", str(clip), True, bf16, OPTS)
+    assert second["status"] == "ok" and not second["cached"], second  # computed again, in its own store
+    assert second["store"] != first["store"]
+    assert load_array(first["depth"], OPTS).dtype == np.float32  # the float32 store is still there, whole
+    assert precompute_video("a", str(clip), True, f32, OPTS)["cached"]
+
+
+@pytest.mark.parametrize(
+    "blob", [b'{"video": "a.mp4", "num_fr', b"\xff\xfe", b"[]"], ids=["truncated", "binary", "list"]
+)
+def test_damaged_meta_rebuilds_the_store(tmp_path: Path, clip: Path, tiny_model_dir: Path, blob: bytes) -> None:
+    spec = _spec(tmp_path / "out")
+    assert precompute_video("a", str(clip), True, spec, OPTS)["status"] == "ok"
+    meta = Path(store_url(spec, "a")) / META
+    meta.write_bytes(blob)
+
+    again = precompute_video("a", str(clip), True, spec, OPTS)
+    assert again["status"] == "ok" and not again["cached"], again
+    assert meta.read_bytes() != blob  # rewritten whole
+    assert precompute_video("a", str(clip), True, spec, OPTS)["cached"]
