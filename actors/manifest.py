@@ -160,9 +160,17 @@ def _read_table(url: str, opts: StorageOptions) -> pa.Table:
 def _read_jsonl(data: bytes, url: str) -> pa.Table:
     """JSON lines (or one JSON array of objects). Parsed by Python rather than pyarrow so that a
     `prompt` may be a string on one line and a list on the next."""
-    text = data.decode("utf-8-sig")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise InputError(f"manifest {url}: not UTF-8 text (byte {e.start}); save it as UTF-8 JSON lines") from None
     if text.lstrip().startswith("["):
-        records = json.loads(text)
+        try:
+            records = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise InputError(f"manifest {url}: not a valid JSON array ({e.msg}, line {e.lineno})") from None
+        if not isinstance(records, list):
+            records = [records]
     else:
         records = []
         for n, line in enumerate(text.splitlines(), 1):
@@ -171,15 +179,61 @@ def _read_jsonl(data: bytes, url: str) -> pa.Table:
                     records.append(json.loads(line))
                 except json.JSONDecodeError as e:
                     raise InputError(f"manifest {url} line {n}: not valid JSON ({e.msg})") from None
-    if not all(isinstance(r, dict) for r in records):
-        raise InputError(f"manifest {url}: every JSON line must be an object with a 'video' key")
-    for r in records:
+    if not records:
+        raise InputError(f"manifest {url}: is empty; write one JSON object per line, each with a 'video' key")
+    for n, r in enumerate(records, 1):
+        if not isinstance(r, dict):
+            raise InputError(
+                f"manifest {url} row {n}: expected a JSON object with a 'video' key, got {type(r).__name__} {r!r:.60}"
+            )
+    for n, r in enumerate(records, 1):  # the row-wise checks of load_manifest, before columns are typed
+        _video_of(r.get("video"), f"manifest {url} row {n}")
+        _prompts_of(r.get("prompt"), f"manifest {url} row {n}")
         if isinstance(r.get("prompt"), str):
             r["prompt"] = [r["prompt"]]
         for k in ("id", "source_prompt"):
-            if r.get(k) is not None:
+            if r.get(k) is not None and not isinstance(r[k], dict | list):
                 r[k] = str(r[k])
-    return pa.Table.from_pylist(records)
+    return _table_of(records, url)
+
+
+def _table_of(records: list[dict[str, Any]], url: str) -> pa.Table:
+    """A table from JSON records, one column at a time, so that a column whose rows hold values of
+    different types (a number in one row, a string in the next) is named, with the first odd row."""
+    names = list(dict.fromkeys(k for r in records for k in r))
+    columns = {}
+    for name in names:
+        values = [r.get(name) for r in records]
+        try:
+            columns[name] = pa.array(values)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as e:
+            kinds = [_kind(v) for v in values]
+            first = next(k for k in kinds if k != "null")
+            row = next((n for n, k in enumerate(kinds, 1) if k not in ("null", first)), None)
+            if row is None:  # same kind everywhere, e.g. lists or objects of different shapes
+                raise InputError(
+                    f"manifest {url}: column {name!r} cannot be stored as one typed column "
+                    f"({str(e).splitlines()[0][:120]}); give every row values of the same shape"
+                ) from None
+            raise InputError(
+                f"manifest {url} row {row}: column {name!r} holds {kinds[row - 1]} {values[row - 1]!r:.60} where "
+                f"earlier rows hold {first}; use one type per column (e.g. quote numbers as strings)"
+            ) from None
+    return pa.table(columns)
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    return "an object" if isinstance(value, dict) else type(value).__name__
 
 
 def _is_glob(url: str) -> bool:
@@ -210,6 +264,18 @@ def _resolve(video: str, base: str) -> str:
     return storage.normalize(storage.join(base, video))
 
 
+def _video_of(value: Any, where: str) -> str:
+    """A row's 'video' value: a non-empty string, else one line naming the row and the column."""
+    if value is not None and not isinstance(value, str):
+        raise InputError(
+            f"{where}: column 'video' must hold the path or URL of a clip (a string), "
+            f"got {type(value).__name__} {value!r:.60}"
+        )
+    if value is None or not value.strip():
+        raise InputError(f"{where}: column 'video' is empty; give the path or URL of a clip")
+    return value
+
+
 def _prompts_of(value: Any, where: str) -> list[str]:
     if value is None:
         return []
@@ -218,19 +284,25 @@ def _prompts_of(value: Any, where: str) -> list[str]:
         if text.startswith("[") and text.endswith("]"):  # a list written into a CSV cell as JSON
             try:
                 value = json.loads(text)
-            except json.JSONDecodeError:
-                return [value]
+            except json.JSONDecodeError as e:
+                raise InputError(
+                    f"{where}: column 'prompt' holds {text!r:.60}, which looks like a JSON list but is not "
+                    f'valid JSON ({e.msg}); write a list as ["a prompt", "another"], or a single prompt '
+                    f'that starts with "[" as a one-item list'
+                ) from None
         else:
             return [value] if text else []
     if isinstance(value, list | tuple):
         out = []
         for p in value:
             if not isinstance(p, str):
-                raise InputError(f"{where}: prompt list holds {type(p).__name__} {p!r}; use strings")
+                raise InputError(f"{where}: column 'prompt' holds a list with {type(p).__name__} {p!r}; use strings")
             if p.strip():
                 out.append(p)
         return out
-    raise InputError(f"{where}: prompt must be a string or a list of strings, got {type(value).__name__}")
+    raise InputError(
+        f"{where}: column 'prompt' must hold a string or a list of strings, got {type(value).__name__} {value!r:.60}"
+    )
 
 
 def load_manifest(
@@ -263,7 +335,8 @@ def load_manifest(
         table = pa.table({"video": pa.array(videos, pa.string())})
         base = ""
     if "video" not in table.column_names:
-        raise InputError(f"manifest {url}: needs a 'video' column; it has {', '.join(table.column_names)}")
+        has = ", ".join(repr(c) for c in table.column_names) if table.column_names else "no columns"
+        raise InputError(f"manifest {url}: needs a 'video' column (path or URL of each clip); it has {has}")
     carried_names = [c for c in table.column_names if c not in RESERVED]
     clash = sorted(set(carried_names) & set(RESULT_COLUMNS))
     if clash:
@@ -275,9 +348,7 @@ def load_manifest(
     seen_unit: set[str] = set()
     for row in range(table.num_rows):
         where = f"manifest {url} row {row + 1}"
-        raw_video = cols["video"][row]
-        if not isinstance(raw_video, str) or not raw_video.strip():
-            raise InputError(f"{where}: empty 'video'")
+        raw_video = _video_of(cols["video"][row], where)
         video = _resolve(raw_video.strip(), base) if base else storage.normalize(raw_video.strip())
         raw_id = cols.get("id", [None] * table.num_rows)[row]
         vid = str(raw_id) if raw_id not in (None, "") else derive_id(raw_video.strip())
@@ -302,7 +373,7 @@ def load_manifest(
             seen_unit.add(key)
             units.append(Unit(vid, name, video, prompt, src, row, key))
     if not units:
-        raise InputError(f"manifest {url}: has no rows")
+        raise InputError(f"manifest {url}: has no rows; add one row per video (a 'video' column and a 'prompt')")
     return Manifest(units=units, carried=carried, source=url)
 
 
