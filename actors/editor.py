@@ -39,6 +39,7 @@ class EditSpec:
     model: str
     config: Any  # pipeline.method.editor.EditConfig
     reuse_inversion: bool = True  # False (--overwrite): recompute zT even when the store has it
+    clip_model: str | None = None  # --metrics: score each clip as it is written (actors/evaluation.py)
 
 
 @dataclass
@@ -85,6 +86,7 @@ class EditorActor:
         self.seconds_load_model = time.perf_counter() - t0
         self.fault = fault or {}
         self._last_end: float | None = None  # when the previous call returned: idle time is measured from it
+        self._scorer: Any = None  # CLIP for --metrics, loaded at the first clip that needs it
 
     def ping(self) -> dict[str, Any]:
         """Cheap call: answers once the actor (re)started; used by the runner after a crash."""
@@ -171,7 +173,7 @@ class EditorActor:
         t0 = time.perf_counter()
         frames = load_array(meta["frames"], self.opts)
         depth = load_array(meta["depth"], self.opts)
-        video = self.editor.prepare(frames, list(depth))
+        video = self.editor.prepare(frames, list(depth), video_id=units[0].id)
         del frames
         seconds_load = time.perf_counter() - t0
 
@@ -226,7 +228,7 @@ class EditorActor:
         rows: list[dict[str, Any]],
     ) -> None:
         """Decode and write each unit's mp4 (local temp file, one atomic upload), then its marker."""
-        from pipeline.io.video import write_video
+        from pipeline.io.video import read_frames, write_video
 
         config, meta = spec.config, p.meta
         prompt_of = dict(zip((u.key for u in p.units), p.prompts, strict=True))
@@ -243,6 +245,8 @@ class EditorActor:
                     height=meta["height"],
                 )
                 storage.put_file(local, url, self.opts)
+                # --metrics: the frames as stored (after H.264, what `evaluate` would read back).
+                written = read_frames(local).frames if spec.clip_model else None
             self._maybe_crash("after_output")
             # Per-video stages are paid once: charge them to the video's first row only.
             first = not p.charged
@@ -260,9 +264,28 @@ class EditorActor:
                 seconds_edit=edit_s,
                 seconds_write=time.perf_counter() - t0,
             )
+            scores = self._score(spec, unit, row, written, meta) if written is not None else {}
             resume.mark_done(spec.output, unit.key, row, spec.settings, self.opts)
-            rows.append(row)
+            rows.append(row | scores)  # the marker holds no metrics: `evaluate` may replace them
             p.charged = True
+
+    def _score(
+        self, spec: EditSpec, unit: Unit, row: dict[str, Any], written: np.ndarray, meta: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The metric columns of a clip just written, from the frames in memory (the input's are the
+        store's, at the working size, as `evaluate` resizes them); stored as `evaluate` stores them.
+        A failure here costs the clip its metrics (the run's `evaluate` step retries), never its row."""
+        from .evaluation import load_scorer, score_written, stored_values
+
+        try:
+            if self._scorer is None:
+                self._scorer = load_scorer(spec.clip_model, str(self.models.device))
+            source = load_array(meta["frames"], self.opts)
+            stored = score_written(spec.output, unit.key, row, written, source, self._scorer, self.opts)
+        except Exception as e:  # noqa: BLE001 - metrics are an extra; the edit is done
+            log.warning("no metrics for %s: %s: %s", unit.key, type(e).__name__, _first_line(e))
+            return {}
+        return stored_values(stored)
 
     def _inversion(self, meta: dict[str, Any], video: Any, source_prompt: str, spec: EditSpec) -> Any:
         """zT for this video: from the precompute store when an earlier run saved it, else computed

@@ -41,8 +41,8 @@ class EditConfig:
     update_weight: float = 100.0  # λ
     update_last_step: int | None = None  # K_u; None = steps // 2
     reverse: bool = False  # anchor = last frame, edit backwards
-    seed: int = 0  # only the 'random' injection ablation draws anything
-    schedule: str = "auto"  # sequential | wavefront | auto (the faster one on the device, as measured)
+    seed: int = 0  # only the 'random' injection ablation draws anything: from (seed, video id, prompt)
+    schedule: str = "auto"  # sequential | wavefront | auto (= wavefront)
     max_batch: int = 8  # wavefront: (frame, step, prompt) items per UNet call
     inversion_batch: int = 8  # frames per UNet call during inversion
     decode_batch: int = 4  # frames per VAE call
@@ -80,6 +80,7 @@ class Video:
     depth: torch.Tensor  # [N,1,H/8,W/8], min-max normalised to [-1,1] per frame, model dtype
     height: int
     width: int
+    id: str = ""  # the video's id: with the prompt, what the 'random' ablation's draws depend on
     cache: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -105,7 +106,7 @@ class Pix2Video:
     def __init__(self, models: DiffusionModels) -> None:
         self.models = models
         self.store = FeatureStore()
-        self.injected_layers = install(models.unet, self.store)
+        install(models.unet, self.store)
         self.last_engine: DenoiseEngine | None = None  # for statistics: store size, UNet calls
 
     @property
@@ -128,8 +129,12 @@ class Pix2Video:
         return self.models.text_encoder(ids.input_ids.to(self.device))[0].to(self.dtype)
 
     @torch.no_grad()
-    def prepare(self, frames: np.ndarray, depth: Sequence[np.ndarray] | torch.Tensor, batch: int = 4) -> Video:
-        """Encode frames (uint8 [N,H,W,3], already at the edit size) with the VAE mean; condition depth."""
+    def prepare(
+        self, frames: np.ndarray, depth: Sequence[np.ndarray] | torch.Tensor, batch: int = 4, *, video_id: str = ""
+    ) -> Video:
+        """Encode frames (uint8 [N,H,W,3], already at the edit size) with the VAE mean; condition depth.
+
+        `video_id` names the video for the 'random' injection ablation's draws (see `Video.id`)."""
         frames = np.asarray(frames)
         if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
             raise InputError(f"frames must be a uint8 array [N,H,W,3], got {frames.dtype} {frames.shape}")
@@ -147,7 +152,7 @@ class Pix2Video:
             x = (x.float() / 127.5 - 1.0).to(self.dtype)
             latents.append(vae.encode(x).latent_dist.mean.float() * self.scaling_factor)
         cond = depth_conditioning(depth, height, width).to(self.device, self.dtype)
-        return Video(latents=torch.cat(latents), depth=cond, height=height, width=width)
+        return Video(latents=torch.cat(latents), depth=cond, height=height, width=width, id=video_id)
 
     @torch.no_grad()
     def invert(self, video: Video, source_prompt: str, config: EditConfig) -> torch.Tensor:
@@ -219,7 +224,9 @@ class Pix2Video:
             orders.append(order)
             cond = self.encode_text(prompts)
             for p in range(len(prompts)):
-                jobs.append(EditJob(latents=zT[order], depth=video.depth[order], cond=cond[p], uncond=uncond))
+                jobs.append(
+                    EditJob(zT[order], video.depth[order], cond[p], uncond, video_id=video.id, prompt=prompts[p])
+                )
                 owner.append((index, p))
         engine = DenoiseEngine(
             self.models.unet, DDIMSchedule.create(config.steps), self.store, config.engine_settings(self.device)

@@ -13,21 +13,20 @@ frame, step by step); a larger `max_batch` runs whole anti-diagonals (`i + k` co
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
 from .ddim import DDIMSchedule, ddim_step
-from .injection import FeatureStore, InjectionPlan
+from .injection import FeatureStore, InjectionPlan, random_sources
 
 INJECTIONS = ("anchor+prev", "anchor", "prev", "random", "none")
 SCHEDULES = ("auto", "sequential", "wavefront")
 
 
 def default_schedule(device: torch.device) -> str:
-    """The schedule `auto` picks: wavefront everywhere, as measured in BENCHMARKS.md."""
+    """The schedule `auto` picks: wavefront, on every device (BENCHMARKS.md has the timings)."""
     return "wavefront"
 
 
@@ -39,6 +38,8 @@ class EditJob:
     depth: torch.Tensor  # [N,1,h,w] conditioning in [-1,1], model dtype
     cond: torch.Tensor  # [77,D] target prompt embedding
     uncond: torch.Tensor  # [77,D] negative prompt embedding
+    video_id: str = ""  # with `prompt`: what the 'random' ablation's draws depend on
+    prompt: str = ""
 
 
 @dataclass
@@ -77,12 +78,6 @@ class EngineSettings:
         return self.injection in ("anchor+prev", "prev", "random")
 
 
-def random_sources(num_frames: int, seed: int) -> list[int]:
-    """For the 'random' ablation: the earlier frame each frame attends to (frame 1 gets the anchor)."""
-    rng = random.Random(seed)
-    return [0] + [rng.randrange(i) for i in range(1, num_frames)]
-
-
 class DenoiseEngine:
     def __init__(
         self,
@@ -112,7 +107,7 @@ class DenoiseEngine:
         z = [job.latents.detach().clone().float() for job in jobs]
         next_step = [[0] * n for n in num_frames]
         first_open = [0] * len(jobs)  # first frame of each job not yet finished
-        sources = [random_sources(n, s.seed + j) for j, n in enumerate(num_frames)]
+        sources = [random_sources(len(job.latents), s.seed, job.video_id, job.prompt) for job in jobs]
         random_mode = s.injection == "random"
         self.store.reset(len(jobs), steps, s.branches, prev_slots=max(num_frames) if random_mode else 1)
         # x̂0 of the previous frame at each step, overwritten in place as frames advance.
@@ -136,7 +131,7 @@ class DenoiseEngine:
         return z
 
     def _ready(self, next_step: list[list[int]], first_open: list[int], num_frames: list[int]):
-        """Ready (job, frame, step) items, anchors first then by frame, so jobs move in lockstep."""
+        """Ready (job, frame, step) items by frame, then job, so the jobs of a batch move in lockstep."""
         steps = self.schedule.steps
         ready = []
         for j, frames in enumerate(next_step):
@@ -158,6 +153,8 @@ class DenoiseEngine:
         random_mode = s.injection == "random"
         anchors = [(j, k) for j, f, k in items if f == 0]
         others = [(j, f, k) for j, f, k in items if f > 0]
+        # The row layout InjectionProcessor slices on: plain (anchor) rows first, then injected rows.
+        assert all(f == 0 for _, f, _ in items[: len(anchors)]), "anchor items must come first"
         device = self.unet.device
 
         def index(values: list[int]) -> torch.Tensor:
@@ -185,6 +182,9 @@ class DenoiseEngine:
         unet = self.unet
         dtype, device = unet.dtype, unet.device
         nb = s.branches
+        # Row layout, the contract with InjectionPlan: the plain rows (anchor frames) first, then the
+        # injected rows (later frames); each item's CFG branches are adjacent (unconditional, conditional).
+        items = [item for item in items if item[1] == 0] + [item for item in items if item[1] > 0]
         latents = torch.stack([z[j][f] for j, f, _ in items])
         depth = torch.stack([jobs[j].depth[f] for j, f, _ in items])
         sample = torch.cat([latents.to(dtype), depth.to(dtype)], dim=1).repeat_interleave(nb, dim=0)

@@ -15,6 +15,7 @@ with the video's length. Only the "random earlier frame" ablation keeps one slot
 
 from __future__ import annotations
 
+import random
 import re
 from dataclasses import dataclass
 
@@ -28,6 +29,14 @@ DECODER_SELF_ATTENTION = re.compile(r"^up_blocks\.\d+\.attentions\.\d+\.transfor
 def decoder_self_attention_names(unet: torch.nn.Module) -> list[str]:
     """Names of the decoder self-attention modules, in forward order (nine in SD2)."""
     return [name for name, _ in unet.named_modules() if DECODER_SELF_ATTENTION.match(name)]
+
+
+def random_sources(num_frames: int, seed: int, video_id: str, prompt: str) -> list[int]:
+    """The 'random' ablation: for each position in edit order, the earlier position it attends to
+    (besides the anchor). Drawn from (seed, video id, prompt) alone, so a (video, prompt) gets the same
+    frames whichever job, batch or machine edits it. Position 1 has only the anchor before it."""
+    rng = random.Random(f"{seed}\x00{video_id}\x00{prompt}")  # str seeds hash with SHA-512: stable
+    return [0] + [rng.randrange(i) for i in range(1, num_frames)]
 
 
 @dataclass

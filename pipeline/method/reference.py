@@ -1,0 +1,153 @@
+"""Pix2Video as a plain loop, one frame and one step at a time: ALGORITHM.md steps 1-5, in order.
+
+This is the oracle the batched engine (`engine.py`) is tested against. It shares no batching, no
+store and no plan with the engine: features live in a dict keyed by (step, branch, layer), and one
+UNet call is one frame at one step (both CFG branches). Slow; for tests and for reading.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from .ddim import TRAIN_TIMESTEPS, alphas_cumprod
+from .injection import decoder_self_attention_names, random_sources
+
+if TYPE_CHECKING:
+    from pipeline.models.loading import DiffusionModels
+
+    from .editor import EditConfig
+
+Features = dict[tuple[int, int, int], torch.Tensor]  # (step, branch, layer) -> the layer's input tokens
+
+
+class _Injection:
+    """Decoder self-attention for one layer: records its input, and attends to `sources` if any.
+
+    Q = W_q·h; K, V = W_k, W_v · concat_tokens(sources[(step, branch, layer)]); ordinary attention
+    when there are no sources. Written out (softmax, not SDPA) so it shares nothing with the engine.
+    """
+
+    def __init__(self, state: dict, layer: int) -> None:
+        self.state, self.layer = state, layer
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kw):
+        rows = []
+        for branch, h in enumerate(hidden_states.split(1)):
+            key = (self.state["step"], branch, self.layer)
+            self.state["record"][key] = h.clone()
+            context = torch.cat([src[key] for src in self.state["sources"]], dim=1) if self.state["sources"] else h
+            q, k, v = attn.to_q(h), attn.to_k(context), attn.to_v(context)
+            heads = lambda x: x.view(1, x.shape[1], attn.heads, -1).transpose(1, 2)  # noqa: E731
+            q, k, v = heads(q), heads(k), heads(v)
+            w = torch.softmax(q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5, dim=-1)
+            out = (w @ v).transpose(1, 2).reshape(1, h.shape[1], -1)
+            rows.append(attn.to_out[1](attn.to_out[0](out)))
+        return torch.cat(rows)
+
+
+@torch.no_grad()
+def reference_edit(
+    models: DiffusionModels,
+    frames: np.ndarray,
+    depth: torch.Tensor,
+    source_prompt: str,
+    prompts: Sequence[str],
+    config: EditConfig,
+    video_id: str = "",
+) -> list[torch.Tensor]:
+    """Final latents [N,4,h,w] per prompt, in frame order. `frames` uint8 [N,H,W,3] at the edit size;
+    `depth` the conditioning [N,1,H/8,W/8] (`editor.depth_conditioning`)."""
+    unet, vae, dev = models.unet, models.vae, models.device
+    S, g, lam = config.steps, config.guidance_scale, config.update_weight
+    K_u = S // 2 if config.update_last_step is None else config.update_last_step
+    delta = TRAIN_TIMESTEPS // S
+    alphas = alphas_cumprod()
+    abar = lambda t: alphas[max(t, 0)].to(dev)  # noqa: E731 - ᾱ(t) = ᾱ(0) for t < 0
+    s = vae.config.scaling_factor
+    d = depth.to(dev, unet.dtype)
+
+    def text(p: str) -> torch.Tensor:
+        ids = models.tokenizer([p], padding="max_length", max_length=77, truncation=True, return_tensors="pt")
+        return models.text_encoder(ids.input_ids.to(dev))[0].to(unet.dtype)
+
+    def eps_of(z, i, t, emb):
+        return unet(torch.cat([z.to(unet.dtype), d[i : i + 1].expand(len(z), -1, -1, -1)], 1), t, emb).sample.float()
+
+    state: dict = {"step": 0, "record": {}, "sources": []}
+    saved = unet.attn_processors
+    layers = {n: i for i, n in enumerate(decoder_self_attention_names(unet))}
+    unet.set_attn_processor(
+        {k: (_Injection(state, layers[k[: -len(".processor")]]) if k[: -len(".processor")] in layers else p)
+         for k, p in saved.items()}
+    )
+    try:
+        # Encoding: the VAE mean of each frame, scaled.
+        x = torch.from_numpy(np.asarray(frames)).to(dev).permute(0, 3, 1, 2).float() / 127.5 - 1
+        z0 = [vae.encode(x[i : i + 1].to(unet.dtype)).latent_dist.mean.float() * s for i in range(len(x))]
+
+        # Step 1: DDIM inversion of every frame on its own, source prompt, conditional branch only.
+        e_src, zT = text(source_prompt), []
+        for i, z in enumerate(z0):
+            for k in range(S):
+                t = k * delta
+                state.update(step=k, record={}, sources=[])
+                eps = eps_of(z, i, t, e_src)
+                a, b = abar(t - delta), abar(t)
+                z = b.sqrt() * (z - (1 - a).sqrt() * eps) / a.sqrt() + (1 - b).sqrt() * eps
+            zT.append(z)
+
+        e_neg, results = text(config.negative_prompt), []
+        for prompt in prompts:
+            e = torch.cat([e_neg, text(prompt)])  # branch 0 unconditional, branch 1 conditional
+            order = list(range(len(zT)))[:: -1 if config.reverse else 1]
+            draws = random_sources(len(order), config.seed, video_id, prompt)
+            history: list[Features] = []  # every frame's recorded inputs, by position in edit order
+            x0_prev: list[torch.Tensor] = []  # the previous frame's x̂0 at every step
+            out = {}
+            # Steps 2-3: the anchor (position 0), then every later frame in order.
+            for pos, i in enumerate(order):
+                if pos == 0 or config.injection == "none":
+                    sources = []
+                else:
+                    anchor, prev = history[0], history[pos - 1]
+                    sources = {
+                        "anchor+prev": [anchor, prev],
+                        "anchor": [anchor],
+                        "prev": [prev],
+                        "random": [anchor, history[draws[pos]]],
+                    }[config.injection]
+                z, feats, x0s = zT[i], {}, []
+                for k in range(S):
+                    t = (S - 1 - k) * delta
+                    state.update(step=k, record=feats, sources=sources)
+                    eps_u, eps_c = eps_of(z.expand(2, -1, -1, -1), i, t, e).chunk(2)
+                    eps = eps_u + g * (eps_c - eps_u)
+                    a, b = abar(t), abar(t - delta)
+                    x0 = (z - (1 - a).sqrt() * eps) / a.sqrt()
+                    z = b.sqrt() * x0 + (1 - b).sqrt() * eps
+                    # The latent update: frames after the anchor, steps 0..K_u.
+                    if pos > 0 and config.latent_update and k <= K_u:
+                        z = z - lam * (2 / x0.numel()) * (x0 - x0_prev[k])
+                    x0s.append(x0)
+                history.append(feats)
+                x0_prev = x0s
+                out[i] = z[0]
+            results.append(torch.stack([out[i] for i in range(len(zT))]))
+        return results
+    finally:
+        unet.set_attn_processor(saved)
+
+
+@torch.no_grad()
+def reference_decode(models: DiffusionModels, latents: torch.Tensor) -> np.ndarray:
+    """Step 5: x = vae.decode(z / s), clamp to [-1, 1], floor((x + 1) / 2 · 255), one frame at a time."""
+    vae = models.vae
+    frames = []
+    for z in latents:
+        x = vae.decode((z[None] / vae.config.scaling_factor).to(vae.dtype)).sample.float().clamp(-1, 1)
+        frames.append(((x + 1) / 2 * 255).floor().to(torch.uint8)[0].permute(1, 2, 0).cpu().numpy())
+    return np.stack(frames)
