@@ -1,0 +1,240 @@
+"""The toy captioner: `BlipForConditionalGeneration` (a small ViT and a small BERT-style text decoder with
+cross-attention, the tiny builder's BLIP at toy widths) trained with teacher forcing to write the toy
+world's captions ("a red striped ball and a yellow cube on a gray floor", objects named left to right).
+
+Vision input: 128x128, the frames' own size, in 16x16 patches (an 8x8 grid: the cost of a 64x64 input with
+8x8 patches, but the patch embedding sees the textures at full resolution). The processor written by
+`save_caption` resizes every image to 128, so the project's `Captioner` feeds the model what it was trained
+on. The tokenizer is the tiny builder's WordPiece vocabulary, which has every word of the grammar as a whole
+token. Training images are normalised with the very image processor that is saved with the model.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pipeline.toy.data import FrameSet
+from pipeline.toy.trainer import Trainer, batch_rng
+
+SEED = 31
+CAPTION_SIZE = 128  # vision input resolution: the frames' own (no resize)
+PATCH = 16  # 8x8 patches, as many tokens as 64x64 inputs with 8x8 patches
+
+
+def caption_processor(size: int = CAPTION_SIZE) -> Any:
+    """A `BlipProcessor`: the PIL BLIP image processor at `size` and the tiny builder's BERT tokenizer."""
+    from transformers import BertTokenizer, BlipProcessor
+
+    from pipeline.models.tiny import _bert_vocab, _pil_image_processor
+
+    words = _bert_vocab()
+    tok = BertTokenizer(vocab={w: i for i, w in enumerate(words)}, bos_token="[DEC]", model_max_length=64)
+    image_processor = _pil_image_processor("BlipImageProcessor")(size={"height": size, "width": size})
+    return BlipProcessor(image_processor=image_processor, tokenizer=tok)
+
+
+def toy_blip_config(tokenizer: Any, size: int = CAPTION_SIZE) -> Any:
+    """The tiny builder's BLIP config (`_build_blip`) with wider layers, 3 decoder layers and a `size` input."""
+    from transformers import BlipConfig
+
+    width = 64
+    return BlipConfig(
+        text_config={
+            "vocab_size": len(tokenizer),
+            "hidden_size": width,
+            "encoder_hidden_size": width,
+            "intermediate_size": 2 * width,
+            "projection_dim": width,
+            "num_hidden_layers": 3,
+            "num_attention_heads": 2,
+            "max_position_embeddings": 64,
+            "bos_token_id": tokenizer.bos_token_id,
+            "eos_token_id": tokenizer.sep_token_id,
+            "sep_token_id": tokenizer.sep_token_id,
+            "pad_token_id": tokenizer.pad_token_id,
+        },
+        vision_config={
+            "hidden_size": width,
+            "intermediate_size": 2 * width,
+            "projection_dim": width,
+            "num_hidden_layers": 3,
+            "num_attention_heads": 2,
+            "image_size": size,
+            "patch_size": PATCH,
+            "initializer_range": 0.02,
+        },
+        projection_dim=width,
+        image_text_hidden_size=width,
+    )
+
+
+def pixel_values(image_processor: Any, frames: np.ndarray) -> torch.Tensor:
+    """uint8 frames [N,H,W,3] -> the image processor's pixel_values (float32 [N,3,s,s]).
+
+    Frames already at the processor's size are only rescaled and normalised here (the same arithmetic the
+    processor does: its resize to the same size is the identity; tests check equality), which is cheap
+    enough to do per batch; other sizes go through the processor itself."""
+    size = image_processor.crop_size if getattr(image_processor, "do_center_crop", False) else image_processor.size
+    side = size.get("height", size.get("shortest_edge"))
+    if frames.shape[1:3] != (side, side):
+        return image_processor(images=list(frames), return_tensors="pt")["pixel_values"]
+    mean = torch.tensor(image_processor.image_mean, dtype=torch.float32)[:, None, None]
+    std = torch.tensor(image_processor.image_std, dtype=torch.float32)[:, None, None]
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()
+    return (x * float(image_processor.rescale_factor) - mean) / std
+
+
+def caption_tokens(tokenizer: Any, captions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """([DEC] words [SEP] padded, labels with -100 on padding): BLIP's decoder input, as `generate` starts it."""
+    tok = tokenizer(list(captions), padding="longest", return_tensors="pt")
+    ids = tok.input_ids.clone()
+    ids[:, 0] = tokenizer.bos_token_id
+    labels = ids.masked_fill(tok.attention_mask == 0, -100)
+    return ids, labels
+
+
+def train_caption(
+    data: FrameSet,
+    workdir: str | os.PathLike,
+    steps: int = 1500,
+    batch: int = 32,
+    lr: float = 1e-3,
+    checkpoint_every: int = 200,
+) -> Any:
+    """Train a toy BLIP on `data` under `<workdir>/caption/` (resumable); returns it in eval mode."""
+    from transformers import BlipForConditionalGeneration
+
+    proc = caption_processor()
+    torch.manual_seed(SEED)
+    model = BlipForConditionalGeneration(toy_blip_config(proc.tokenizer))
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    trainer = Trainer(
+        "caption",
+        workdir,
+        {"blip": model},
+        opt,
+        steps,
+        lr_warmup=min(100, steps // 10 + 1),
+        checkpoint_every=checkpoint_every,
+    )
+    if trainer.done:
+        trainer.resume()
+        return model.eval().requires_grad_(False)
+    ids, labels = caption_tokens(proc.tokenizer, data.captions)
+
+    def step(i: int) -> float:
+        rng = batch_rng(SEED, i)
+        idx = torch.from_numpy(np.sort(rng.integers(0, len(data), batch)))
+        mask = labels[idx] != -100
+        width = int(mask.sum(1).max())
+        out = model(
+            pixel_values=pixel_values(proc.image_processor, data.frames[idx.numpy()]),
+            input_ids=ids[idx, :width],
+            attention_mask=mask[:, :width].long(),
+            labels=labels[idx, :width],
+        )
+        opt.zero_grad(set_to_none=True)
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        return float(out.loss.detach())
+
+    trainer.run(step)
+    return model.eval().requires_grad_(False)
+
+
+_OBJECT = re.compile(r"^a (\w+)(?: (striped|dotted|checkered))? (\w+)$")
+
+
+def parse_caption(text: str) -> tuple[list[tuple[str, str, str]], str] | None:
+    """'a red striped ball and a yellow cube on a gray floor' -> ([('red','striped','ball'),
+    ('yellow','plain','cube')], 'gray'); None when the text is not in the grammar."""
+    text = " ".join(text.split())
+    if " on a " not in text or not text.endswith(" floor"):
+        return None
+    things, floor = text.rsplit(" on a ", 1)
+    objects = []
+    for part in things.split(" and "):
+        m = _OBJECT.match(part)
+        if m is None:
+            return None
+        objects.append((m.group(1), m.group(2) or "plain", m.group(3)))
+    return objects, floor.removesuffix(" floor")
+
+
+def caption_scores(predicted: Sequence[str], truth: Sequence[str]) -> dict[str, float]:
+    """Attribute accuracy of predicted captions against the true ones.
+
+    A frame is right ("all_attributes") when its caption parses and names the same number of objects, in the
+    same left-to-right order, each with the right colour, texture word (none = plain) and shape, and the
+    right floor colour. Per-attribute figures count each object slot (by position) separately; an object
+    missing from, or extra in, the prediction counts as wrong on all three attributes.
+    """
+    frames_right = exact = parsed = 0
+    slots = {"colour": 0, "texture": 0, "shape": 0}
+    n_objects = floors = 0
+    for p, t in zip(predicted, truth, strict=True):
+        tp, tt = parse_caption(p), parse_caption(t)
+        if tt is None:
+            raise ValueError(f"true caption not in the grammar: {t!r}")
+        exact += " ".join(p.split()) == " ".join(t.split())
+        n_objects += max(len(tt[0]), len(tp[0]) if tp else 0)
+        if tp is None:
+            continue
+        parsed += 1
+        floors += tp[1] == tt[1]
+        for a, b in zip(tp[0], tt[0], strict=False):
+            for k, name in enumerate(slots):
+                slots[name] += a[k] == b[k]
+        frames_right += tp == tt
+    n = max(1, len(truth))
+    return {
+        "all_attributes": frames_right / n,
+        "exact_caption": exact / n,
+        "parsed": parsed / n,
+        "floor": floors / n,
+        **{name: v / max(1, n_objects) for name, v in slots.items()},
+        "frames": len(truth),
+    }
+
+
+def evaluate_caption(
+    model: Any, heldout: FrameSet, *, folder: str | os.PathLike | None = None, batch_size: int = 32
+) -> dict[str, Any]:
+    """Held-out figures (see `caption_scores`) of greedy captions written by the project's `Captioner`.
+
+    `folder` given: the captioner is loaded from it with `Captioner.from_model` (what the CLI does) and
+    `model` is not used; otherwise `model` (a trained BLIP or a `Captioner`) is wrapped with
+    `caption_processor()`. A few (prediction, truth) examples come back under "examples"."""
+    from pipeline.models.caption import Captioner
+
+    if folder is not None:
+        cap = Captioner.from_model(str(folder), device="cpu")
+    elif isinstance(model, Captioner):
+        cap = model
+    else:
+        proc = caption_processor(int(model.config.vision_config.image_size))
+        cap = Captioner(model, proc.image_processor, proc.tokenizer, device=torch.device("cpu"), dtype=torch.float32)
+    predicted = cap(heldout.frames, batch_size=batch_size)
+    scores: dict[str, Any] = caption_scores(predicted, heldout.captions)
+    wrong = [(p, t) for p, t in zip(predicted, heldout.captions, strict=True) if parse_caption(p) != parse_caption(t)]
+    scores["examples"] = [list(x) for x in list(zip(predicted, heldout.captions, strict=True))[:3]]
+    scores["wrong_examples"] = [list(x) for x in wrong[:5]]
+    return scores
+
+
+def save_caption(model: Any, processor: Any, folder: str | os.PathLike) -> Path:
+    """Write a BLIP captioning checkpoint folder (config.json, model.safetensors, tokenizer and
+    preprocessor files, as `_build_blip` writes them) that `Captioner.from_model(folder)` loads."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    processor.save_pretrained(folder)
+    model.save_pretrained(folder)
+    return folder

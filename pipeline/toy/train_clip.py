@@ -1,0 +1,223 @@
+"""The toy metric CLIP: `CLIPModel` (the tiny builder's `_build_clip` at toy widths, quick_gelu in both towers
+as in OpenAI's CLIP) trained contrastively on toy frames and their captions.
+
+Vision input: 128x128, the frames' own size, in 16x16 patches (an 8x8 grid). The processor written by
+`save_clip` resizes the shortest edge to 128 and centre-crops 128x128, so `ClipScorer.from_model` feeds the
+model what it was trained on. The tokenizer is the tiny builder's CLIP BPE vocabulary (every word of the
+grammar is one token).
+
+Loss: CLIP's symmetric cross-entropy over the batch's image-text similarities, with one change: frames of
+the same scene often share a caption, so each image's (and each caption's) target is spread uniformly over
+every batch item with the same caption instead of being only its own pair (no false negatives).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pipeline.toy.data import FrameSet
+from pipeline.toy.train_caption import pixel_values
+from pipeline.toy.trainer import Trainer, batch_rng
+
+SEED = 41
+CLIP_SIZE = 128
+PATCH = 16
+GALLERY = 32  # images per retrieval gallery (distinct captions)
+GALLERIES = 50
+
+
+def clip_processor(size: int = CLIP_SIZE) -> Any:
+    """A `CLIPProcessor`: the PIL CLIP image processor at `size` and the tiny builder's CLIP tokenizer."""
+    from transformers import CLIPProcessor, CLIPTokenizer
+
+    from pipeline.models.tiny import _clip_vocab_and_merges, _pil_image_processor
+
+    vocab, merges = _clip_vocab_and_merges()
+    tok = CLIPTokenizer(vocab=vocab, merges=merges, pad_token="<|endoftext|>", model_max_length=77)
+    image_processor = _pil_image_processor("CLIPImageProcessor")(
+        size={"shortest_edge": size}, crop_size={"height": size, "width": size}
+    )
+    return CLIPProcessor(image_processor=image_processor, tokenizer=tok)
+
+
+def toy_clip_config(tokenizer: Any, size: int = CLIP_SIZE) -> Any:
+    """`_build_clip`'s config with wider layers, 3 layers per tower, quick_gelu, and a `size` input."""
+    from transformers import CLIPConfig, CLIPTextConfig, CLIPVisionConfig
+
+    width = 64
+    text = CLIPTextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=width,
+        intermediate_size=2 * width,
+        num_hidden_layers=3,
+        num_attention_heads=2,
+        max_position_embeddings=77,
+        hidden_act="quick_gelu",
+        projection_dim=width,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    vision = CLIPVisionConfig(
+        hidden_size=width,
+        intermediate_size=2 * width,
+        num_hidden_layers=3,
+        num_attention_heads=2,
+        image_size=size,
+        patch_size=PATCH,
+        projection_dim=width,
+        hidden_act="quick_gelu",
+    )
+    return CLIPConfig(text_config=text.to_dict(), vision_config=vision.to_dict(), projection_dim=width)
+
+
+def _unit(x: Any) -> torch.Tensor:
+    x = x if isinstance(x, torch.Tensor) else x.pooler_output
+    return torch.nn.functional.normalize(x, dim=-1)
+
+
+def contrastive_loss(image: torch.Tensor, text: torch.Tensor, scale: torch.Tensor, same: torch.Tensor) -> torch.Tensor:
+    """Symmetric cross-entropy of `scale * image @ text.T` against targets uniform over equal captions."""
+    logits = scale * image @ text.T
+    target = same.float() / same.float().sum(1, keepdim=True)
+    li = -(target * logits.log_softmax(1)).sum(1).mean()
+    lt = -(target * logits.T.log_softmax(1)).sum(1).mean()
+    return (li + lt) / 2
+
+
+def train_clip(
+    data: FrameSet,
+    workdir: str | os.PathLike,
+    steps: int = 1500,
+    batch: int = 64,
+    lr: float = 1e-3,
+    checkpoint_every: int = 200,
+) -> Any:
+    """Train a toy CLIP on `data` under `<workdir>/clip/` (resumable); returns it in eval mode."""
+    from transformers import CLIPModel
+
+    proc = clip_processor()
+    torch.manual_seed(SEED)
+    model = CLIPModel(toy_clip_config(proc.tokenizer))
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    trainer = Trainer(
+        "clip",
+        workdir,
+        {"clip": model},
+        opt,
+        steps,
+        lr_warmup=min(100, steps // 10 + 1),
+        checkpoint_every=checkpoint_every,
+    )
+    if trainer.done:  # Trainer.run returns at once on a finished run, without loading the checkpoint
+        trainer.resume()
+        return model.eval().requires_grad_(False)
+    names = sorted(set(data.captions))
+    where = {c: k for k, c in enumerate(names)}
+    caption_index = np.array([where[c] for c in data.captions])
+    tok = proc.tokenizer(names, padding="longest", return_tensors="pt")
+
+    def step(i: int) -> float:
+        rng = batch_rng(SEED, i)
+        idx = np.sort(rng.integers(0, len(data), batch))
+        cap = caption_index[idx]
+        x = pixel_values(proc.image_processor, data.frames[idx])
+        image = _unit(model.get_image_features(pixel_values=x))
+        text = _unit(model.get_text_features(input_ids=tok.input_ids[cap], attention_mask=tok.attention_mask[cap]))
+        same = torch.from_numpy(cap[:, None] == cap[None, :])
+        loss = contrastive_loss(image, text, model.logit_scale.exp().clamp(max=100), same)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        return float(loss.detach())
+
+    trainer.run(step)
+    return model.eval().requires_grad_(False)
+
+
+def retrieval_galleries(
+    captions: list[str], size: int = GALLERY, count: int = GALLERIES, seed: int = 0
+) -> list[list[int]]:
+    """`count` galleries of `size` frame indices with pairwise distinct captions.
+
+    Each gallery: `size` distinct captions drawn at random (without replacement) from the held-out set's
+    distinct captions, and for each caption one frame drawn at random among the frames with that caption.
+    Seeded, so every model is measured on the same galleries."""
+    rng = np.random.default_rng(seed)
+    by_caption: dict[str, list[int]] = {}
+    for i, c in enumerate(captions):
+        by_caption.setdefault(c, []).append(i)
+    names = sorted(by_caption)
+    if len(names) < size:
+        raise ValueError(f"only {len(names)} distinct captions, fewer than a gallery of {size}")
+    galleries = []
+    for _ in range(count):
+        chosen = rng.choice(len(names), size, replace=False)
+        galleries.append([int(rng.choice(by_caption[names[k]])) for k in chosen])
+    return galleries
+
+
+def evaluate_clip(
+    model: Any,
+    heldout: FrameSet,
+    *,
+    folder: str | os.PathLike | None = None,
+    galleries: int = GALLERIES,
+    gallery_size: int = GALLERY,
+) -> dict[str, Any]:
+    """Text-to-image top-1 retrieval on held-out frames, through the project's `ClipScorer`.
+
+    Galleries: see `retrieval_galleries` (default 50 galleries of 32 frames with distinct captions). In each,
+    every caption is a query; it is right when, of the gallery's 32 frames, its own frame has the highest
+    cosine similarity to it. Also image-to-text top-1 over the same galleries, and the mean cosine of true
+    pairs minus that of the other pairs. `folder` given: the scorer is loaded from it with
+    `ClipScorer.from_model` (`model` unused); otherwise `model` is wrapped with `clip_processor()`."""
+    from pipeline.quality.clip import ClipScorer
+
+    if folder is not None:
+        scorer = ClipScorer.from_model(str(folder), device="cpu")
+    elif isinstance(model, ClipScorer):
+        scorer = model
+    else:
+        proc = clip_processor(int(model.config.vision_config.image_size))
+        scorer = ClipScorer(
+            model, proc.image_processor, proc.tokenizer, device=torch.device("cpu"), dtype=torch.float32
+        )
+    images = scorer.image_embeddings(heldout.frames, batch_size=64)
+    texts = {c: scorer.text_embedding(c) for c in sorted(set(heldout.captions))}
+    t2i = i2t = 0
+    margins = []
+    groups = retrieval_galleries(heldout.captions, size=gallery_size, count=galleries)
+    for g in groups:
+        im = images[g]
+        tx = torch.stack([texts[heldout.captions[i]] for i in g])
+        sim = tx @ im.T  # [query caption, gallery image]
+        eye = torch.eye(len(g), dtype=torch.bool)
+        t2i += int((sim.argmax(1) == torch.arange(len(g))).sum())
+        i2t += int((sim.argmax(0) == torch.arange(len(g))).sum())
+        margins.append(float(sim[eye].mean() - sim[~eye].mean()))
+    n = len(groups) * gallery_size
+    return {
+        "t2i_top1": t2i / n,
+        "i2t_top1": i2t / n,
+        "cosine_margin": float(np.mean(margins)),
+        "galleries": len(groups),
+        "gallery_size": gallery_size,
+        "distinct_captions": len(texts),
+    }
+
+
+def save_clip(model: Any, processor: Any, folder: str | os.PathLike) -> Path:
+    """Write a CLIPModel checkpoint folder (config.json, model.safetensors, tokenizer and preprocessor files,
+    as `_build_clip` writes them) that `ClipScorer.from_model(folder)` loads."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    processor.save_pretrained(folder)
+    model.save_pretrained(folder)
+    return folder

@@ -1,0 +1,202 @@
+"""The toy depth estimator: DPT-hybrid (`DPTForDepthEstimation`, ViT on a BiT stem, the architecture of
+Intel/dpt-hybrid-midas that SD2-depth bundles) at toy widths, regressed on the toy world's true disparity.
+
+Target and output follow MiDaS: relative inverse depth, larger = nearer. The loss is plain L1 between the
+prediction and the true disparity normalised per image by its mean (d / mean(d): positive, of order 1,
+scale-free like MiDaS's output, so the head's final ReLU never has to reach below zero), plus MiDaS's
+scale-and-shift-invariant L1 (both maps aligned by median and mean absolute deviation) so that the ordering
+of depths is what counts most.
+
+Input size: the frames' own 128x128 (BiT's 16x reduction gives an 8x8 ViT grid); the
+`feature_extractor/preprocessor_config.json` written by `save_depth` says `size: 128`, so
+`DepthEstimator.from_model` feeds the model 128x128 images and returns 128x128 depth.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pipeline.toy.data import FrameSet
+from pipeline.toy.trainer import Trainer, batch_rng
+
+SEED = 21
+DEPTH_SIZE = 128  # DPT input (and output) resolution
+ORDINAL_MIN_RATIO = 0.05  # pixel pairs whose true disparities differ by less than 5% are not counted
+
+
+def toy_dpt_config(size: int = DEPTH_SIZE) -> Any:
+    """`tiny_dpt_config()` (same layer counts, same hybrid layout) with wider layers and a `size` input."""
+    from pipeline.models.tiny import tiny_dpt_config
+
+    cfg = tiny_dpt_config()
+    bb = cfg.backbone_config
+    bb.embedding_size = 16
+    bb.hidden_sizes = [32, 64, 128]
+    grid = size // 16
+    cfg.backbone_featmap_shape = [1, bb.hidden_sizes[-1], grid, grid]
+    cfg.image_size = size
+    cfg.hidden_size = 64
+    cfg.intermediate_size = 128
+    cfg.neck_hidden_sizes = [32, 64, 64, 64]
+    cfg.fusion_hidden_size = 32
+    return cfg
+
+
+def to_pixels(frames: np.ndarray) -> torch.Tensor:
+    """uint8 [N,H,W,3] at DEPTH_SIZE -> what the published DPT preprocessing gives (mean = std = 0.5)."""
+    return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
+def _mean_normalised(d: torch.Tensor) -> torch.Tensor:
+    return d / d.flatten(1).mean(1).clamp_min(1e-6)[:, None, None]
+
+
+def _median_mad(d: torch.Tensor) -> torch.Tensor:
+    flat = d.flatten(1)
+    med = flat.median(1).values[:, None]
+    mad = (flat - med).abs().mean(1, keepdim=True).clamp_min(1e-6)
+    return ((flat - med) / mad).view_as(d)
+
+
+def depth_loss(pred: torch.Tensor, disparity: torch.Tensor) -> torch.Tensor:
+    """L1(pred, d / mean d) + L1 of the median/MAD-aligned maps (MiDaS's scale-and-shift-invariant loss)."""
+    plain = (pred - _mean_normalised(disparity)).abs().mean()
+    ssi = (_median_mad(pred) - _median_mad(disparity)).abs().mean()
+    return plain + 0.5 * ssi
+
+
+def train_depth(
+    data: FrameSet,
+    workdir: str | os.PathLike,
+    steps: int = 1500,
+    batch: int = 8,
+    lr: float = 1e-3,
+    checkpoint_every: int = 200,
+) -> Any:
+    """Train a toy DPT on `data` under `<workdir>/depth/` (resumable); returns it in eval mode."""
+    from transformers import DPTForDepthEstimation
+
+    size = data.frames.shape[1]
+    if data.frames.shape[1:3] != (size, size):
+        raise ValueError(f"frames must be square, got {data.frames.shape[1:3]}")
+    torch.manual_seed(SEED)
+    model = DPTForDepthEstimation(toy_dpt_config(size))
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    trainer = Trainer(
+        "depth",
+        workdir,
+        {"depth": model},
+        opt,
+        steps,
+        lr_warmup=min(100, steps // 10 + 1),
+        checkpoint_every=checkpoint_every,
+    )
+
+    def step(i: int) -> float:
+        rng = batch_rng(SEED, i)
+        idx = np.sort(rng.integers(0, len(data), batch))
+        x = to_pixels(data.frames[idx])
+        d = torch.from_numpy(data.disparity[idx].astype(np.float32))
+        if rng.random() < 0.5:
+            x, d = x.flip(-1), d.flip(-1)
+        pred = model(pixel_values=x).predicted_depth
+        loss = depth_loss(pred, d)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        return float(loss.detach())
+
+    if trainer.done:  # Trainer.run returns at once on a finished run, without loading the checkpoint
+        trainer.resume()
+    else:
+        trainer.run(step)
+    return model.eval().requires_grad_(False)
+
+
+@torch.no_grad()
+def predict_depth(model: Any, frames: np.ndarray, batch: int = 32) -> np.ndarray:
+    """Raw predicted depth (float32 [N,h,w]) for uint8 frames at the model's input size."""
+    model.eval()
+    return np.concatenate(
+        [
+            model(pixel_values=to_pixels(frames[i : i + batch])).predicted_depth.numpy()
+            for i in range(0, len(frames), batch)
+        ]
+    )
+
+
+def ordinal_accuracy(
+    pred: np.ndarray, disparity: np.ndarray, pairs: int = 2000, min_ratio: float = ORDINAL_MIN_RATIO, seed: int = 0
+) -> float:
+    """Fraction of random pixel pairs whose depth order the prediction gets right.
+
+    Per frame, `pairs` pixel pairs (p, q) are drawn uniformly (seeded) over the whole frame, object and
+    background pixels alike. A pair counts only when the true disparities differ by more than `min_ratio`
+    of the larger one (|d_p - d_q| > min_ratio * max(d_p, d_q); 5% by default: pairs at nearly equal depth
+    have no meaningful order). A counted pair is right when sign(pred_p - pred_q) = sign(d_p - d_q)
+    (ties in the prediction count as wrong). `pred` is resized (bilinear) to the disparity's grid first.
+    Returns right / counted over all frames.
+    """
+    pred = np.asarray(pred, np.float32)
+    disparity = np.asarray(disparity, np.float32)
+    if pred.shape[1:] != disparity.shape[1:]:
+        t = torch.nn.functional.interpolate(
+            torch.from_numpy(pred)[:, None], size=disparity.shape[1:], mode="bilinear", align_corners=False
+        )
+        pred = t[:, 0].numpy()
+    rng = np.random.default_rng(seed)
+    n, h, w = disparity.shape
+    right = counted = 0
+    for k in range(n):
+        p = rng.integers(0, h * w, pairs)
+        q = rng.integers(0, h * w, pairs)
+        d, e = disparity[k].ravel(), pred[k].ravel()
+        keep = np.abs(d[p] - d[q]) > min_ratio * np.maximum(d[p], d[q])
+        truth = np.sign(d[p] - d[q])[keep]
+        guess = np.sign(e[p] - e[q])[keep]
+        right += int((truth == guess).sum())
+        counted += int(keep.sum())
+    return right / max(1, counted)
+
+
+def evaluate_depth(model: Any, heldout: FrameSet) -> dict[str, float]:
+    """Held-out figures: ordinal accuracy (see `ordinal_accuracy`), the loss, and the per-frame Pearson
+    correlation of prediction and true disparity (mean over frames)."""
+    pred = predict_depth(model, heldout.frames)
+    disp = heldout.disparity.astype(np.float32)
+    loss = float(depth_loss(torch.from_numpy(pred), torch.from_numpy(disp)))
+    corr = [float(np.corrcoef(p.ravel(), d.ravel())[0, 1]) for p, d in zip(pred, disp, strict=True)]
+    return {
+        "ordinal_accuracy": ordinal_accuracy(pred, disp),
+        "loss": loss,
+        "pearson": float(np.nanmean(corr)),
+        "frames": len(heldout),
+    }
+
+
+def depth_preprocessor_config(size: int = DEPTH_SIZE) -> dict[str, Any]:
+    """feature_extractor/preprocessor_config.json in the published style (see pipeline.models.tiny)."""
+    from pipeline.models.tiny import dpt_feature_extractor_config
+
+    return dpt_feature_extractor_config(size)
+
+
+def save_depth(model: Any, processor: dict[str, Any] | None, folder: str | os.PathLike) -> Path:
+    """Write `<folder>/depth_estimator/` (the DPT) and `<folder>/feature_extractor/preprocessor_config.json`,
+    the two sub-folders of the published stable-diffusion-2-depth layout that `DepthEstimator.from_model`
+    reads. `processor`: the preprocessor config dict, or None for `depth_preprocessor_config` at the model's
+    input size."""
+    folder = Path(folder)
+    model.save_pretrained(folder / "depth_estimator")
+    cfg = processor if processor is not None else depth_preprocessor_config(int(model.config.image_size))
+    fe = folder / "feature_extractor"
+    fe.mkdir(parents=True, exist_ok=True)
+    (fe / "preprocessor_config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+    return folder
