@@ -110,3 +110,116 @@ def alive_nodes() -> int:
     import ray
 
     return sum(1 for n in ray.nodes() if n.get("Alive"))
+
+
+_EPS = 1e-6
+
+
+def _node_slots(nodes: list[dict[str, float]]) -> list[dict[str, Any]]:
+    """Free resources per node: CPUs, and each GPU's free share (Ray puts a fractional request on one GPU)."""
+    slots = []
+    for n in nodes:
+        total = float(n.get("GPU", 0.0))
+        whole = int(total + _EPS)
+        gpus = [1.0] * whole + ([total - whole] if total - whole > _EPS else [])
+        slots.append({"cpu": float(n.get("CPU", 0.0)), "gpus": gpus})
+    return slots
+
+
+def _place(slots: list[dict[str, Any]], gpus: float, cpus: float) -> bool:
+    """Put one request on the first node (and GPU) where it fits, as Ray would; False where none has room."""
+    for node in slots:
+        if node["cpu"] + _EPS < cpus:
+            continue
+        if gpus <= _EPS:
+            node["cpu"] -= cpus
+            return True
+        if gpus < 1.0:
+            for i, free in enumerate(node["gpus"]):
+                if free + _EPS >= gpus:
+                    node["gpus"][i] -= gpus
+                    node["cpu"] -= cpus
+                    return True
+            continue
+        whole = [i for i, free in enumerate(node["gpus"]) if free > 1.0 - _EPS]
+        if len(whole) >= int(round(gpus)):
+            for i in whole[: int(round(gpus))]:
+                node["gpus"][i] = 0.0
+            node["cpu"] -= cpus
+            return True
+    return False
+
+
+def _room_left(
+    nodes: list[dict[str, float]], editors: int, editor: tuple[float, float], task: tuple[float, float]
+) -> bool:
+    """After `editors` editors of (GPU, CPU) `editor` took their share, can one task of `task` still run?"""
+    slots = _node_slots(nodes)
+    for _ in range(editors):
+        _place(slots, *editor)  # an editor that does not fit waits; it takes nothing meanwhile
+    return _place(slots, *task)
+
+
+def leave_room_for_precompute(
+    count: int,
+    editor_gpus: float,
+    editor_cpus: float,
+    task_gpus: float,
+    task_cpus: float,
+    *,
+    fixed_count: bool,
+    nodes: list[dict[str, float]] | None = None,
+) -> int:
+    """How many editors to start so that precompute tasks can still run: `count`, or fewer when the
+    count was chosen for the user (`fixed_count=False`). When the editors the user asked for would
+    leave no room for a precompute task (a GPU share on a cluster whose GPUs all went to editors, or
+    more CPUs than any node has), the run would wait forever in silence: that is a usage error,
+    said in one line before any work. `nodes`: each alive node's CPU and GPU (default: Ray's).
+    """
+    from pipeline.errors import InputError
+
+    if nodes is None:
+        import ray
+
+        nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    task = (task_gpus, task_cpus)
+    flags = f"--precompute-gpus {task_gpus:g} --precompute-cpus {task_cpus:g}"
+    if task_gpus > 1 and abs(task_gpus - round(task_gpus)) > _EPS:
+        raise InputError(f"--precompute-gpus {task_gpus:g}: a share above 1 must be a whole number of GPUs")
+    if task_gpus > _EPS and not any(float(n.get("GPU", 0)) > _EPS for n in nodes):
+        raise InputError(
+            f"--precompute-gpus {task_gpus:g}: the cluster has no GPU, so precompute tasks would wait forever; "
+            "use --precompute-gpus 0 (depth and captions on the CPU)"
+        )
+    if not _room_left(nodes, 0, (0.0, 0.0), task):
+        most_cpu = max((float(n.get("CPU", 0)) for n in nodes), default=0.0)
+        raise InputError(
+            f"{flags}: no node of the cluster has that much free (largest: {most_cpu:g} CPU); ask for less"
+        )
+    editor = (editor_gpus, editor_cpus)
+    if _room_left(nodes, count, editor, task):
+        return count
+    fewer = next((k for k in range(count - 1, 0, -1) if _room_left(nodes, k, editor, task)), 0)
+    if not fixed_count and fewer:
+        log.info(
+            "%d editors instead of %d, so that precompute tasks (%g GPU, %g CPU) have room to run",
+            fewer,
+            count,
+            task_gpus,
+            task_cpus,
+        )
+        return fewer
+    asked = f"--num-editors {count}" if fixed_count else f"{count} editor(s)"
+    hint = f"--num-editors {fewer}" if fewer else "a smaller --gpus-per-editor or --cpus-per-editor"
+    other = "--precompute-gpus 0" if task_gpus > _EPS else "a smaller --precompute-cpus"
+    raise InputError(
+        f"{asked} at {editor_gpus:g} GPU and {editor_cpus:g} CPU each leave no room on this cluster "
+        f"({describe_nodes(nodes)}) for a precompute task ({flags}), which would wait forever: "
+        f"use {hint}, or {other}"
+    )
+
+
+def describe_nodes(nodes: list[dict[str, float]]) -> str:
+    cpu = sum(float(n.get("CPU", 0)) for n in nodes)
+    gpu = sum(float(n.get("GPU", 0)) for n in nodes)
+    return f"{len(nodes)} node(s), {cpu:g} CPU, {gpu:g} GPU"

@@ -39,6 +39,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from . import resume, storage
+from .cluster import leave_room_for_precompute
 from .editor import EditorActor, EditSpec, failed_row
 from .manifest import Manifest, Unit, VideoJob
 from .precompute import TRANSIENT_ERRORS, PrecomputeSpec, precompute_video
@@ -175,6 +176,11 @@ def _editor_resources(opts: RunOptions) -> tuple[float, float, int]:
             count = max(1, int(res.get("GPU", 0) // gpus))
         else:
             count = max(1, int(res.get("CPU", 1)) // 2)
+    # Never a run that waits forever: fewer editors, or a one-line refusal, when they would leave a
+    # precompute task no room (e.g. --precompute-gpus 0.25 on a fixed cluster whose GPUs all go to editors).
+    count = leave_room_for_precompute(
+        count, gpus, cpus, opts.precompute_gpus, opts.precompute_cpus, fixed_count=opts.num_editors is not None
+    )
     return gpus, cpus, count
 
 
@@ -543,6 +549,7 @@ def precompute_dataset(
     """Precompute only (relabel): every video's meta, ok or failed, in manifest order."""
     import ray
 
+    leave_room_for_precompute(0, 0.0, 0.0, opts.precompute_gpus, opts.precompute_cpus, fixed_count=True)
     opts.output = storage.normalize(opts.output)
     jobs = manifest.videos()
     task = _precompute_task(opts)

@@ -1,0 +1,108 @@
+"""--precompute-gpus never makes a run wait forever (issue 8, item 9): the editors chosen for the user
+leave a precompute task its share, and editors the user asked for that would leave none are refused
+in one line, exit 2, before any work."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from actors.cluster import leave_room_for_precompute
+from pipeline.errors import InputError
+
+ONE_GPU = [{"CPU": 4.0, "GPU": 1.0}]
+TWO_GPUS = [{"CPU": 2.0, "GPU": 2.0}]
+
+
+def test_auto_editor_count_leaves_the_share() -> None:
+    # 2 whole-GPU editors would take both GPUs: one is started, the other GPU runs the precompute tasks.
+    assert leave_room_for_precompute(2, 1.0, 0.0, 0.25, 1.0, fixed_count=False, nodes=TWO_GPUS) == 1
+    # Fractional editors on one GPU: 0.7 + 0.25 fit, two 0.5 editors and 0.25 do not.
+    assert leave_room_for_precompute(1, 0.7, 0.0, 0.25, 1.0, fixed_count=True, nodes=ONE_GPU) == 1
+    assert leave_room_for_precompute(2, 0.5, 0.0, 0.25, 1.0, fixed_count=False, nodes=ONE_GPU) == 1
+    # No GPU share asked: nothing changes.
+    assert leave_room_for_precompute(2, 1.0, 0.0, 0.0, 1.0, fixed_count=True, nodes=TWO_GPUS) == 2
+
+
+@pytest.mark.parametrize(
+    ("count", "gpus", "cpus", "share", "task_cpus", "nodes", "needles"),
+    [
+        (1, 1.0, 0.0, 0.25, 1.0, ONE_GPU, ["--num-editors 1", "--precompute-gpus 0.25", "wait forever"]),
+        (1, 0.8, 0.0, 0.25, 1.0, ONE_GPU, ["smaller --gpus-per-editor", "or --precompute-gpus 0"]),
+        (2, 1.0, 0.0, 0.25, 1.0, TWO_GPUS, ["--num-editors 2", "use --num-editors 1"]),
+        (1, 0.0, 0.0, 0.25, 1.0, [{"CPU": 8.0}], ["the cluster has no GPU", "--precompute-gpus 0"]),
+        (1, 0.0, 0.0, 1.5, 1.0, TWO_GPUS, ["whole number"]),
+        (0, 0.0, 0.0, 0.0, 16.0, TWO_GPUS, ["--precompute-cpus 16", "largest: 2 CPU"]),
+        (2, 0.0, 1.0, 0.0, 1.0, TWO_GPUS, ["--num-editors 2", "smaller --precompute-cpus"]),
+    ],
+)
+def test_editors_that_leave_no_room_are_refused(count, gpus, cpus, share, task_cpus, nodes, needles) -> None:
+    with pytest.raises(InputError) as e:
+        leave_room_for_precompute(count, gpus, cpus, share, task_cpus, fixed_count=True, nodes=nodes)
+    msg = str(e.value)
+    assert "\n" not in msg
+    for needle in needles:
+        assert needle in msg, msg
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from pipeline.io.samples import write_sample_video
+
+    root = tmp_path_factory.mktemp("share")
+    for i in range(2):
+        write_sample_video(root / f"c{i}.mp4", num_frames=2, width=64, height=64, seed=i)
+    return root
+
+
+def _within(seconds: float, fn, *args):
+    """fn(*args), failing (instead of waiting forever) when it does not return in time."""
+    out: dict = {}
+
+    def target() -> None:
+        try:
+            out["value"] = fn(*args)
+        except BaseException as e:  # noqa: BLE001 - handed to the test
+            out["error"] = e
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"still waiting after {seconds} s"
+    if "error" in out:
+        raise out["error"]
+    return out["value"]
+
+
+def test_precompute_share_on_a_cluster_whose_gpus_go_to_editors(
+    ray_cluster: str, clips: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The session's instance has 2 logical GPUs; editors take 1 each by default."""
+    from actors.manifest import load_manifest
+    from actors.runner import RunOptions, run_dataset
+    from actors.storage import StorageOptions
+    from jobs.cli import main as cli
+    from pipeline.method.editor import EditConfig
+
+    common = ["run", "--manifest", str(clips), "--prompt", "x", "--model", "tiny", "--size", "64x64"]
+    common += ["--steps", "1", "--no-progress", "--precompute-gpus", "0.25"]
+    out = tmp_path / "refused"
+    assert _within(120, cli, [*common, "--output", str(out), "--num-editors", "2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--num-editors 2" in err[0] and "--num-editors 1" in err[0], err
+    assert not (out / "videos").exists()  # nothing was done
+
+    opts = RunOptions(
+        output=str(tmp_path / "auto"),
+        model="tiny",
+        caption_model="tiny",
+        config=EditConfig(steps=1),
+        size=(64, 64),
+        progress=False,
+        precompute_gpus=0.25,
+    )
+    manifest = load_manifest(str(clips), StorageOptions(), prompts=["x"])
+    summary = _within(300, run_dataset, manifest, opts)
+    assert (summary.ok, summary.failed, summary.editors) == (2, 0, 1)  # one GPU left to the precompute tasks
