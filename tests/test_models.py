@@ -21,26 +21,20 @@ from pipeline.models.loading import (
     resolve_dtype,
     resolve_model,
 )
-from pipeline.models.tiny import (
-    build_tiny_models,
+from pipeline.models.published import (
+    BLIP_FILES,
+    CLIP_FILES,
+    SD2_DEPTH_FILES,
+    dpt_preprocessor_config,
     sd2_depth_unet_config,
     sd2_vae_config,
-    tiny_model_dir,
+    write_sd2_depth_folder,
 )
+from pipeline.models.tiny import build_tiny_models, tiny_model_dir
 
 DECODER_ATTN1 = [
     f"up_blocks.{b}.attentions.{a}.transformer_blocks.0.attn1" for b in (1, 2, 3) for a in (0, 1, 2)
 ]
-PUBLISHED_LAYOUT = {
-    "model_index.json": None,
-    "unet": ["config.json", "diffusion_pytorch_model.safetensors"],
-    "vae": ["config.json", "diffusion_pytorch_model.safetensors"],
-    "text_encoder": ["config.json", "model.safetensors"],
-    "tokenizer": ["vocab.json", "merges.txt", "tokenizer_config.json"],
-    "scheduler": ["scheduler_config.json"],
-    "depth_estimator": ["config.json", "model.safetensors"],
-    "feature_extractor": ["preprocessor_config.json"],
-}
 
 
 def decoder_self_attention(unet: torch.nn.Module) -> list[str]:
@@ -67,21 +61,56 @@ def tiny_models(tiny_model_dir: Path) -> DiffusionModels:
 # --- the tiny folder -----------------------------------------------------------------------------
 
 
-def test_tiny_folder_has_published_layout(tiny_model_dir: Path) -> None:
-    for name, files in PUBLISHED_LAYOUT.items():
-        path = tiny_model_dir / name
-        if files is None:
-            assert path.is_file(), name
-        for f in files or []:
-            assert (path / f).is_file(), f"{name}/{f}"
-    index = json.loads((tiny_model_dir / "model_index.json").read_text())
+def files_of(folder: Path) -> set[str]:
+    return {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()}
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def test_tiny_folder_has_the_published_file_set(tiny_model_dir: Path) -> None:
+    """Exactly the files of the real checkpoints (stabilityai/stable-diffusion-2-depth, and the
+    published BLIP-large and CLIP ViT-L/14 for blip/ and clip/), nothing more, nothing less."""
+    want = {"README.md", "model_index.json"}
+    want |= {f"{sub}/{f}" for sub, names in SD2_DEPTH_FILES.items() if names for f in names}
+    want |= {f"blip/{f}" for f in BLIP_FILES} | {f"clip/{f}" for f in CLIP_FILES}
+    assert files_of(tiny_model_dir) == want
+    assert "tokenizer/tokenizer.json" not in want  # SD2's tokenizer is the legacy file set
+
+
+def test_tiny_folder_has_the_published_keys_and_values(tiny_model_dir: Path) -> None:
+    d = tiny_model_dir
+    index = read_json(d / "model_index.json")
+    assert index["feature_extractor"] == ["transformers", "DPTImageProcessor"]
     assert index["unet"] == ["diffusers", "UNet2DConditionModel"]
-    assert index["feature_extractor"] == ["transformers", "DPTFeatureExtractor"]
     assert index["scheduler"] == ["diffusers", "PNDMScheduler"]
-    fe = json.loads((tiny_model_dir / "feature_extractor" / "preprocessor_config.json").read_text())
-    assert fe["feature_extractor_type"] == "DPTFeatureExtractor"
-    assert (tiny_model_dir / "blip" / "config.json").is_file()
-    assert (tiny_model_dir / "clip" / "config.json").is_file()
+    # The configs have the published keys, no more (widths aside, the values are the published ones).
+    unet, vae = read_json(d / "unet" / "config.json"), read_json(d / "vae" / "config.json")
+    assert set(unet) == set(sd2_depth_unet_config()) and "upcast_attention" not in unet
+    assert set(vae) == set(sd2_vae_config()) and "scaling_factor" not in vae
+    fe = read_json(d / "feature_extractor" / "preprocessor_config.json")
+    assert fe == dpt_preprocessor_config(size=64)
+    assert fe["image_processor_type"] == "DPTImageProcessor" and fe["resample"] == 2 and fe["do_rescale"] is True
+    assert fe["size"] == {"height": 64, "width": 64} and fe["keep_aspect_ratio"] is False
+    tok_cfg = read_json(d / "tokenizer" / "tokenizer_config.json")
+    assert tok_cfg["pad_token"] == "<|endoftext|>" and tok_cfg["model_max_length"] == 77 and tok_cfg["do_lower_case"]
+    assert read_json(d / "tokenizer" / "special_tokens_map.json")["pad_token"] == "!"
+    text = read_json(d / "text_encoder" / "config.json")
+    assert (text["bos_token_id"], text["eos_token_id"], text["pad_token_id"], text["hidden_act"]) == (0, 2, 1, "gelu")
+    dpt = read_json(d / "depth_estimator" / "config.json")
+    bb = dpt["backbone_config"]
+    assert dpt["is_hybrid"] and dpt["use_auxiliary_head"] and dpt["reassemble_factors"] == [1, 1, 1, 0.5]
+    assert (bb["layer_type"], bb["global_padding"], bb["embedding_dynamic_padding"]) == ("bottleneck", "SAME", True)
+    assert bb["depths"] == [3, 4, 9] and dpt["backbone_featmap_shape"][0] == 1
+    clip = read_json(d / "clip" / "config.json")
+    assert clip["text_config"]["hidden_act"] == clip["vision_config"]["hidden_act"] == "quick_gelu"
+    clip_pp = read_json(d / "clip" / "preprocessor_config.json")
+    assert clip_pp["feature_extractor_type"] == "CLIPFeatureExtractor" and clip_pp["resample"] == 3
+    assert isinstance(clip_pp["size"], int) and clip_pp["crop_size"] == clip_pp["size"]
+    blip_pp = read_json(d / "blip" / "preprocessor_config.json")
+    assert blip_pp["image_processor_type"] == "BlipImageProcessor" and blip_pp["resample"] == 3
+    assert read_json(d / "blip" / "tokenizer_config.json")["model_max_length"] == 512
     size = sum(p.stat().st_size for p in tiny_model_dir.rglob("*") if p.is_file())
     assert size < 10 * 2**20, f"tiny folder is {size / 2**20:.1f} MB"
 
@@ -237,23 +266,78 @@ def test_depth_estimator_standalone_dpt_folder(tmp_path: Path, tiny_model_dir: P
     assert depth.shape == (2, 64, 64)
 
 
-def test_dpt_feature_extractor_config_loads(tmp_path: Path) -> None:
-    """The published SD2-depth preprocessor config names DPTFeatureExtractor (gone in transformers 5)."""
+@pytest.mark.parametrize("style", ["published", "old DPTFeatureExtractor"])
+def test_real_dpt_preprocessor_config_loads(tmp_path: Path, style: str) -> None:
+    """The published SD2-depth preprocessor config (384x384, bilinear, rescale then mean = std = 0.5),
+    and the older snapshot's DPTFeatureExtractor format (a class gone in transformers 5, integer size)."""
     (tmp_path / "feature_extractor").mkdir()
-    published = {
-        "do_normalize": True,
-        "do_resize": True,
-        "feature_extractor_type": "DPTFeatureExtractor",
-        "image_mean": [0.5, 0.5, 0.5],
-        "image_std": [0.5, 0.5, 0.5],
-        "resample": 3,
-        "size": 384,
-    }
-    (tmp_path / "feature_extractor" / "preprocessor_config.json").write_text(json.dumps(published))
+    config = dpt_preprocessor_config()
+    if style != "published":
+        config = {k: v for k, v in config.items() if k not in ("image_processor_type", "do_rescale", "rescale_factor")}
+        config.update(feature_extractor_type="DPTFeatureExtractor", size=384, resample=3)
+    (tmp_path / "feature_extractor" / "preprocessor_config.json").write_text(json.dumps(config))
     proc = load_dpt_image_processor(str(tmp_path), "feature_extractor")
+    assert int(proc.resample) == (2 if style == "published" else 3)
     pixels = proc(images=list(frames(2)), return_tensors="pt")["pixel_values"]
     assert tuple(pixels.shape) == (2, 3, 384, 384)
-    assert -1.0 <= float(pixels.min()) and float(pixels.max()) <= 1.0
+    assert -1.0 <= float(pixels.min()) and float(pixels.max()) <= 1.0 and float(pixels.min()) < -0.9
+
+
+def test_real_sd2_tokenizer_file_set_loads(tiny_model_dir: Path) -> None:
+    """vocab.json + merges.txt + legacy tokenizer_config.json + special_tokens_map.json, no
+    tokenizer.json: the pad token is special_tokens_map's "!" (id 0), as diffusers sees it."""
+    m = load_diffusion_models(str(tiny_model_dir), device="cpu")
+    tok = m.tokenizer
+    assert (tok.pad_token, tok.pad_token_id, tok.model_max_length) == ("!", 0, 77)
+    ids = tok(["a red car"], padding="max_length", max_length=77, truncation=True).input_ids[0]
+    assert ids[0] == tok.bos_token_id and ids[4] == tok.eos_token_id and set(ids[5:]) == {0}
+    assert tok.convert_ids_to_tokens(ids[1:4]) == ["a</w>", "red</w>", "car</w>"]
+
+
+def test_write_sd2_depth_folder_round_trips(tmp_path: Path, tiny_models: DiffusionModels) -> None:
+    """The writer's folder loads back to the same modules (same outputs), in the published file set,
+    atomically: a target that exists and is not empty is refused and left as it was."""
+    from pipeline.models.tiny import _tiny_dpt
+
+    m = tiny_models
+    kwargs = dict(unet=m.unet, vae=m.vae, text_encoder=m.text_encoder, tokenizer=m.tokenizer)
+    out = write_sd2_depth_folder(tmp_path / "sd2", **kwargs, depth_estimator=_tiny_dpt())
+    assert {p.split("/")[0] for p in files_of(out)} == set(SD2_DEPTH_FILES)
+    again = load_diffusion_models(str(out), device="cpu")
+    def ids_of(tok):
+        return tok(["a cat"], padding="max_length", max_length=77, return_tensors="pt").input_ids
+
+    ids = ids_of(m.tokenizer)
+    assert torch.equal(ids_of(again.tokenizer), ids)
+    with torch.no_grad():
+        emb = m.text_encoder(ids)[0]
+        torch.testing.assert_close(again.text_encoder(ids)[0], emb, rtol=0, atol=0)
+        x = torch.randn(1, 5, 8, 8, generator=torch.Generator().manual_seed(0))
+        torch.testing.assert_close(again.unet(x, 10, emb).sample, m.unet(x, 10, emb).sample, rtol=0, atol=0)
+    assert again.vae.config.scaling_factor == pytest.approx(0.18215)  # diffusers' default, the key is absent
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "keep.txt").write_text("x")
+    with pytest.raises(FileExistsError):
+        write_sd2_depth_folder(tmp_path / "full", **kwargs, depth_estimator=_tiny_dpt())
+    assert files_of(tmp_path / "full") == {"keep.txt"}
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary left
+
+
+def test_writer_keeps_a_non_default_key(tmp_path: Path, tiny_models: DiffusionModels) -> None:
+    """A key the published file leaves out is written when the module's value is not the default."""
+    from diffusers import AutoencoderKL
+
+    from pipeline.models.tiny import _tiny_dpt, tiny_vae_config
+
+    vae = AutoencoderKL(**{k: v for k, v in tiny_vae_config().items() if not k.startswith("_")}, scaling_factor=0.5)
+    m = tiny_models
+    out = write_sd2_depth_folder(
+        tmp_path / "sd2", unet=m.unet, vae=vae, text_encoder=m.text_encoder, tokenizer=m.tokenizer,
+        depth_estimator=_tiny_dpt(), dtype=torch.float16,
+    )
+    assert read_json(out / "vae" / "config.json")["scaling_factor"] == 0.5
+    again = load_diffusion_models(str(out), device="cpu", dtype="float16")
+    assert again.vae.config.scaling_factor == 0.5 and next(again.unet.parameters()).dtype == torch.float16
 
 
 def test_folder_without_depth_estimator_is_input_error(tmp_path: Path) -> None:
@@ -298,10 +382,11 @@ def test_real_size_configs_have_published_numbers() -> None:
     assert u["block_out_channels"] == [320, 640, 1280, 1280]
     assert u["attention_head_dim"] == [5, 10, 20, 20]
     assert (u["cross_attention_dim"], u["in_channels"], u["out_channels"]) == (1024, 5, 4)
-    assert u["use_linear_projection"] is True and u["sample_size"] == 96 and u["layers_per_block"] == 2
+    assert u["use_linear_projection"] is True and u["sample_size"] == 32 and u["layers_per_block"] == 2
+    assert "upcast_attention" not in u
     v = sd2_vae_config()
     assert v["block_out_channels"] == [128, 256, 512, 512]
-    assert v["sample_size"] == 768 and v["scaling_factor"] == 0.18215 and v["latent_channels"] == 4
+    assert v["sample_size"] == 256 and "scaling_factor" not in v and v["latent_channels"] == 4
     with torch.device("meta"):  # real size, no memory, no download
         unet = UNet2DConditionModel(**{k: w for k, w in u.items() if not k.startswith("_")})
         AutoencoderKL(**{k: w for k, w in v.items() if not k.startswith("_")})

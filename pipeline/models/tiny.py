@@ -5,25 +5,24 @@ architectures (the same classes, the same block topology, the same nine decoder 
 that Pix2Video injects into) at toy widths and with random weights, so every code path of the method
 runs end to end in seconds on a CPU without downloading anything. Nothing they produce means anything.
 
-`build_tiny_models(folder)` writes, with `save_pretrained`, the same sub-folders as the published
-checkpoint (`model_index.json`, `unet/`, `vae/`, `text_encoder/`, `tokenizer/`, `scheduler/`,
-`depth_estimator/`, `feature_extractor/`), so the real loaders are exercised, plus `blip/` (a captioner
-for source prompts) and `clip/` (a CLIPModel for quality metrics). `tiny_model_dir()` builds it once
-into a per-user cache folder, atomically, and returns its path; `pipeline.models.loading.resolve_model("tiny")`
-is the same thing.
+`build_tiny_models(folder)` writes them through the writers of `pipeline.models.published`, so the
+folder has the published file set and config keys of stabilityai/stable-diffusion-2-depth
+(`model_index.json`, `unet/`, `vae/`, `text_encoder/`, `tokenizer/`, `scheduler/`, `depth_estimator/`,
+`feature_extractor/`), widths aside, plus `blip/` (a captioner for source prompts, in BLIP-large's
+layout) and `clip/` (a CLIPModel for quality metrics, in CLIP ViT-L/14's layout): the real loaders
+meet what they will meet on the real checkpoints. `tiny_model_dir()` builds it once into a per-user
+cache folder, atomically, and returns its path; `pipeline.models.loading.resolve_model("tiny")` is the
+same thing.
 
-Also here: the real published configs of the SD2-depth UNet and VAE (`sd2_depth_unet_config()`,
-`sd2_vae_config()`) and `build_random_real_size_models()`, which instantiates real-size UNet and VAE
-with random weights for speed/memory benchmarks without any download.
+Also here: `build_random_real_size_models()`, which instantiates the real-size UNet and VAE (published
+configs) with random weights for speed/memory benchmarks without any download.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,9 +31,24 @@ from typing import Any
 
 import torch
 
+from pipeline.io.atomic import atomic_path, temp_sibling
+from pipeline.models.published import (
+    _write_clip_tokenizer_files,
+    dpt_hybrid_midas_config,
+    sd2_depth_unet_config,
+    sd2_special_tokens_map,
+    sd2_text_encoder_config,
+    sd2_tokenizer_config,
+    sd2_vae_config,
+    write_blip_folder,
+    write_clip_folder,
+    write_sd2_depth_folder,
+)
+from pipeline.models.published import dpt_preprocessor_config as dpt_feature_extractor_config  # noqa: F401 (pipeline/toy)
+
 # Bump when the tiny architecture or file layout changes: the cache folder name carries it, so an old
 # cached folder is never mistaken for a current one.
-TINY_VERSION = 2
+TINY_VERSION = 3  # 3: the published file set and config keys (issue 9)
 SEED = 0
 
 log = logging.getLogger(__name__)
@@ -44,7 +58,7 @@ TINY_TEXT_HIDDEN = 32  # CLIP text width = UNet cross_attention_dim
 TINY_IMAGE_SIZE = 64  # pixels; the tiny DPT and VAE are sized around it (latent 8x8)
 TINY_DPT_SIZE = 64  # DPT input resolution (the published one is 384)
 TINY_BLIP_SIZE = 32  # BLIP / CLIP vision input resolution (the published ones are 384 / 224)
-LATENT_INPUT_DAMPING = 0.03  # UNet conv_in weights on the 4 latent channels (see _build_unet)
+LATENT_INPUT_DAMPING = 0.03  # UNet conv_in weights on the 4 latent channels (see _tiny_unet)
 
 # Words the tiny tokenizers know as whole tokens; anything else falls back to characters (CLIP) or
 # [UNK]/characters (BERT). Only needed so that prompts tokenize into a sane number of tokens.
@@ -57,106 +71,6 @@ _WORDS = (
     "sunset forest city mountain beach field grass flower flowers"
 ).split()
 _WORDS = tuple(dict.fromkeys(_WORDS))  # unique, order kept
-
-
-# --------------------------------------------------------------------------------------------------
-# Published configurations (real sizes)
-# --------------------------------------------------------------------------------------------------
-
-
-def sd2_depth_unet_config() -> dict[str, Any]:
-    """The UNet config of stabilityai/stable-diffusion-2-depth (unet/config.json), as published.
-
-    `attention_head_dim` is, as in every SD2 config, really the number of heads per block
-    (320/5 = 640/10 = 1280/20 = 64 channels per head); diffusers keeps the historical name.
-    """
-    return {
-        "_class_name": "UNet2DConditionModel",
-        "act_fn": "silu",
-        "attention_head_dim": [5, 10, 20, 20],
-        "block_out_channels": [320, 640, 1280, 1280],
-        "center_input_sample": False,
-        "cross_attention_dim": 1024,
-        "down_block_types": [
-            "CrossAttnDownBlock2D",
-            "CrossAttnDownBlock2D",
-            "CrossAttnDownBlock2D",
-            "DownBlock2D",
-        ],
-        "downsample_padding": 1,
-        "dual_cross_attention": False,
-        "flip_sin_to_cos": True,
-        "freq_shift": 0,
-        "in_channels": 5,
-        "layers_per_block": 2,
-        "mid_block_scale_factor": 1,
-        "norm_eps": 1e-05,
-        "norm_num_groups": 32,
-        "num_class_embeds": None,
-        "only_cross_attention": False,
-        "out_channels": 4,
-        "sample_size": 96,
-        "up_block_types": [
-            "UpBlock2D",
-            "CrossAttnUpBlock2D",
-            "CrossAttnUpBlock2D",
-            "CrossAttnUpBlock2D",
-        ],
-        "upcast_attention": False,
-        "use_linear_projection": True,
-    }
-
-
-def sd2_vae_config() -> dict[str, Any]:
-    """The VAE config of stabilityai/stable-diffusion-2-depth (vae/config.json), as published."""
-    return {
-        "_class_name": "AutoencoderKL",
-        "act_fn": "silu",
-        "block_out_channels": [128, 256, 512, 512],
-        "down_block_types": ["DownEncoderBlock2D"] * 4,
-        "in_channels": 3,
-        "latent_channels": 4,
-        "layers_per_block": 2,
-        "norm_num_groups": 32,
-        "out_channels": 3,
-        "sample_size": 768,
-        "scaling_factor": 0.18215,
-        "up_block_types": ["UpDecoderBlock2D"] * 4,
-    }
-
-
-def sd2_scheduler_config() -> dict[str, Any]:
-    """scheduler/scheduler_config.json as published. Written for layout fidelity only: the editor's
-    DDIM is computed from fixed constants (see ALGORITHM.md), never from this file."""
-    return {
-        "_class_name": "PNDMScheduler",
-        "_diffusers_version": "0.10.0.dev0",
-        "beta_end": 0.012,
-        "beta_schedule": "scaled_linear",
-        "beta_start": 0.00085,
-        "clip_sample": False,
-        "num_train_timesteps": 1000,
-        "prediction_type": "epsilon",
-        "set_alpha_to_one": False,
-        "skip_prk_steps": True,
-        "steps_offset": 1,
-        "trained_betas": None,
-    }
-
-
-def sd2_model_index() -> dict[str, Any]:
-    """model_index.json as published (component name -> [library, class])."""
-    return {
-        "_class_name": "StableDiffusionDepth2ImgPipeline",
-        "_diffusers_version": "0.10.0.dev0",
-        "depth_estimator": ["transformers", "DPTForDepthEstimation"],
-        "feature_extractor": ["transformers", "DPTFeatureExtractor"],
-        "scheduler": ["diffusers", "PNDMScheduler"],
-        "text_encoder": ["transformers", "CLIPTextModel"],
-        "tokenizer": ["transformers", "CLIPTokenizer"],
-        "unet": ["diffusers", "UNet2DConditionModel"],
-        "vae": ["diffusers", "AutoencoderKL"],
-    }
 
 
 # --------------------------------------------------------------------------------------------------
@@ -234,22 +148,26 @@ def _clip_vocab_and_merges() -> tuple[dict[str, int], list[tuple[str, str]]]:
     return vocab, merges
 
 
-def _write_clip_tokenizer(folder: Path, pad_token: str = "<|endoftext|>") -> Any:
-    """Write vocab.json + merges.txt (the published file names) and the tokenizer's own files.
+def clip_tokenizer(pad_token: str = "!") -> Any:
+    """The tiny CLIP tokenizer (vocabulary and merges of `_clip_vocab_and_merges`), in memory.
 
     SD2's tokenizer pads with "!" (id 0; OpenCLIP pads with zeros), OpenAI CLIP's with <|endoftext|>.
     """
     from transformers import CLIPTokenizer
 
     vocab, merges = _clip_vocab_and_merges()
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False, indent=None))
-    (folder / "merges.txt").write_text(
-        "#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges), encoding="utf-8"
-    )
-    tok = CLIPTokenizer(vocab=vocab, merges=merges, pad_token=pad_token, model_max_length=77)
-    tok.save_pretrained(folder)
-    return tok
+    return CLIPTokenizer(vocab=vocab, merges=merges, pad_token=pad_token, model_max_length=77)
+
+
+def _write_clip_tokenizer(folder: Path, pad_token: str = "<|endoftext|>") -> Any:
+    """Write the tiny CLIP tokenizer in SD2's published file set (vocab.json, merges.txt, legacy
+    tokenizer_config.json, special_tokens_map.json) into `folder`; returns it loaded from there."""
+    from transformers import CLIPTokenizer
+
+    folder = Path(folder)
+    special = sd2_special_tokens_map(pad_token=pad_token)
+    _write_clip_tokenizer_files(folder, clip_tokenizer(pad_token), sd2_tokenizer_config(), special, with_json=False)
+    return CLIPTokenizer.from_pretrained(folder)
 
 
 def _bert_vocab() -> list[str]:
@@ -262,15 +180,13 @@ def _bert_vocab() -> list[str]:
     return vocab
 
 
-def _write_bert_tokenizer(folder: Path) -> Any:
+def bert_tokenizer() -> Any:
+    """The tiny BLIP tokenizer (vocabulary of `_bert_vocab`), in memory. BLIP starts captions with
+    [DEC] (its bos token), as the published BLIP tokenizer does; model_max_length 512 as published."""
     from transformers import BertTokenizer
 
     words = _bert_vocab()
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "vocab.txt").write_text("".join(w + "\n" for w in words), encoding="utf-8")
-    # BLIP starts captions with [DEC] (its bos token), as the published BLIP tokenizer does.
-    tok = BertTokenizer(vocab={w: i for i, w in enumerate(words)}, bos_token="[DEC]", model_max_length=64)
-    return tok
+    return BertTokenizer(vocab={w: i for i, w in enumerate(words)}, bos_token="[DEC]", model_max_length=512)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -305,7 +221,7 @@ def _seeded(seed: int) -> None:
 # --------------------------------------------------------------------------------------------------
 
 
-def _build_unet(folder: Path) -> None:
+def _tiny_unet() -> Any:
     from diffusers import UNet2DConditionModel
 
     _seeded(SEED + 1)
@@ -321,88 +237,80 @@ def _build_unet(folder: Path) -> None:
     # tested on the tiny model. The depth channel (index 4) is left as is.
     with torch.no_grad():
         unet.conv_in.weight[:, :4].mul_(LATENT_INPUT_DAMPING)
-    unet.save_pretrained(folder / "unet")
+    return unet
 
 
-def _build_vae(folder: Path) -> None:
+def _tiny_vae() -> Any:
     from diffusers import AutoencoderKL
 
     _seeded(SEED + 2)
     cfg = {k: v for k, v in tiny_vae_config().items() if not k.startswith("_")}
     vae = AutoencoderKL(**cfg)
     _make_non_degenerate(vae, SEED + 2)
-    vae.save_pretrained(folder / "vae")
+    return vae
 
 
-def _tiny_clip_text_config(tok: Any, hidden: int = TINY_TEXT_HIDDEN) -> Any:
+def _tiny_clip_text_config(
+    vocab_size: int, hidden: int = TINY_TEXT_HIDDEN, hidden_act: str = "gelu", pad_token_id: int = 1
+) -> Any:
+    """SD2's text-encoder config (bos 0, eos 2, pad 1 as published) at toy widths. `hidden_act`:
+    SD2's OpenCLIP tower uses exact gelu, OpenAI's CLIP quick_gelu."""
     from transformers import CLIPTextConfig
 
-    bos, eos, pad = tok.bos_token_id, tok.eos_token_id, tok.pad_token_id
+    cfg = sd2_text_encoder_config()
     return CLIPTextConfig(
-        vocab_size=len(tok),
+        vocab_size=vocab_size,
         hidden_size=hidden,
         intermediate_size=2 * hidden,
         num_hidden_layers=2,
         num_attention_heads=2,
         max_position_embeddings=77,
-        hidden_act="gelu",  # SD2's OpenCLIP text encoder uses exact gelu, not quick_gelu
+        hidden_act=hidden_act,
         projection_dim=hidden,
-        bos_token_id=bos,
-        eos_token_id=eos,
-        pad_token_id=pad,
+        bos_token_id=cfg["bos_token_id"],
+        eos_token_id=cfg["eos_token_id"],
+        pad_token_id=pad_token_id,
     )
 
 
-def _build_text_encoder_and_tokenizer(folder: Path) -> None:
+def _tiny_text_encoder(tok: Any) -> Any:
     from transformers import CLIPTextModel
 
-    tok = _write_clip_tokenizer(folder / "tokenizer", pad_token="!")
     _seeded(SEED + 3)
-    cfg = _tiny_clip_text_config(tok)
-    model = CLIPTextModel(cfg)
+    model = CLIPTextModel(_tiny_clip_text_config(len(tok)))
     _make_non_degenerate(model, SEED + 3)
-    model.save_pretrained(folder / "text_encoder")
+    return model
 
 
-def tiny_dpt_config() -> Any:
-    """DPT-hybrid (ViT on a BiT ResNet stem, like Intel/dpt-hybrid-midas in SD2-depth) at toy widths.
+def tiny_dpt_config(depths: tuple[int, int, int] = (3, 4, 9)) -> Any:
+    """Intel/dpt-hybrid-midas's config (ViT on a BiT ResNet, as bundled in SD2-depth) at toy widths:
+    the published keys and values (hybrid, BiT bottleneck layers with SAME padding and dynamic
+    embedding padding, depths [3, 4, 9], reassemble factors [1, 1, 1, 0.5], auxiliary head on), with
+    narrow layers, 4 ViT layers and a TINY_DPT_SIZE input.
 
-    The BiT backbone config is given inline, so nothing is downloaded (`backbone` stays unset and
-    `use_pretrained_backbone` is not used). BiT reduces the image 16x (stem 4x, stages 1/2/2), which
-    must equal the ViT patch size for the position-embedding grid.
+    The BiT backbone config is given inline, so nothing is downloaded. BiT reduces the image 16x
+    (stem 4x, stages 1/2/2), which must equal the ViT patch size for the position-embedding grid.
     """
     from transformers import BitConfig, DPTConfig
 
-    backbone = BitConfig(
-        num_channels=3,
-        embedding_size=8,
-        hidden_sizes=[16, 32, 64],
-        depths=[1, 1, 1],
-        layer_type="bottleneck",
-        global_padding="same",
-        embedding_dynamic_padding=True,
-        num_groups=4,
-        out_features=["stage1", "stage2", "stage3"],
-    )
+    published = dpt_hybrid_midas_config()
+    bb = {k: v for k, v in published.pop("backbone_config").items() if k != "model_type"}
+    bb.update(embedding_size=8, hidden_sizes=[16, 32, 64], depths=list(depths), num_groups=4)
     grid = TINY_DPT_SIZE // 16
+    keep = ("auxiliary_loss_weight", "head_in_index", "hidden_act", "is_hybrid", "layer_norm_eps", "neck_ignore_stages")
+    keep += ("patch_size", "qkv_bias", "readout_type", "reassemble_factors", "use_auxiliary_head")
     return DPTConfig(
-        is_hybrid=True,
-        backbone_config=backbone,
+        **{k: published[k] for k in keep},
+        backbone_config=BitConfig(**bb),
         backbone_featmap_shape=[1, 64, grid, grid],
+        backbone_out_indices=[0, 1, 2, 3],
         hidden_size=32,
         num_hidden_layers=4,
         num_attention_heads=2,
         intermediate_size=64,
         image_size=TINY_DPT_SIZE,
-        patch_size=16,
-        backbone_out_indices=[0, 1, 2, 3],
         neck_hidden_sizes=[16, 32, 32, 32],
-        reassemble_factors=[1, 1, 1, 0.5],
         fusion_hidden_size=16,
-        readout_type="project",
-        neck_ignore_stages=[0, 1],
-        use_auxiliary_head=False,
-        head_in_index=-1,
     )
 
 
@@ -432,36 +340,14 @@ def _calibrate_dpt_head(model: Any, seed: int) -> None:
         conv.bias.sub_(mean).div_(std).add_(3.0)
 
 
-def dpt_feature_extractor_config(size: int) -> dict[str, Any]:
-    """feature_extractor/preprocessor_config.json in the published style: it names the old
-    `DPTFeatureExtractor` class (removed in transformers 5) and an integer `size`, so loading it
-    exercises the same compatibility path as the real checkpoint."""
-    return {
-        "do_normalize": True,
-        "do_resize": True,
-        "ensure_multiple_of": 1,
-        "feature_extractor_type": "DPTFeatureExtractor",
-        "image_mean": [0.5, 0.5, 0.5],
-        "image_std": [0.5, 0.5, 0.5],
-        "keep_aspect_ratio": False,
-        "resample": 3,
-        "size": size,
-    }
-
-
-def _build_depth(folder: Path) -> None:
+def _tiny_dpt() -> Any:
     from transformers import DPTForDepthEstimation
 
     _seeded(SEED + 4)
     model = DPTForDepthEstimation(tiny_dpt_config())
     _make_non_degenerate(model, SEED + 4)
     _calibrate_dpt_head(model, SEED + 4)
-    model.save_pretrained(folder / "depth_estimator")
-    fe = folder / "feature_extractor"
-    fe.mkdir(parents=True, exist_ok=True)
-    (fe / "preprocessor_config.json").write_text(
-        json.dumps(dpt_feature_extractor_config(TINY_DPT_SIZE), indent=2, sort_keys=True) + "\n"
-    )
+    return model
 
 
 def _pil_image_processor(name: str) -> type:
@@ -476,15 +362,10 @@ def _pil_image_processor(name: str) -> type:
     return getattr(transformers, name + "Pil", None) or getattr(transformers, name)
 
 
-def _build_blip(folder: Path) -> None:
-    from transformers import BlipConfig, BlipForConditionalGeneration, BlipProcessor
+def _tiny_blip() -> tuple[Any, Any]:
+    from transformers import BlipConfig, BlipForConditionalGeneration
 
-    out = folder / "blip"
-    tok = _write_bert_tokenizer(out)
-    image_processor = _pil_image_processor("BlipImageProcessor")(
-        size={"height": TINY_BLIP_SIZE, "width": TINY_BLIP_SIZE}
-    )
-    BlipProcessor(image_processor=image_processor, tokenizer=tok).save_pretrained(out)
+    tok = bert_tokenizer()
     cfg = BlipConfig(
         text_config={
             "vocab_size": len(tok),
@@ -517,19 +398,15 @@ def _build_blip(folder: Path) -> None:
     _seeded(SEED + 5)
     model = BlipForConditionalGeneration(cfg)
     _make_non_degenerate(model, SEED + 5)
-    model.save_pretrained(out)
+    return model, tok
 
 
-def _build_clip(folder: Path) -> None:
-    from transformers import CLIPConfig, CLIPModel, CLIPProcessor, CLIPVisionConfig
+def _tiny_clip() -> tuple[Any, Any]:
+    """OpenAI CLIP's conventions (quick_gelu in both towers, pad <|endoftext|>) at toy widths."""
+    from transformers import CLIPConfig, CLIPModel, CLIPVisionConfig
 
-    out = folder / "clip"
-    tok = _write_clip_tokenizer(out)
-    image_processor = _pil_image_processor("CLIPImageProcessor")(
-        size={"shortest_edge": TINY_BLIP_SIZE}, crop_size={"height": TINY_BLIP_SIZE, "width": TINY_BLIP_SIZE}
-    )
-    CLIPProcessor(image_processor=image_processor, tokenizer=tok).save_pretrained(out)
-    text_cfg = _tiny_clip_text_config(tok)
+    tok = clip_tokenizer(pad_token="<|endoftext|>")
+    text_cfg = _tiny_clip_text_config(len(tok), hidden_act="quick_gelu")
     vision_cfg = CLIPVisionConfig(
         hidden_size=32,
         intermediate_size=64,
@@ -538,12 +415,13 @@ def _build_clip(folder: Path) -> None:
         image_size=TINY_BLIP_SIZE,
         patch_size=8,
         projection_dim=32,
+        hidden_act="quick_gelu",
     )
     cfg = CLIPConfig(text_config=text_cfg.to_dict(), vision_config=vision_cfg.to_dict(), projection_dim=32)
     _seeded(SEED + 6)
     model = CLIPModel(cfg)
     _make_non_degenerate(model, SEED + 6)
-    model.save_pretrained(out)
+    return model, tok
 
 
 # --------------------------------------------------------------------------------------------------
@@ -567,33 +445,35 @@ def _quiet_progress() -> Iterator[None]:
 
 
 def build_tiny_models(folder: str | os.PathLike) -> Path:
-    """Write the tiny models into `folder` (created if needed) and return it as a Path.
+    """Write the tiny models into `folder` (which must not exist or be empty) and return it as a Path:
+    the published SD2-depth file set (`write_sd2_depth_folder`) plus blip/ and clip/ in the published
+    BLIP and CLIP layouts, and a README saying what they are. Atomic: the folder appears complete or
+    not at all.
 
     Deterministic: the same library versions write the same weights (and the same bytes) every time.
-    Not atomic by itself: use `tiny_model_dir()` for a shared cache folder.
     """
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    index = sd2_model_index()
-    (folder / "model_index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
-    (folder / "scheduler").mkdir(exist_ok=True)
-    (folder / "scheduler" / "scheduler_config.json").write_text(
-        json.dumps(sd2_scheduler_config(), indent=2, sort_keys=True) + "\n"
-    )
-    # A tiny model's weights are random; saying so next to them saves someone a confused afternoon.
-    (folder / "README.md").write_text(
-        "Tiny random-weight models in the stable-diffusion-2-depth layout, built by pipeline/tiny.py.\n"
-        "They give noise-like pictures and exist for tests, demos and benchmarks only.\n"
-    )
     # Each component seeds the global RNG itself; keep the caller's RNG state as it was.
-    with _quiet_progress(), torch.random.fork_rng(devices=[]):
-        _build_unet(folder)
-        _build_vae(folder)
-        _build_text_encoder_and_tokenizer(folder)
-        _build_depth(folder)
-        _build_blip(folder)
-        _build_clip(folder)
+    with atomic_path(folder, folder=True) as tmp, _quiet_progress(), torch.random.fork_rng(devices=[]):
+        tok = clip_tokenizer(pad_token="!")
+        write_sd2_depth_folder(
+            tmp,
+            unet=_tiny_unet(),
+            vae=_tiny_vae(),
+            text_encoder=_tiny_text_encoder(tok),
+            tokenizer=tok,
+            depth_estimator=_tiny_dpt(),
+        )
+        blip, blip_tok = _tiny_blip()
+        write_blip_folder(tmp / "blip", model=blip, tokenizer=blip_tok)
+        clip, clip_tok = _tiny_clip()
+        write_clip_folder(tmp / "clip", model=clip, tokenizer=clip_tok)
+        # A tiny model's weights are random; saying so next to them saves someone a confused afternoon.
+        (tmp / "README.md").write_text(
+            "Tiny random-weight models in the stable-diffusion-2-depth layout, built by pipeline/models/tiny.py.\n"
+            "They give noise-like pictures and exist for tests, demos and benchmarks only.\n"
+        )
     log.debug("built tiny models in %s in %.1fs", folder, time.perf_counter() - start)
     return folder
 
@@ -626,7 +506,7 @@ def tiny_model_dir() -> Path:
     if (final / "model_index.json").is_file():
         return final
     root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=root))
+    tmp = temp_sibling(final)
     try:
         build_tiny_models(tmp)
         try:
@@ -670,7 +550,7 @@ def build_random_real_size_models(
             _seeded(SEED + 11)
             unet = UNet2DConditionModel(**{k: v for k, v in sd2_depth_unet_config().items() if k[0] != "_"})
             vae = AutoencoderKL(**{k: v for k, v in sd2_vae_config().items() if k[0] != "_"})
-            text_encoder = CLIPTextModel(_tiny_clip_text_config(tokenizer, hidden=1024))
+            text_encoder = CLIPTextModel(_tiny_clip_text_config(len(tokenizer), hidden=1024))
     finally:
         torch.set_default_dtype(previous_dtype)
     for m in (unet, vae, text_encoder):

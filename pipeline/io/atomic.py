@@ -1,0 +1,81 @@
+"""The one temp-then-rename helper: readers see a file or folder whole, or not at all.
+
+Everything that writes a local output (videos, frame folders, model folders, store objects, reports)
+writes a hidden temporary sibling (`.name.tmp-<12 hex>`, same folder, so the rename stays on one
+file system) and renames it into place only when it is complete. A failed write leaves no
+temporary behind and an existing target as it was. A killed process can leave a temporary:
+`TEMP_NAME` matches them, for whoever sweeps (see `actors.storage.remove_stale_temporaries`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+TEMP_NAME = re.compile(r"^\..+\.tmp-[0-9a-f]{12}(\.[A-Za-z0-9]+)?$")
+
+
+def temp_sibling(path: str | os.PathLike, suffix: str = "") -> Path:
+    """A fresh hidden name next to `path` (not created). `suffix` keeps an extension for writers
+    that choose their format by it (PyAV)."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:12]}{suffix}")
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike, *, suffix: str = "", folder: bool = False) -> Iterator[Path]:
+    """Yield a temporary sibling of `path` to write; on success it is renamed to `path`.
+
+    `folder=False`: the caller writes a file at the yielded path; it replaces any existing file.
+    `folder=True`: the yielded path is a new empty folder; it replaces `path` only if `path` does not
+    exist or is an empty folder (FileExistsError otherwise: a complete folder is never clobbered,
+    which is what lets concurrent builders of one folder race safely). On any error the temporary
+    is removed and `path` is untouched. The parent folder is created if needed.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_sibling(path, suffix)
+    if folder:
+        tmp.mkdir()
+    try:
+        yield tmp
+        if folder:
+            try:
+                os.rename(tmp, path)  # POSIX: replaces an empty folder, fails on a non-empty one
+            except OSError as e:
+                if path.is_dir():
+                    raise FileExistsError(f"{path}: already exists and is not empty") from e
+                raise
+        else:
+            os.replace(tmp, path)
+    finally:
+        if tmp.exists() or tmp.is_symlink():
+            _remove(tmp)
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes, *, fsync: bool = True) -> Path:
+    """Write `data` to the local file `path` atomically (fsync'd before the rename by default)."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
+    return Path(path)
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write UTF-8 `text` to the local file `path` atomically."""
+    return write_bytes_atomic(path, text.encode("utf-8"))
