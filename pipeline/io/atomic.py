@@ -35,14 +35,18 @@ def _remove(path: Path) -> None:
 
 
 @contextmanager
-def atomic_path(path: str | os.PathLike, *, suffix: str = "", folder: bool = False) -> Iterator[Path]:
+def atomic_path(
+    path: str | os.PathLike, *, suffix: str = "", folder: bool = False, replace: bool = False
+) -> Iterator[Path]:
     """Yield a temporary sibling of `path` to write; on success it is renamed to `path`.
 
     `folder=False`: the caller writes a file at the yielded path; it replaces any existing file.
-    `folder=True`: the yielded path is a new empty folder; it replaces `path` only if `path` does not
-    exist or is an empty folder (FileExistsError otherwise: a complete folder is never clobbered,
-    which is what lets concurrent builders of one folder race safely). On any error the temporary
-    is removed and `path` is untouched. The parent folder is created if needed.
+    `folder=True`: the yielded path is a new empty folder; it takes the place of `path` if `path` does
+    not exist or is an empty folder, else FileExistsError (a complete folder is never clobbered,
+    which is what lets concurrent builders of one folder race safely) unless `replace=True`: then the
+    old folder is moved aside, the new one renamed in, and the old one deleted (put back if the
+    rename fails). On any error the temporary is removed and `path` is as it was. The parent folder
+    is created if needed.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -51,7 +55,16 @@ def atomic_path(path: str | os.PathLike, *, suffix: str = "", folder: bool = Fal
         tmp.mkdir()
     try:
         yield tmp
-        if folder:
+        if folder and replace and path.is_dir():
+            old = temp_sibling(path, ".old")
+            os.rename(path, old)
+            try:
+                os.rename(tmp, path)
+            except BaseException:
+                os.rename(old, path)  # put the previous one back
+                raise
+            shutil.rmtree(old, ignore_errors=True)
+        elif folder:
             try:
                 os.rename(tmp, path)  # POSIX: replaces an empty folder, fails on a non-empty one
             except OSError as e:

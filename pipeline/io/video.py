@@ -5,7 +5,7 @@ folder of images, an fsspec URL of a video file, or an open binary file object (
 files for ``s3://``). Every problem a user can fix becomes one :class:`InputError` line that names
 the input.
 
-Writers are atomic: they write a hidden temporary sibling (``.name.tmp-<pid>-<rand>...``) and rename
+Writers are atomic (`pipeline.io.atomic`): they write a hidden temporary sibling and rename
 it into place, so a crash or an exception from the frame generator never leaves a half-written
 output and never damages an output that was already there. Resume logic elsewhere relies on "the
 output exists" meaning "the output is complete".
@@ -21,8 +21,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import shutil
-import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -35,6 +33,7 @@ from av.video.reformatter import ColorRange, Colorspace
 from PIL import Image, ImageOps
 
 from pipeline.errors import InputError
+from pipeline.io.atomic import atomic_path
 
 # A folder of images has no frame rate of its own; 8 fps is what the method's published
 # examples use and what the outputs of an image folder get unless the caller says otherwise.
@@ -256,12 +255,6 @@ def _read_folder(folder: Path, max_frames: int | None) -> Frames:
 # --------------------------------------------------------------------------------------- writing
 
 
-def _temp_sibling(path: Path, suffix: str = "") -> Path:
-    # Same folder as the target so os.replace is a rename on one file system; hidden so listings
-    # and globbing for outputs skip it; pid + random so concurrent writers never collide.
-    return path.with_name(f".{path.stem}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}{suffix}")
-
-
 def _fps_fraction(fps: float | Fraction) -> Fraction:
     # Time bases must be rational. limit_denominator(1001) maps 29.97 -> 2997/100 and the float of
     # 30000/1001 back to 30000/1001, so NTSC rates round-trip.
@@ -314,9 +307,8 @@ def write_video(
 
     container_format = WRITABLE_VIDEO_EXTENSIONS.get(path.suffix.lower(), "mp4")
     path.parent.mkdir(parents=True, exist_ok=True)
-    temp = _temp_sibling(path, path.suffix or ".mp4")
     options = {"movflags": "+faststart"} if container_format in ("mp4", "mov") else {}
-    try:
+    with atomic_path(path, suffix=path.suffix or ".mp4") as temp:
         with av.open(str(temp), mode="w", format=container_format, options=options) as container:
             stream = container.add_stream("libx264", rate=rate, options={"crf": str(crf)})
             stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
@@ -341,11 +333,6 @@ def write_video(
             for index, array in enumerate(iterator, start=1):
                 encode(_check_frame(array, index, width, height), index)
             encode(None, -1)  # flush the encoder's delayed frames
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            temp.unlink()
-        raise
     return path
 
 
@@ -372,11 +359,7 @@ def write_frames_folder(
         raise ValueError(f"{folder}: frame names are not unique")
     if folder.exists() and not folder.is_dir():
         raise InputError(f"{folder}: exists and is not a folder; remove it or choose another output")
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    temp = _temp_sibling(folder)
-    old: Path | None = None
-    try:
-        temp.mkdir()
+    with atomic_path(folder, folder=True, replace=True) as temp:
         shape: tuple[int, ...] | None = None
         count = 0
         for index, frame in enumerate(frames):
@@ -391,21 +374,6 @@ def write_frames_folder(
             count += 1
         if count != len(names):
             raise ValueError(f"{folder}: got {count} frames for {len(names)} names")
-        if folder.exists():
-            old = folder.with_name(f".{folder.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-            os.replace(folder, old)
-        try:
-            os.replace(temp, folder)
-        except BaseException:
-            if old is not None:
-                os.replace(old, folder)  # put the previous output back
-                old = None
-            raise
-    except BaseException:
-        shutil.rmtree(temp, ignore_errors=True)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
     return folder
 
 
