@@ -12,13 +12,14 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import fsspec
 from fsspec.utils import get_protocol
+
+from pipeline.io.atomic import TEMP_NAME, atomic_path, write_bytes_atomic
 
 LOCAL_PROTOCOLS = ("file", "local")
 # Option names whose values are credentials: never printed, redacted from any text we emit.
@@ -149,14 +150,6 @@ def join(base: str, *parts: str) -> str:
     return out
 
 
-def _temp_sibling(path: str) -> str:
-    head, tail = os.path.split(path)
-    return os.path.join(head, f".{tail}.tmp-{uuid.uuid4().hex[:12]}")
-
-
-_TEMP_NAME = re.compile(r"^\..+\.tmp-[0-9a-f]{12}$")
-
-
 def remove_stale_temporaries(folder_url: str) -> int:
     """Delete temporaries that a killed process left under a local `folder_url` (object stores have
     none: they are written with one PUT). Returns how many were removed."""
@@ -165,7 +158,7 @@ def remove_stale_temporaries(folder_url: str) -> int:
     removed = 0
     for dirpath, _, files in os.walk(folder_url):
         for name in files:
-            if _TEMP_NAME.match(name):
+            if TEMP_NAME.match(name):
                 try:
                     os.unlink(os.path.join(dirpath, name))
                     removed += 1
@@ -174,31 +167,11 @@ def remove_stale_temporaries(folder_url: str) -> int:
     return removed
 
 
-def _replace_local(path: str, fill: Callable[[str], None]) -> None:
-    """`fill` writes a hidden sibling of `path`, which is then renamed over it: readers never see half
-    a file, and a failed write leaves the old one (and no temporary) behind."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = _temp_sibling(path)
-    try:
-        fill(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def write_bytes(url: str, data: bytes, storage: StorageOptions) -> None:
     """Write `data` to `url` atomically."""
     fs, path = filesystem(url, storage)
     if is_local(url):
-
-        def fill(tmp: str) -> None:
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-
-        _replace_local(path, fill)
+        write_bytes_atomic(path, data)  # readers never see half a file; a failed write leaves the old one
     else:
         fs.pipe_file(path, data)  # one PUT: the object appears whole or not at all
 
@@ -207,7 +180,8 @@ def put_file(local_path: str, url: str, storage: StorageOptions) -> None:
     """Copy a finished local file to `url` atomically."""
     fs, path = filesystem(url, storage)
     if is_local(url):
-        _replace_local(path, lambda tmp: shutil.copyfile(local_path, tmp))
+        with atomic_path(path) as tmp:
+            shutil.copyfile(local_path, tmp)
     else:
         fs.put_file(local_path, path)
 
