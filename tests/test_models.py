@@ -133,20 +133,20 @@ def test_tiny_model_dir_reuses_the_winner(tmp_path: Path, monkeypatch: pytest.Mo
     import pipeline.models.tiny as tiny
 
     monkeypatch.setenv("PIX2VIDEO_CACHE", str(tmp_path))
-    built: list[Path] = []
+    winner = tmp_path / tiny._cache_name()
     real_build = tiny.build_tiny_models
+    calls: list[Path] = []
 
     def racing_build(folder):  # another process finishes first, while we are still building
-        winner = tmp_path / tiny._cache_name()
+        calls.append(Path(folder))
         if not winner.exists():
             real_build(winner)
-        built.append(real_build(folder))
-        return built[-1]
+        return real_build(folder)  # our rename onto the winner's complete folder fails
 
     monkeypatch.setattr(tiny, "build_tiny_models", racing_build)
     path = tiny_model_dir()
-    assert path == tmp_path / tiny._cache_name() and (path / "model_index.json").is_file()
-    assert not built[0].exists(), "the loser's temporary folder must be removed"
+    assert calls == [winner] and path == winner and (path / "model_index.json").is_file()
+    assert [p.name for p in tmp_path.iterdir()] == [winner.name], "the loser's temporary folder must be removed"
     assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
     monkeypatch.setattr(tiny, "build_tiny_models", lambda folder: pytest.fail("rebuilt a cached folder"))
     assert tiny_model_dir() == path

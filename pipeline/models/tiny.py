@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,7 +30,7 @@ from typing import Any
 
 import torch
 
-from pipeline.io.atomic import atomic_path, temp_sibling
+from pipeline.io.atomic import atomic_path
 from pipeline.models.published import (
     _write_clip_tokenizer_files,
     dpt_hybrid_midas_config,
@@ -497,27 +496,19 @@ def tiny_model_dir() -> Path:
     """Path of the cached tiny-model folder, building it first if it is not there yet.
 
     Safe with concurrent processes (e.g. several Ray workers starting together): each builds into
-    its own temporary folder next to the final one and `os.rename`s it into place. rename of a
-    directory onto an existing non-empty one fails, so exactly one build wins and the others delete
-    theirs and use the winner's; nobody ever sees a half-written folder.
+    its own temporary folder next to the final one and renames it into place (`build_tiny_models`
+    is atomic); a rename onto a complete folder fails, so exactly one build wins and the others
+    use the winner's; nobody ever sees a half-written folder.
     """
-    root = cache_root()
-    final = root / _cache_name()
+    final = cache_root() / _cache_name()
     if (final / "model_index.json").is_file():
         return final
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = temp_sibling(final)
     try:
-        build_tiny_models(tmp)
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            if not (final / "model_index.json").is_file():
-                raise
-            # lost the race: the winner's folder is complete (it was renamed in whole)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        build_tiny_models(final)
+    except FileExistsError:
+        if not (final / "model_index.json").is_file():
+            raise
+        # lost the race: the winner's folder is complete (it was renamed in whole)
     return final
 
 
