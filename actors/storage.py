@@ -124,8 +124,21 @@ def redact(text: str, storage: StorageOptions | None = None) -> str:
 
 
 def filesystem(url: str, storage: StorageOptions) -> tuple[fsspec.AbstractFileSystem, str]:
-    """The filesystem for `url` and the path inside it."""
-    fs, path = fsspec.core.url_to_fs(url, **storage.for_url(url))
+    """The filesystem for `url` and the path inside it; an unknown protocol, or one whose package
+    is not installed, is one line naming the URL (InputError)."""
+    from pipeline.errors import InputError
+
+    try:
+        fs, path = fsspec.core.url_to_fs(url, **storage.for_url(url))
+    except ValueError as e:
+        if "protocol not known" not in str(e).lower():
+            raise
+        raise InputError(
+            f"{url}: unknown protocol {get_protocol(url)!r}; use a local path, s3:// or another fsspec protocol"
+        ) from None
+    except ImportError as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise InputError(f"{url}: the {get_protocol(url)}:// protocol needs a package: {first}") from None
     return fs, path
 
 

@@ -61,7 +61,48 @@ def _apply_config(parser: argparse.ArgumentParser, argv: list[str]) -> None:
     for action in parser._actions:
         if action.dest in values:
             action.required = False
+            values[action.dest] = _config_value(action, values[action.dest], f"config file {known.config!r}")
     parser.set_defaults(**values)
+
+
+def _config_value(action: argparse.Action, value: object, where: str) -> object:
+    """A config value checked and typed as its flag would be: argparse applies neither `type` nor
+    `choices` to defaults, so `steps: 2.5`, `prompt: 123` or `reverse: "no"` would reach the verbs."""
+    where = f"{where}: {action.dest}"
+    if action.nargs == 0:  # --reverse, --overwrite, --no-progress: a switch
+        if not isinstance(value, bool):
+            raise InputError(f"{where} must be true or false (unquoted), got {value!r}")
+        return value
+    if isinstance(action, argparse._AppendAction):
+        if isinstance(value, dict) and action.dest == "storage_option":  # nested fsspec options
+            return value
+        return [_config_scalar(action, v, where) for v in (value if isinstance(value, list) else [value])]
+    return _config_scalar(action, value, where)
+
+
+def _config_scalar(action: argparse.Action, value: object, where: str) -> object:
+    if value is None:
+        return None
+    kind = action.type
+    numeric = isinstance(value, int | float) and not isinstance(value, bool)
+    if kind is None:
+        if numeric and action.metavar == "N":  # a count written as text on the command line
+            value = str(value)
+        if not isinstance(value, str):
+            raise InputError(f"{where} must be text, got {type(value).__name__} {value!r}; quote it")
+        out: object = value
+    else:
+        name = getattr(kind, "__name__", "value")
+        expected = {"int": "a whole number", "float": "a number"}.get(name, f"a {name}")
+        if not (isinstance(value, str) or numeric) or (kind is int and isinstance(value, float)):
+            raise InputError(f"{where} must be {expected}, got {type(value).__name__} {value!r}")
+        try:
+            out = kind(value)
+        except (TypeError, ValueError, InputError):
+            raise InputError(f"{where} must be {expected}, got {value!r}") from None
+    if action.choices is not None and out not in action.choices:
+        raise InputError(f"{where} must be one of {', '.join(map(str, action.choices))}, got {out!r}")
+    return out
 
 
 def build_parser(verb: str) -> argparse.ArgumentParser:

@@ -16,6 +16,7 @@ import argparse
 import logging
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -85,15 +86,22 @@ def complete_input(data: PreparedInput, args: argparse.Namespace, *, device, dty
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.io.video import write_output
+    from pipeline.io.video import WRITABLE_VIDEO_EXTENSIONS, check_frames_folder, check_output, write_output
     from pipeline.method.editor import Pix2Video
     from pipeline.models.loading import load_diffusion_models, resolve_model
 
     if not args.prompt.strip():
         raise InputError("--prompt is empty: say what the video should become")
     config = _common.edit_config(args)
+    # Every value and the output location before the video is read or a model loaded: a bad
+    # output must not cost the whole edit, and must never overwrite the input or the user's files.
+    _common.check_positive("max-frames", args.max_frames)
+    _common.parse_size(args.size)
+    check_output(args.output, inputs=[p for p in (args.input, args.depth) if p])
     started = time.perf_counter()
     data = read_input(args)
+    if Path(args.output).suffix.lower() not in WRITABLE_VIDEO_EXTENSIONS:
+        check_frames_folder(args.output, data.names)  # an earlier edit of these frames, or nothing
     # Then the models: a wrong --model fails before minutes of depth estimation.
     models = load_diffusion_models(resolve_model(args.model), dtype=args.dtype, device=args.device)
     scorer = evaluate.scorer_for(args, models.device)  # --metrics: CLIP loaded before the long work

@@ -361,13 +361,18 @@ def test_write_frames_folder_replaces_only_when_complete(tmp_path: Path, shapes:
     with pytest.raises(ValueError, match="6 names"):
         write_frames_folder(folder, shapes[:4], names)
     with pytest.raises(ValueError, match="more frames"):
-        write_frames_folder(folder, shapes, names[:3])
+        write_frames_folder(tmp_path / "fresh", shapes, names[:3])
+    assert not (tmp_path / "fresh").exists()
+    # Frames of other names are not this write's to delete: refused, nothing touched (issue 8, item 1).
+    with pytest.raises(InputError, match="not this edit's frames"):
+        write_frames_folder(folder, shapes[:2], ["a", "b"])
     assert sorted(p.name for p in folder.iterdir()) == before
     np.testing.assert_array_equal(read_frames(folder).frames, shapes)
     assert _leftovers(tmp_path) == []
-    # A complete rewrite replaces the old folder entirely (stale frames do not linger).
-    write_frames_folder(folder, shapes[:2], ["a", "b"])
-    assert sorted(p.name for p in folder.iterdir()) == ["a.png", "b.png"]
+    # A complete rewrite of the same frames replaces the old folder entirely.
+    write_frames_folder(folder, shapes[::-1], names)
+    np.testing.assert_array_equal(read_frames(folder).frames, shapes[::-1])
+    assert sorted(p.name for p in folder.iterdir()) == before
     assert _leftovers(tmp_path) == []
 
 

@@ -16,6 +16,9 @@ from pipeline.errors import InputError
 
 SIZE_MULTIPLE = 64
 DEFAULT_SHORT_SIDE = 512  # SD2-depth was trained at 512 px
+# Larger than this per side is no working size (4096x4096 RGB frames are 48 MiB each before the
+# models' activations): a typo like 64000x64000 would otherwise end in an out-of-memory traceback.
+MAX_SIDE = 4096
 
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*[xX×]\s*(\d+)\s*$")
 
@@ -30,6 +33,8 @@ def parse_size(text: str) -> tuple[int, int]:
         raise InputError(
             f"size {width}x{height}: width and height must be multiples of {SIZE_MULTIPLE} (e.g. 512x384)"
         )
+    if width > MAX_SIDE or height > MAX_SIDE:
+        raise InputError(f"size {width}x{height}: at most {MAX_SIDE} per side (the method works at 512 to 1024)")
     return width, height
 
 

@@ -33,7 +33,7 @@ from av.video.reformatter import ColorRange, Colorspace
 from PIL import Image, ImageOps
 
 from pipeline.errors import InputError
-from pipeline.io.atomic import atomic_path
+from pipeline.io.atomic import atomic_path, temp_sibling
 
 # A folder of images has no frame rate of its own; 8 fps is what the method's published
 # examples use and what the outputs of an image folder get unless the caller says otherwise.
@@ -342,6 +342,80 @@ def _check_name(name: str) -> str:
     return name
 
 
+def _foreign(folder: Path, names: Sequence[str] | None) -> list[str]:
+    """Entries of an existing output `folder` that are not frames an edit writes: anything but
+    `<name>.png` files, and with `names` known, any PNG not among them. Replacing the folder would
+    delete those, so they make it the user's."""
+    allowed = None if names is None else {f"{n}.png" for n in names}
+    return sorted(
+        e.name
+        for e in folder.iterdir()
+        if not (e.is_file() and e.suffix == ".png" and (allowed is None or e.name in allowed))
+    )
+
+
+def check_frames_folder(folder: str | os.PathLike, names: Sequence[str] | None = None) -> None:
+    """Refuse to replace a folder that holds anything but the frames an edit is about to write
+    (an earlier edit of the same frames): never delete what we did not write."""
+    folder = Path(folder)
+    shown = _foreign(folder, names) if folder.is_dir() else []
+    if shown:
+        raise InputError(
+            f"{folder}: folder holds files that are not this edit's frames "
+            f"({', '.join(shown[:3])}{', ...' if len(shown) > 3 else ''}); nothing was written: "
+            "choose a new or empty folder"
+        )
+
+
+def _same_path(a: Path, b: Path) -> bool:
+    try:
+        if a.exists() and b.exists():
+            return a.samefile(b)
+    except OSError:
+        pass
+    return a.resolve() == b.resolve()
+
+
+def check_output(path: str | os.PathLike, *, inputs: Sequence[str | os.PathLike] = ()) -> None:
+    """Refuse, before any work, an output that `write_output` could not write or that would destroy
+    something: an unwritable extension (.webm, .gif, .png ...), one of `inputs` (the video or frame
+    folder read, a depth folder), a folder that holds files of the user's, a location under a file,
+    or one that cannot be written (read-only, no permission). Probes writability with a temporary
+    file next to where the output goes, removed at once."""
+    text = str(os.fspath(path))
+    if "://" in text:
+        raise InputError(f"{text}: the output must be a local path, not a URL (for s3:// and other URLs use `run`)")
+    path = Path(text)
+    suffix = path.suffix.lower()
+    is_video = suffix in WRITABLE_VIDEO_EXTENSIONS
+    if not is_video and (suffix in VIDEO_EXTENSIONS or suffix in IMAGE_EXTENSIONS):
+        raise InputError(
+            f"{path}: cannot write {suffix} output; use one of "
+            f"{', '.join(sorted(WRITABLE_VIDEO_EXTENSIONS))} or a folder path for PNG frames"
+        )
+    for source in inputs:
+        if source is not None and _same_path(path, Path(source)):
+            raise InputError(f"{path}: is the input {source}; writing it would destroy it, choose another output")
+    if is_video and path.is_dir():
+        raise InputError(f"{path}: is a folder; give a file name for the video, or drop the extension for PNG frames")
+    if not is_video:
+        if path.exists() and not path.is_dir():
+            raise InputError(f"{path}: exists and is not a folder; remove it or choose another output")
+        check_frames_folder(path)
+    # The output is written as a temporary sibling in its parent folder, created if missing.
+    ancestor = path.absolute().parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise InputError(f"{path}: {ancestor} is a file, not a folder; choose another output")
+    probe = temp_sibling(ancestor / path.name)
+    try:
+        probe.open("xb").close()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot write in {ancestor} ({_reason(exc)}); choose a writable location") from None
+    probe.unlink(missing_ok=True)
+
+
 def write_frames_folder(
     folder: str | os.PathLike, frames: Iterable[np.ndarray], names: Sequence[str]
 ) -> Path:
@@ -359,6 +433,7 @@ def write_frames_folder(
         raise ValueError(f"{folder}: frame names are not unique")
     if folder.exists() and not folder.is_dir():
         raise InputError(f"{folder}: exists and is not a folder; remove it or choose another output")
+    check_frames_folder(folder, names)  # never delete what we did not write
     with atomic_path(folder, folder=True, replace=True) as temp:
         shape: tuple[int, ...] | None = None
         count = 0
@@ -425,5 +500,15 @@ def load_depth_folder(folder: str | os.PathLike, names: Sequence[str]) -> list[n
             raise InputError(
                 f"{p}: depth map must be a 2-D numeric array (or [1,h,w]), got {array.dtype} {array.shape}"
             )
-        depth.append(array.astype(np.float32, copy=False))
+        if np.iscomplexobj(array):  # casting would drop the imaginary part with only a warning
+            raise InputError(f"{p}: depth map is complex ({array.dtype}); save real depth values (e.g. float32)")
+        with np.errstate(over="ignore"):
+            array = array.astype(np.float32, copy=False)  # float64 beyond float32's range becomes inf
+        bad = int(np.count_nonzero(~np.isfinite(array)))
+        if bad:  # NaN makes the map flat, inf makes the frames black
+            raise InputError(
+                f"{p}: depth map holds {bad} non-finite value(s) (NaN or inf, or beyond float32); "
+                "fill or clip them (e.g. np.nan_to_num) and save again"
+            )
+        depth.append(array)
     return depth

@@ -11,6 +11,7 @@ in `engine.py`, the attention change is the processor in `injection.py`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -54,6 +55,11 @@ class EditConfig:
             raise InputError(f"injection {self.injection!r} is not one of: {', '.join(INJECTIONS)}")
         if not 1 <= self.steps <= 1000:
             raise InputError(f"steps must be between 1 and 1000, got {self.steps}")
+        # NaN or inf here turns every latent into NaN: black frames with exit 0.
+        for name, example in (("guidance_scale", 7.5), ("update_weight", 100)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise InputError(f"--{name.replace('_', '-')} must be a finite number (e.g. {example}), got {value!r}")
         if self.update_last_step is not None and self.update_last_step < -1:
             raise InputError(f"update_last_step must be -1 (never) or a step index, got {self.update_last_step}")
         if self.max_batch < 1 or self.inversion_batch < 1 or self.decode_batch < 1:
