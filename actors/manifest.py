@@ -28,6 +28,7 @@ from pipeline.errors import InputError
 
 from . import storage
 from .storage import StorageOptions
+from .tables import RESULTS, check_labels
 
 log = logging.getLogger(__name__)
 
@@ -312,12 +313,15 @@ def load_manifest(
     prompts: list[str] | None = None,
     require_prompts: bool = True,
     use_manifest_prompts: bool = True,
+    tables: tuple[str, ...] = (RESULTS,),
 ) -> Manifest:
     """Read a manifest table, or list a folder/glob of videos, and expand it into units.
 
     `prompts` (from `--prompt`) apply to every video, after the manifest's own prompts.
     With `require_prompts=False` (relabel) a video gets one unit with the empty prompt;
     `use_manifest_prompts=False` (augment) ignores the manifest's `prompt` column.
+    `tables`: the tables the labels will be joined to (actors.tables); a label named like one of
+    their own columns is a usage error here, before any work.
     """
     extra = [p for p in (prompts or []) if p.strip()]
     low = url.lower().rstrip("/")
@@ -338,9 +342,7 @@ def load_manifest(
         has = ", ".join(repr(c) for c in table.column_names) if table.column_names else "no columns"
         raise InputError(f"manifest {url}: needs a 'video' column (path or URL of each clip); it has {has}")
     carried_names = [c for c in table.column_names if c not in RESERVED]
-    clash = sorted(set(carried_names) & set(RESULT_COLUMNS))
-    if clash:
-        raise InputError(f"manifest {url}: column(s) {', '.join(clash)} clash with results columns; rename them")
+    check_labels(carried_names, tables, f"manifest {url}")
     carried = table.select(carried_names)
     cols = {c: table.column(c).to_pylist() for c in RESERVED if c in table.column_names}
     units: list[Unit] = []
@@ -375,28 +377,3 @@ def load_manifest(
     if not units:
         raise InputError(f"manifest {url}: has no rows; add one row per video (a 'video' column and a 'prompt')")
     return Manifest(units=units, carried=carried, source=url)
-
-
-# Columns of results.parquet that the pipeline itself fills (see results.py); manifest labels may
-# not reuse these names.
-RESULT_COLUMNS = (
-    "id",
-    "video",
-    "prompt",
-    "source_prompt",
-    "status",
-    "error",
-    "output",
-    "num_frames",
-    "fps",
-    "width",
-    "height",
-    "attempts",
-    "seconds_decode",
-    "seconds_depth",
-    "seconds_caption",
-    "seconds_load",
-    "seconds_invert",
-    "seconds_edit",
-    "seconds_write",
-)

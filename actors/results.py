@@ -3,64 +3,81 @@ stage and the manifest's carried columns. Written as parquet (pandas, pyarrow, H
 
 Per-video stages (decode, depth, caption, load, invert) are charged to the video's first row, so the
 sum of a `seconds_*` column is the time spent on that stage in the run.
+
+The schema and the label join are in actors/tables.py. A rerun rebuilds the table from the markers
+and keeps what `evaluate` and `augment --min-clip-text/--max-pixel-mse` added to the rows whose
+outputs it did not rewrite (metric columns, status 'filtered'): `previous_scores`, `keep_scores`.
 """
 
 from __future__ import annotations
 
-import io
+import logging
+import posixpath
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from . import storage
 from .manifest import Manifest
 from .storage import StorageOptions
-
-RESULTS = "results.parquet"
-
-SCHEMA = pa.schema(
-    [
-        ("id", pa.string()),
-        ("video", pa.string()),
-        ("prompt", pa.string()),
-        ("source_prompt", pa.string()),
-        ("status", pa.string()),
-        ("error", pa.string()),
-        ("output", pa.string()),
-        ("num_frames", pa.int32()),
-        ("fps", pa.float64()),
-        ("width", pa.int32()),
-        ("height", pa.int32()),
-        ("attempts", pa.int32()),
-        ("group_size", pa.int32()),  # videos edited in the same editor call (--videos-per-call)
-        ("seconds_decode", pa.float64()),
-        ("seconds_depth", pa.float64()),
-        ("seconds_caption", pa.float64()),
-        ("seconds_load", pa.float64()),
-        ("seconds_invert", pa.float64()),
-        ("seconds_edit", pa.float64()),
-        ("seconds_write", pa.float64()),
-    ]
+from .tables import (
+    FILTERED,
+    METRIC_COLUMNS,
+    RESULTS,
+    RESULTS_SCHEMA,
+    from_rows,
+    join_labels,
+    read_table,
+    with_metric_columns,
 )
 
+log = logging.getLogger(__name__)
 
-def build_table(manifest: Manifest, rows: dict[str, dict[str, Any]], schema: pa.Schema = SCHEMA) -> pa.Table:
-    """Rows (by unit key) in manifest order, typed by `schema`, then the carried columns."""
+
+def clip_key(output_url: str) -> str:
+    """The unit key of an output: its file name without extension (resume.output_url's inverse)."""
+    base = posixpath.basename(output_url.rstrip("/"))
+    return base.rsplit(".", 1)[0] if "." in base else base
+
+
+def build_table(manifest: Manifest, rows: dict[str, dict[str, Any]]) -> pa.Table:
+    """Rows (by unit key) in manifest order, typed by the results schema; the metric columns when
+    any row has a metric; then the labels."""
     units = [u for u in manifest.units if u.key in rows]
-    data = {f.name: [rows[u.key].get(f.name) for u in units] for f in schema}
-    table = pa.Table.from_pydict(data, schema=schema)
-    carried = manifest.carried_rows([u.row for u in units])
-    for name in carried.column_names:
-        table = table.append_column(carried.schema.field(name), carried.column(name))
-    return table
+    ordered = [rows[u.key] for u in units]
+    table = from_rows(ordered, RESULTS_SCHEMA)
+    if any(r.get(name) is not None for r in ordered for name in METRIC_COLUMNS):
+        table = with_metric_columns(table, ordered)
+    return join_labels(table, manifest.carried_rows([u.row for u in units]))
 
 
-def write_table(table: pa.Table, url: str, opts: StorageOptions) -> None:
-    buf = io.BytesIO()
-    pq.write_table(table, buf)
-    storage.write_bytes(url, buf.getvalue(), opts)
+def previous_scores(output: str, opts: StorageOptions) -> dict[str, dict[str, Any]]:
+    """What `evaluate` and `augment`'s bounds added to the results table a run is about to rewrite:
+    per unit key, the metric columns and a 'filtered' status. Empty when there is no table yet (or
+    it cannot be read: then the scores are recomputed by the next `evaluate`)."""
+    url = storage.join(output, RESULTS)
+    try:
+        table = read_table(url, opts)
+    except FileNotFoundError:
+        return {}
+    except Exception as e:  # noqa: BLE001 - a damaged table must not stop the run that rewrites it
+        log.warning("%s could not be read (%s): its metric columns are not kept", url, type(e).__name__)
+        return {}
+    if "output" not in table.column_names:
+        return {}
+    names = [c for c in ("status", *METRIC_COLUMNS) if c in table.column_names]
+    out: dict[str, dict[str, Any]] = {}
+    for output_url, row in zip(table.column("output").to_pylist(), table.select(names).to_pylist(), strict=True):
+        if output_url:
+            kept = {k: v for k, v in row.items() if k in METRIC_COLUMNS and v is not None}
+            if row.get("status") == FILTERED:
+                kept["status"] = FILTERED
+            if kept:
+                out[clip_key(output_url)] = kept
+    return out
 
 
-def read_table(url: str, opts: StorageOptions) -> pa.Table:
-    return pq.read_table(io.BytesIO(storage.read_bytes(url, opts)))
+def keep_scores(rows: dict[str, dict[str, Any]], previous: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """`rows` (units done before this run: their outputs were not rewritten) with their metrics and
+    'filtered' status from `previous_scores`; a unit redone in this run gets neither (its output is new)."""
+    return {key: {**row, **previous[key]} if key in previous else row for key, row in rows.items()}

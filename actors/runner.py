@@ -3,8 +3,8 @@
     manifest ─► what is left? ─► precompute tasks (≤ `ahead` videos in flight or waiting)
                                    │  meta (small; frames and depth are in the store)
                                    ▼
-                 ready queue ─► editor actors (≤ 2 calls each: one running, one queued, so an
-                                   │             actor never waits for the driver's round trip;
+       calls cut in manifest order ─► editor actors (≤ 2 calls each: one running, one queued, so
+                                   │             an actor never waits for the driver's round trip;
                                    │             a call takes one or several videos of one size)
                                    ▼
                  rows ─► markers (written by the actor) ─► results.parquet (written here, at the end)
@@ -18,20 +18,18 @@ actor may wait for resources forever, and a video that kills every process it to
 would be retried forever; here it becomes a failed row.
 
 Grouping (`--videos-per-call`). Short clips leave a batching schedule's UNet calls half empty, so a
-call may take several ready videos of one working size, which the editor edits in one engine run.
-An idle editor takes whatever is ready at once (it never waits for a group to fill); a busy editor's
-queued call waits, while its running call lasts, until the group is full or no more videos are
-coming. After an editor death the call's videos are retried one per call, so a video that kills its
-process cannot take other videos down with it twice.
+call may take several videos of one working size, which the editor edits in one engine run. Which
+videos share a call is fixed by the manifest (consecutive videos of one size until the call is full),
+never by timing, so the same command gives the same pixels whatever the number of editors or
+--prefetch. After an editor death the call's videos are retried one per call, so a video that kills
+its process cannot take other videos down with it twice. The loop itself is actors/dispatch.py.
 """
 
 from __future__ import annotations
 
-import collections
 import hashlib
 import json
 import logging
-import math
 import sys
 import time
 from collections.abc import Callable
@@ -40,17 +38,17 @@ from typing import Any
 
 from . import resume, storage
 from .cluster import leave_room_for_precompute
-from .editor import EditorActor, EditSpec, failed_row
+from .dispatch import Dispatcher, Editors, Outcome, Precomputes
+from .editor import EditorActor, EditSpec
 from .manifest import Manifest, Unit, VideoJob
 from .precompute import TRANSIENT_ERRORS, PrecomputeSpec, precompute_video
-from .results import RESULTS, build_table, write_table
+from .results import build_table, keep_scores, previous_scores
 from .storage import StorageOptions
+from .tables import RESULTS, write_table
 
 log = logging.getLogger(__name__)
 
-CALLS_PER_EDITOR = 2
 MAX_VIDEOS_PER_CALL = 8  # --videos-per-call auto: at most this many
-STALL_WARNING_S = 300
 
 
 @dataclass
@@ -76,6 +74,7 @@ class RunOptions:
     overwrite: bool = False
     storage: StorageOptions = field(default_factory=StorageOptions)
     progress: bool = True
+    clip_model: str | None = None  # --metrics: the editors score each clip as they write it (CLIP model)
     fault: dict[str, Any] | None = None  # tests only: see EditorActor._maybe_crash
 
     def precompute_spec(self) -> PrecomputeSpec:
@@ -226,6 +225,7 @@ def run_dataset(manifest: Manifest, opts: RunOptions, *, connect: Callable[[], o
     there is work, so a rerun of a finished dataset does not wait for Ray to start.
     """
     started = time.perf_counter()
+    resume.check_output_location(opts.output)  # before any work: a read-only output is one line
     opts.output = storage.normalize(opts.output)
     settings = settings_fingerprint(opts)
     # An interrupted run may leave temporaries of unfinished writes; they were never outputs.
@@ -255,7 +255,7 @@ def run_dataset(manifest: Manifest, opts: RunOptions, *, connect: Callable[[], o
     rows: dict[str, dict[str, Any]] = {}
     idle_share = None
     frames = 0
-    drive = _Drive()
+    drive = Outcome()
     if jobs:
         from .cluster import alive_nodes
 
@@ -272,7 +272,8 @@ def run_dataset(manifest: Manifest, opts: RunOptions, *, connect: Callable[[], o
         rows, idle_share, frames = drive.rows, drive.idle_share, drive.frames
     elapsed = time.perf_counter() - started
 
-    all_rows = {**done, **rows}
+    # Units done before keep what `evaluate` and augment's bounds added (their outputs are unchanged).
+    all_rows = {**keep_scores(done, previous_scores(opts.output, opts.storage)), **rows}
     table = build_table(manifest, all_rows)
     results_url = storage.join(opts.output, RESULTS)
     write_table(table, results_url, opts.storage)
@@ -296,17 +297,6 @@ def run_dataset(manifest: Manifest, opts: RunOptions, *, connect: Callable[[], o
     return summary
 
 
-@dataclass
-class _Drive:
-    rows: dict[str, dict[str, Any]] = field(default_factory=dict)
-    idle_share: float | None = None  # of warm editor time
-    frames: int = 0
-    editors: int = 0
-    gpus_per_editor: float = 0.0
-    deaths: int = 0
-    calls: int = 0
-
-
 def _grouping(opts: RunOptions) -> tuple[int, float]:
     """(most videos per call, frames x prompts that make a call full).
 
@@ -328,34 +318,8 @@ def _grouping(opts: RunOptions) -> tuple[int, float]:
     return MAX_VIDEOS_PER_CALL, 2.0 * max_batch
 
 
-def _items(job: VideoJob, meta: dict) -> int:
-    """A video's frames x pending prompts: what it adds to the engine's batches."""
-    return int(meta.get("num_frames") or 1) * len(job.units)
-
-
-def _pick_group(ready: collections.deque, limit: int, target: float, alone: set[str]) -> tuple[list[int], bool]:
-    """Positions in `ready` of the next call's videos (the first, then later ones of its size, in
-    order), and whether the call is full. A video retried after an editor death goes alone."""
-    first, meta = ready[0]
-    picked, items = [0], _items(first, meta)
-    if first.name in alone:
-        return picked, True
-    size = (meta.get("height"), meta.get("width"))
-    for pos in range(1, len(ready)):
-        if len(picked) >= limit or items >= target:
-            break
-        job, m = ready[pos]
-        if job.name not in alone and (m.get("height"), m.get("width")) == size:
-            picked.append(pos)
-            items += _items(job, m)
-    return picked, len(picked) >= limit or items >= target
-
-
-def _drive(jobs: list[VideoJob], opts: RunOptions, settings: str) -> _Drive:
-    """The streaming loop."""
-    import ray
-    from ray.exceptions import RayActorError
-
+def _drive(jobs: list[VideoJob], opts: RunOptions, settings: str) -> Outcome:
+    """Start the editors and the precompute stage, and let the dispatcher stream `jobs` through them."""
     gpus, cpus, count = _editor_resources(opts)
     count = min(count, len(jobs))
     log.info(
@@ -367,7 +331,6 @@ def _drive(jobs: list[VideoJob], opts: RunOptions, settings: str) -> _Drive:
         opts.precompute_gpus,
     )
     editors = _start_editors(opts, count, gpus, cpus)
-    pre_task = _precompute_task(opts)
     spec = opts.precompute_spec()
     edit_spec = EditSpec(
         output=opts.output,
@@ -375,172 +338,31 @@ def _drive(jobs: list[VideoJob], opts: RunOptions, settings: str) -> _Drive:
         model=opts.model,
         config=opts.config,
         reuse_inversion=not opts.overwrite,
+        clip_model=opts.clip_model,
     )
     limit, target = _grouping(opts)
-    # Videos a full call takes: the count given, or (auto) estimated from the last precomputed video.
-    per_call = limit if math.isinf(target) else 1
-
-    def ahead() -> int:
-        # --prefetch counts calls' worth of videos: a group can only fill from what is precomputed.
-        return max(1, count * max(1, opts.prefetch) * per_call)
-
-    waiting = collections.deque(jobs)  # not yet precomputed
-    pre_inflight: dict[Any, VideoJob] = {}
-    ready: collections.deque[tuple[VideoJob, dict]] = collections.deque()  # precomputed, not dispatched
-    calls: dict[Any, tuple[int, list[tuple[VideoJob, dict]]]] = {}  # edit call ref -> (editor, its videos)
-    alone: set[str] = set()  # videos retried after an editor death: one per call
-    num_calls = 0
-    load = [0] * count  # calls in flight per editor
-    alive = [True] * count  # False between a crash and the ping that says it is back
-    probes: dict[Any, int] = {}
-    rows: dict[str, dict[str, Any]] = {}
-    warm_pids: set[int] = set()
-    idle = busy = 0.0
-    deaths = 0
-    last_progress = time.monotonic()
+    precomputes = Precomputes(_precompute_task(opts), spec, opts.storage, need_caption=None, refresh=opts.overwrite)
     progress = _Progress(len(jobs), opts.progress)
-
-    def finish(job: VideoJob, new_rows: list[dict[str, Any]]) -> None:
-        for r in new_rows:
-            r = dict(r)
-            r.setdefault("attempts", job.attempts)
-            rows[r.pop("key")] = r
-        progress.video_done(new_rows)
-
-    def fail_all(job: VideoJob, meta: dict | None, error: str) -> None:
-        error = storage.redact(error, opts.storage)
-        finish(job, [failed_row(u, meta, error) | {"attempts": job.attempts} for u in job.units])
-
+    dispatcher = Dispatcher(
+        jobs,
+        precomputes,
+        Editors(editors),
+        edit_spec,
+        limit=limit,
+        target=target,
+        prefetch=opts.prefetch,
+        max_attempts=opts.max_attempts,
+        progress=progress,
+        opts=opts.storage,
+    )
     try:
-        while waiting or pre_inflight or ready or calls:
-            while waiting and len(pre_inflight) + len(ready) < ahead():
-                job = waiting.popleft()
-                need_caption = job.source_prompt is None
-                ref = pre_task.remote(job.name, job.video, need_caption, spec, opts.storage, opts.overwrite)
-                pre_inflight[ref] = job
-            while ready:
-                free = [i for i in range(count) if alive[i] and load[i] < CALLS_PER_EDITOR]
-                if not free:
-                    break
-                i = min(free, key=lambda j: load[j])
-                picked, full = _pick_group(ready, limit, target, alone)
-                if load[i] and not full and pre_inflight:
-                    # Every free editor is busy: the queued call's group fills from the precomputes
-                    # in flight while the running call lasts (with none in flight, ready is at
-                    # --prefetch's bound or the manifest is done: nothing more is coming soon).
-                    break
-                group = [ready[pos] for pos in picked]
-                for pos in reversed(picked):
-                    del ready[pos]
-                for job, _ in group:
-                    job.attempts += 1
-                ref = editors[i].edit_videos.remote(
-                    [(meta, job.units) for job, meta in group], edit_spec, [job.attempts for job, _ in group]
-                )
-                calls[ref] = (i, group)
-                load[i] += 1
-                num_calls += 1
-
-            pending = list(pre_inflight) + list(calls) + list(probes)
-            finished, _ = ray.wait(pending, num_returns=1, timeout=1.0)
-            if finished:
-                last_progress = time.monotonic()
-            elif not any(alive) and time.monotonic() - last_progress > STALL_WARNING_S:
-                # Every editor is waiting to be restarted: Ray does so once resources exist (an
-                # autoscaler adds nodes); on a fixed cluster that lost nodes it may never happen.
-                log.warning(
-                    "no editor has been alive for %d s: Ray restarts them when the cluster has the "
-                    "resources they ask for (%g GPU, %g CPU each); Ctrl-C and rerun to resume later",
-                    STALL_WARNING_S,
-                    gpus,
-                    cpus,
-                )
-                last_progress = time.monotonic()
-            for ref in finished:
-                if ref in pre_inflight:
-                    job = pre_inflight.pop(ref)
-                    try:
-                        meta = ray.get(ref)
-                    except Exception as e:  # retries exhausted: a system or network failure
-                        fail_all(job, None, f"precompute failed: {type(e).__name__}: {_first_line(e)}")
-                        continue
-                    if meta.get("status") != "ok":
-                        fail_all(job, meta, meta.get("error") or "precompute failed")
-                    else:
-                        ready.append((job, meta))
-                        if not math.isinf(target):
-                            per_call = min(limit, max(1, math.ceil(target / _items(job, meta))))
-                elif ref in calls:
-                    i, group = calls.pop(ref)
-                    load[i] -= 1
-                    try:
-                        result = ray.get(ref)
-                    except RayActorError as e:
-                        # The editor died (OOM, lost node, killed): Ray restarts it; the video goes
-                        # back to the front of the queue for any editor.
-                        deaths += 1
-                        if alive[i]:
-                            alive[i] = False
-                            probes[editors[i].ping.remote()] = i
-                        log.warning(
-                            "editor %d died while editing %s (attempt %d): %s",
-                            i,
-                            ", ".join(job.id for job, _ in group),
-                            max(job.attempts for job, _ in group),
-                            _first_line(e),
-                        )
-                        # A call sent to this editor after it died but before we knew waits for a
-                        # restart that may never come (a lost node on a fixed cluster): take those
-                        # back too. If one does run later, its output and marker are atomic rewrites.
-                        for other in [r for r, (j, _) in calls.items() if j == i]:
-                            group = group + calls.pop(other)[1]
-                            load[i] -= 1
-                            try:
-                                ray.cancel(other)
-                            except Exception:  # noqa: BLE001 - best effort: it may have failed already
-                                log.debug("could not cancel a call to dead editor %d", i)
-                        for job, meta in reversed(group):  # back to the front, in their order
-                            if job.attempts >= opts.max_attempts:
-                                fail_all(
-                                    job,
-                                    meta,
-                                    f"the editor process died {job.attempts} times while editing "
-                                    "this video (out of memory?)",
-                                )
-                            else:
-                                alone.add(job.name)
-                                ready.appendleft((job, meta))
-                        continue
-                    except Exception as e:  # a bug in our code: the videos fail, the run goes on
-                        for job, meta in group:
-                            fail_all(job, meta, f"{type(e).__name__}: {_first_line(e)}")
-                        continue
-                    if result["pid"] in warm_pids:
-                        idle += result["idle"]
-                        busy += result["busy"]
-                    warm_pids.add(result["pid"])
-                    by_key = {r["key"]: r for r in result["rows"]}
-                    for job, _ in group:
-                        finish(job, [by_key[u.key] for u in job.units if u.key in by_key])
-                else:
-                    i = probes.pop(ref)
-                    try:
-                        ray.get(ref)
-                        alive[i] = True
-                        log.info("editor %d is back", i)
-                    except RayActorError:
-                        probes[editors[i].ping.remote()] = i  # still restarting; ask again
+        dispatcher.run()
     finally:
         progress.close()
-        for actor in editors:
-            ray.kill(actor, no_restart=True)
-    share = idle / (idle + busy) if (idle + busy) > 0 else None
-    log.info("%d videos edited in %d editor calls", len(jobs), num_calls)
-    return _Drive(rows, share, progress.frames, count, gpus, deaths, num_calls)
-
-
-def _first_line(e: BaseException, limit: int = 300) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0][:limit]
+        dispatcher.editors.stop()
+    outcome = dispatcher.outcome(gpus)
+    log.info("%d videos edited in %d editor calls", len(jobs), outcome.calls)
+    return outcome
 
 
 def precompute_dataset(
@@ -549,36 +371,19 @@ def precompute_dataset(
     """Precompute only (relabel): every video's meta, ok or failed, in manifest order."""
     import ray
 
+    resume.check_output_location(opts.output)
     leave_room_for_precompute(0, 0.0, 0.0, opts.precompute_gpus, opts.precompute_cpus, fixed_count=True)
     opts.output = storage.normalize(opts.output)
     jobs = manifest.videos()
-    task = _precompute_task(opts)
-    spec = opts.precompute_spec()
+    stage = Precomputes(
+        _precompute_task(opts), opts.precompute_spec(), opts.storage, need_caption=need_caption, refresh=opts.overwrite
+    )
+    # Two tasks per CPU they fit on: enough queued that no CPU waits for the driver.
     limit = max(2, int(ray.cluster_resources().get("CPU", 2) / max(opts.precompute_cpus, 0.01)) * 2)
-    waiting = collections.deque(jobs)
-    inflight: dict[Any, VideoJob] = {}
-    metas: dict[str, dict[str, Any]] = {}
     progress = _Progress(len(jobs), opts.progress)
     progress.bar.set_description("precompute")
     try:
-        while waiting or inflight:
-            while waiting and len(inflight) < limit:
-                job = waiting.popleft()
-                ref = task.remote(job.name, job.video, need_caption, spec, opts.storage, opts.overwrite)
-                inflight[ref] = job
-            finished, _ = ray.wait(list(inflight), num_returns=1, timeout=1.0)
-            for ref in finished:
-                job = inflight.pop(ref)
-                try:
-                    meta = ray.get(ref)
-                except Exception as e:
-                    meta = {
-                        "status": "failed",
-                        "error": f"precompute failed: {type(e).__name__}: {_first_line(e)}",
-                    }
-                meta["error"] = storage.redact(meta["error"], opts.storage) if meta.get("error") else None
-                metas[job.name] = meta
-                progress.bar.update(1)
+        metas = stage.stream(jobs, limit, on_done=lambda _job, _meta: progress.bar.update(1))
     finally:
         progress.close()
     return [(job, metas[job.name]) for job in jobs]

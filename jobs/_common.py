@@ -106,7 +106,7 @@ def add_edit_arguments(parser: argparse.ArgumentParser, *, switches: bool = True
     g.add_argument("--max-batch", type=int, default=8, help="wavefront: items per UNet call (default 8)")
 
 
-def add_cluster_arguments(parser: argparse.ArgumentParser, *, editors: bool = True) -> None:
+def add_cluster_arguments(parser: argparse.ArgumentParser, *, editors: bool = True, precompute: bool = True) -> None:
     g = parser.add_argument_group("Ray")
     g.add_argument(
         "--address",
@@ -135,8 +135,9 @@ def add_cluster_arguments(parser: argparse.ArgumentParser, *, editors: bool = Tr
             "(default): 1 with --schedule sequential, else videos until frames x prompts reach 2 x --max-batch, "
             "at most 8. An idle editor never waits for more videos: it takes what is ready",
         )
-    g.add_argument("--precompute-cpus", type=float, default=1.0, help="CPUs per precompute task (default 1)")
-    g.add_argument("--precompute-gpus", type=float, default=0.0, help="GPU share per precompute task, e.g. 0.25")
+    if precompute:
+        g.add_argument("--precompute-cpus", type=float, default=1.0, help="CPUs per precompute task (default 1)")
+        g.add_argument("--precompute-gpus", type=float, default=0.0, help="GPU share per precompute task, e.g. 0.25")
     g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
 
@@ -181,11 +182,11 @@ def edit_config(args: argparse.Namespace, **overrides: Any) -> Any:
 
 
 def caption_model(args: argparse.Namespace) -> str:
-    from pipeline.models.loading import DEFAULT_CAPTION_MODEL, TINY
+    from pipeline.models.loading import BUILTIN, DEFAULT_CAPTION_MODEL
 
     if getattr(args, "caption_model", None):
         return args.caption_model
-    return TINY if args.model == TINY else DEFAULT_CAPTION_MODEL
+    return args.model if args.model in BUILTIN else DEFAULT_CAPTION_MODEL
 
 
 def parse_size(text: str | None) -> tuple[int, int] | None:
@@ -219,6 +220,7 @@ def videos_per_call(value: object) -> int | None:
 def run_options(args: argparse.Namespace, opts: Any) -> Any:
     """RunOptions from the parsed flags (shared by run, relabel and augment)."""
     from actors.runner import RunOptions
+    from jobs import _metrics
 
     for name in ("num_editors", "max_frames", "prefetch"):
         check_positive(name.replace("_", "-"), getattr(args, name, None))
@@ -243,6 +245,7 @@ def run_options(args: argparse.Namespace, opts: Any) -> Any:
         overwrite=bool(getattr(args, "overwrite", False)),
         storage=opts,
         progress=bool(args.progress),
+        clip_model=_metrics.clip_model(args) if _metrics.wants_metrics(args) else None,
     )
 
 
@@ -276,6 +279,41 @@ def shutdown_ray(started: bool) -> None:
         import ray
 
         ray.shutdown()
+
+
+def execute(args: argparse.Namespace, manifest: Any, run_opts: Any, verb: str) -> tuple[Any, list[str]]:
+    """Run the dataset (run, augment, demo), connecting to Ray only when there is work; print the
+    summary; then, with --metrics or a filter bound, score what the editors did not (on the same Ray
+    connection). Disconnects if Ray was started here. Returns (RunSummary, keys filtered)."""
+    from actors.runner import run_dataset
+    from jobs import _metrics
+
+    started = False
+
+    def connect() -> None:
+        nonlocal started
+        if not started:
+            started = connect_ray(args)
+
+    try:
+        summary = run_dataset(manifest, run_opts, connect=connect)
+        print_summary(verb, summary)
+        filtered = _metrics.after_run(args, run_opts.storage, verb, connect=connect)
+        return summary, filtered
+    finally:
+        shutdown_ray(started)
+
+
+def print_summary(verb: str, summary: Any) -> None:
+    idle = "" if summary.editor_idle_share is None else f", editors idle {summary.editor_idle_share:.1%} once warm"
+    print(
+        f"pix2video {verb}: {summary.ok} of {summary.total} videos x prompts ok, {summary.failed} failed "
+        f"({summary.skipped} done before this run) in {summary.seconds:.1f} s, "
+        f"{summary.frames_per_second:.2f} frames/s{idle}"
+    )
+    print(f"results: {summary.results}")
+    if summary.failed:
+        print("failed rows have status 'failed' and the reason in 'error'; rerun the same command to retry them")
 
 
 def main_for(verb: str) -> None:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from jobs import _common
-from jobs.evaluate import TINY_NOTE, add_clip_model_argument, clip_model
+from jobs._metrics import TINY_NOTE, add_clip_model_argument, clip_model
 from pipeline.errors import InputError
 from pipeline.quality.metrics import METRIC_NAMES, METRIC_TITLES, Metrics, format_value
 

@@ -16,33 +16,10 @@ attempt, failed ones included, is in OUTPUT/results.parquet as with `pix2video r
 from __future__ import annotations
 
 import argparse
-import json
-import random
 from pathlib import Path
 
-import pyarrow as pa
-
-from jobs import _common, evaluate
+from jobs import _common, _metrics
 from pipeline.errors import InputError
-
-AUGMENTED = "augmented.parquet"
-
-SCHEMA = pa.schema(
-    [
-        ("id", pa.string()),
-        ("video", pa.string()),
-        ("source_id", pa.string()),
-        ("source_video", pa.string()),
-        ("prompt", pa.string()),
-        ("augmentation", pa.string()),
-        ("variant", pa.int32()),
-        ("caption", pa.string()),
-        ("num_frames", pa.int32()),
-        ("fps", pa.float64()),
-        ("width", pa.int32()),
-        ("height", pa.int32()),
-    ]
-)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -63,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _common.add_edit_arguments(parser)
     _common.add_cluster_arguments(parser)
     _common.add_storage_arguments(parser)
-    evaluate.add_metrics_arguments(parser, filtering=True)
+    _metrics.add_metrics_arguments(parser, filtering=True)
     parser.add_argument("--overwrite", action="store_true", help="redo everything, even what is done")
     parser.add_argument(
         "--max-failures",
@@ -100,24 +77,11 @@ def read_templates(prompts: list[str], prompts_file: str | None) -> list[str]:
     return out
 
 
-def choose(templates: list[str], video_id: str, k: int) -> list[str]:
-    """K distinct templates for one video, the same on every run (seeded by the id).
-
-    Distinct, because editing is deterministic given (video, prompt): two variants with one
-    template would be the same clip twice.
-    """
-    if k >= len(templates):
-        return list(templates)
-    rng = random.Random(json.dumps(["augment", video_id]))
-    picked = set(rng.sample(range(len(templates)), k))
-    return [t for i, t in enumerate(templates) if i in picked]
-
-
 def run(args: argparse.Namespace) -> int:
     from actors import storage
-    from actors.manifest import Manifest, Unit, load_manifest, unit_key
-    from actors.results import write_table
-    from jobs.run import execute, print_summary
+    from actors.datasets import augment_manifest, augmented_table
+    from actors.manifest import load_manifest
+    from actors.tables import AUGMENTED, FILTERED, RESULTS, write_table
 
     templates = read_templates(args.prompt, args.prompts)
     k = args.variants if args.variants is not None else len(templates)
@@ -128,52 +92,19 @@ def run(args: argparse.Namespace) -> int:
         )
     opts = _common.storage_options(args)
     run_opts = _common.run_options(args, opts)
-    source = load_manifest(args.manifest, opts, require_prompts=False, use_manifest_prompts=False)
-    units: list[Unit] = []
-    variant_of: dict[str, int] = {}
-    for job in source.videos():
-        first = job.units[0]
-        for template in choose(templates, job.id, k):
-            key = unit_key(job.name, template)
-            units.append(Unit(first.id, first.name, first.video, template, first.source_prompt, first.row, key))
-            variant_of[key] = templates.index(template)
-    clash = sorted(set(source.carried.column_names) & set(SCHEMA.names))
-    if clash:
-        raise InputError(f"manifest {args.manifest}: column(s) {', '.join(clash)} clash with augmented.parquet's")
-    manifest = Manifest(units=units, carried=source.carried, source=source.source)
-    summary = execute(args, manifest, run_opts)
-    print_summary("augment", summary)
-    # --metrics / --min-clip-text / --max-pixel-mse: score, and mark clips outside the bounds 'filtered'.
-    for key in evaluate.after_run(args, opts, "augment"):
+    source = load_manifest(
+        args.manifest, opts, require_prompts=False, use_manifest_prompts=False, tables=(RESULTS, AUGMENTED)
+    )
+    manifest, variant_of = augment_manifest(source, templates, k)
+    # --metrics / --min-clip-text / --max-pixel-mse: scored, and clips outside the bounds marked 'filtered'.
+    summary, filtered = _common.execute(args, manifest, run_opts, "augment")
+    for key in filtered:
         if key in summary.rows:
-            summary.rows[key]["status"] = evaluate.FILTERED
-
-    rows, carried_rows = [], []
-    for u in manifest.units:
-        r = summary.rows.get(u.key)
-        if not r or r.get("status") != "ok":
-            continue
-        rows.append(
-            {
-                "id": u.key,
-                "video": r["output"],
-                "source_id": u.id,
-                "source_video": u.video,
-                "prompt": r["prompt"],
-                "augmentation": u.prompt,
-                "variant": variant_of[u.key],
-                "caption": r.get("source_prompt"),
-                **{c: r.get(c) for c in ("num_frames", "fps", "width", "height")},
-            }
-        )
-        carried_rows.append(u.row)
-    table = pa.Table.from_pylist(rows, schema=SCHEMA)
-    carried = manifest.carried_rows(carried_rows)
-    for name in carried.column_names:
-        table = table.append_column(carried.schema.field(name), carried.column(name))
+            summary.rows[key]["status"] = FILTERED
+    table = augmented_table(manifest, summary.rows, variant_of)
     url = storage.join(storage.normalize(args.output), AUGMENTED)
     write_table(table, url, opts)
-    print(f"augmented: {url} ({len(rows)} new clips)")
+    print(f"augmented: {url} ({table.num_rows} new clips)")
     return 0 if summary.failed <= args.max_failures else 1
 
 

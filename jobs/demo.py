@@ -16,9 +16,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from pathlib import Path
 
-from jobs import _common, evaluate
+from jobs import _common
 
 PROMPTS = ["a watercolor painting of shapes", "{caption}, neon lights"]
 
@@ -56,10 +55,9 @@ def write_dataset(folder: str, videos: int, frames: int) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from actors.manifest import load_manifest
+    from actors.report import write_report
     from actors.storage import StorageOptions
-    from jobs.report import REPORT_DIR, build_report
-    from jobs.run import add_arguments as run_arguments
-    from jobs.run import execute, print_summary
+    from jobs.cli import build_parser
 
     _common.check_positive("videos", args.videos)
     _common.check_positive("frames", args.frames)
@@ -89,17 +87,13 @@ def run(args: argparse.Namespace) -> int:
         argv += ["--num-cpus", str(args.num_cpus)]
     if not args.progress:
         argv += ["--no-progress"]
-    parser = argparse.ArgumentParser()
-    run_arguments(parser)
-    run_args = parser.parse_args(argv)
+    run_args = build_parser("run").parse_args(argv)
     opts = StorageOptions()
     run_opts = _common.run_options(run_args, opts)
     run_opts.max_attempts = run_args.max_attempts
     manifest = load_manifest(manifest_path, opts)
-    summary = execute(run_args, manifest, run_opts)
-    print_summary("demo", summary)
-    evaluate.after_run(run_args, opts, "demo")
-    report = build_report(out, opts, Path(out) / REPORT_DIR, progress=args.progress)
+    summary, _ = _common.execute(run_args, manifest, run_opts, "demo")
+    report = write_report(out, opts, progress=args.progress)
     print()
     print(f"dataset:   {manifest_path}  ({args.videos} generated clips, {len(PROMPTS)} prompts each)")
     print(f"videos:    {os.path.join(out, 'videos')}/  (one mp4 per video x prompt)")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jobs import _common, evaluate
+from jobs import _common, _metrics
 from pipeline.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     _common.add_model_arguments(parser)
     _common.add_edit_arguments(parser)
-    evaluate.add_metrics_arguments(parser, metrics_help=evaluate.EDIT_METRICS_HELP)
+    _metrics.add_metrics_arguments(parser, metrics_help=_metrics.EDIT_METRICS_HELP)
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
 
@@ -104,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
         check_frames_folder(args.output, data.names)  # an earlier edit of these frames, or nothing
     # Then the models: a wrong --model fails before minutes of depth estimation.
     models = load_diffusion_models(resolve_model(args.model), dtype=args.dtype, device=args.device)
-    scorer = evaluate.scorer_for(args, models.device)  # --metrics: CLIP loaded before the long work
+    scorer = _metrics.scorer_for(args, models.device)  # --metrics: CLIP loaded before the long work
     complete_input(data, args, device=models.device, dtype=args.dtype)
     editor = Pix2Video(models)
     n = len(data.frames)
@@ -120,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - started
     print(f"wrote {out} ({n} frames, {width}x{height}, {elapsed:.1f} s)")
     if scorer is not None:
-        evaluate.print_edit_metrics(str(out), data.frames, args.prompt, scorer)
+        _metrics.print_edit_metrics(str(out), data.frames, args.prompt, scorer)
     return 0
 
 

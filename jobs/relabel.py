@@ -13,35 +13,9 @@ from __future__ import annotations
 import argparse
 import logging
 
-import pyarrow as pa
-
 from jobs import _common
 
 log = logging.getLogger(__name__)
-
-LABELS = "labels.parquet"
-
-SCHEMA = pa.schema(
-    [
-        ("id", pa.string()),
-        ("video", pa.string()),
-        ("status", pa.string()),
-        ("error", pa.string()),
-        ("caption", pa.string()),
-        ("source_prompt", pa.string()),
-        ("num_frames", pa.int32()),
-        ("fps", pa.float64()),
-        ("width", pa.int32()),
-        ("height", pa.int32()),
-        ("src_width", pa.int32()),
-        ("src_height", pa.int32()),
-        ("frames", pa.string()),
-        ("depth", pa.string()),
-        ("seconds_decode", pa.float64()),
-        ("seconds_depth", pa.float64()),
-        ("seconds_caption", pa.float64()),
-    ]
-)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -61,45 +35,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from actors import storage
+    from actors.datasets import labels_table
     from actors.manifest import load_manifest
-    from actors.results import write_table
     from actors.runner import precompute_dataset
+    from actors.tables import LABELS, write_table
 
     opts = _common.storage_options(args)
     run_opts = _common.run_options(args, opts)
-    manifest = load_manifest(args.manifest, opts, require_prompts=False)
+    manifest = load_manifest(args.manifest, opts, require_prompts=False, tables=(LABELS,))
     started = _common.connect_ray(args)
     try:
         metas = precompute_dataset(manifest, run_opts, need_caption=True)
     finally:
         _common.shutdown_ray(started)
-
-    rows, first_rows = [], []
-    for job, meta in metas:
-        ok = meta.get("status") == "ok"
-        rows.append(
-            {
-                "id": job.id,
-                "video": job.video,
-                "status": "ok" if ok else "failed",
-                "error": meta.get("error"),
-                "caption": meta.get("caption"),
-                "source_prompt": job.source_prompt,
-                **{k: meta.get(k) for k in ("num_frames", "fps", "width", "height", "src_width", "src_height")},
-                "frames": meta.get("frames") if ok else None,
-                "depth": meta.get("depth") if ok else None,
-                **{k: meta.get(k, 0.0) for k in ("seconds_decode", "seconds_depth", "seconds_caption")},
-            }
-        )
-        first_rows.append(job.units[0].row)
-    table = pa.Table.from_pylist(rows, schema=SCHEMA)
-    carried = manifest.carried_rows(first_rows)
-    for name in carried.column_names:
-        table = table.append_column(carried.schema.field(name), carried.column(name))
+    table = labels_table(manifest, metas)
     url = storage.join(run_opts.output, LABELS)
     write_table(table, url, opts)
-    failed = sum(r["status"] == "failed" for r in rows)
-    print(f"pix2video relabel: {len(rows) - failed} of {len(rows)} videos labelled, {failed} failed")
+    failed = table.column("status").to_pylist().count("failed")
+    print(f"pix2video relabel: {table.num_rows - failed} of {table.num_rows} videos labelled, {failed} failed")
     print(f"labels: {url}")
     return 0 if failed <= args.max_failures else 1
 

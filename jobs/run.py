@@ -12,13 +12,8 @@ from __future__ import annotations
 
 import argparse
 import logging
-from typing import TYPE_CHECKING
 
-from jobs import _common, evaluate
-
-if TYPE_CHECKING:
-    from actors.manifest import Manifest
-    from actors.runner import RunOptions, RunSummary
+from jobs import _common, _metrics
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _common.add_edit_arguments(parser)
     _common.add_cluster_arguments(parser)
     _common.add_storage_arguments(parser)
-    evaluate.add_metrics_arguments(parser)
+    _metrics.add_metrics_arguments(parser)
     g = parser.add_argument_group("resume and faults")
     g.add_argument("--overwrite", action="store_true", help="redo everything, even what is done")
     g.add_argument(
@@ -57,38 +52,9 @@ def run(args: argparse.Namespace) -> int:
     _common.check_positive("max-failures", args.max_failures, allow_zero=True)
     run_opts.max_attempts = args.max_attempts
     manifest = load_manifest(args.manifest, opts, prompts=args.prompt)
-    summary = execute(args, manifest, run_opts)
-    print_summary("run", summary)
-    evaluate.after_run(args, opts, "run")  # --metrics: columns clip_text, clip_image, pixel_mse
+    # --metrics: the editors score each clip as they write it (columns clip_text, clip_image, pixel_mse).
+    summary, _ = _common.execute(args, manifest, run_opts, "run")
     return 0 if summary.failed <= args.max_failures else 1
-
-
-def execute(args: argparse.Namespace, manifest: Manifest, run_opts: RunOptions) -> RunSummary:
-    """Run the dataset, connecting to Ray only when there is work; disconnect if we started Ray."""
-    from actors.runner import run_dataset
-
-    started = False
-
-    def connect() -> None:
-        nonlocal started
-        started = _common.connect_ray(args)
-
-    try:
-        return run_dataset(manifest, run_opts, connect=connect)
-    finally:
-        _common.shutdown_ray(started)
-
-
-def print_summary(verb: str, summary: RunSummary) -> None:
-    idle = "" if summary.editor_idle_share is None else f", editors idle {summary.editor_idle_share:.1%} once warm"
-    print(
-        f"pix2video {verb}: {summary.ok} of {summary.total} videos x prompts ok, {summary.failed} failed "
-        f"({summary.skipped} done before this run) in {summary.seconds:.1f} s, "
-        f"{summary.frames_per_second:.2f} frames/s{idle}"
-    )
-    print(f"results: {summary.results}")
-    if summary.failed:
-        print("failed rows have status 'failed' and the reason in 'error'; rerun the same command to retry them")
 
 
 if __name__ == "__main__":

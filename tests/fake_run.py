@@ -11,8 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from actors.results import RESULTS, SCHEMA, write_table
 from actors.storage import StorageOptions
+from actors.tables import RESULTS, write_table
+from actors.tables import RESULTS_SCHEMA as SCHEMA
 from pipeline.io.samples import moving_shapes
 from pipeline.io.video import write_video
 

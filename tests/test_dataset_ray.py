@@ -363,24 +363,40 @@ def test_demo_and_its_rerun(ray_cluster: str, tmp_path: Path, capsys: pytest.Cap
     assert "4 done before this run" in capsys.readouterr().out
 
 
-def test_pick_group_same_size_full_and_alone() -> None:
-    """Which ready videos one editor call takes (`--videos-per-call`), without Ray."""
-    import collections
+def test_calls_are_cut_by_manifest_order_not_by_timing() -> None:
+    """Which videos share an editor call (`--videos-per-call`), without Ray: consecutive videos of
+    one size until the call is full, whatever order the precomputes finish in (issue 8 item 7)."""
+    import itertools
 
+    from actors.dispatch import Groups
     from actors.manifest import VideoJob
-    from actors.runner import MAX_VIDEOS_PER_CALL, _grouping, _pick_group
+    from actors.runner import MAX_VIDEOS_PER_CALL, _grouping
     from pipeline.method.editor import EditConfig
 
-    def entry(name: str, size: int, frames: int = FRAMES) -> tuple[VideoJob, dict]:
-        job = VideoJob(name, name, f"{name}.mp4", None, units=[object(), object()])  # 2 prompts
-        return job, {"width": size, "height": size, "num_frames": frames}
+    sizes = {"a": 64, "b": 64, "c": 128, "d": 64, "e": 64, "f": 64, "g": 64}
+    jobs = [VideoJob(n, n, f"{n}.mp4", None, units=[object(), object()]) for n in sizes]  # 2 prompts each
 
-    ready = collections.deque([entry("a", 64), entry("b", 128), entry("c", 64), entry("d", 64)])
-    assert _pick_group(ready, 8, float("inf"), set()) == ([0, 2, 3], False)  # same size only; may grow
-    assert _pick_group(ready, 2, float("inf"), set()) == ([0, 2], True)  # --videos-per-call 2
-    assert _pick_group(ready, 8, 12, set()) == ([0, 2], True)  # 2 x (3 frames x 2 prompts) >= 12
-    assert _pick_group(ready, 8, 12, {"a"}) == ([0], True)  # retried after an editor death: alone
-    assert _pick_group(ready, 8, 12, {"c"}) == ([0, 3], True)
+    def cut(limit: int, target: float, order: list[int], failed: frozenset[str] = frozenset()) -> list[list[str]]:
+        groups, calls = Groups(jobs, limit, target), []
+        for i in order:
+            job = jobs[i]
+            meta = {"width": sizes[job.name], "height": sizes[job.name], "num_frames": FRAMES}
+            groups.arrive(job, None if job.name in failed else meta)
+            while groups.ready():
+                calls.append([j.name for j, _ in groups.pop()])
+        assert not groups  # everything was sent
+        return calls
+
+    in_order = list(range(len(jobs)))
+    expected = [["a", "b"], ["c"], ["d", "e"], ["f", "g"]]  # 2 x (3 frames x 2 prompts) >= 12; c has its own size
+    assert cut(8, 12, in_order) == expected
+    for order in itertools.islice(itertools.permutations(in_order), 0, 5040, 97):  # other finishing orders
+        assert cut(8, 12, list(order)) == expected, order
+    assert cut(3, float("inf"), in_order[::-1]) == [["a", "b"], ["c"], ["d", "e", "f"], ["g"]]  # --videos-per-call 3
+    assert cut(8, 12, in_order, frozenset({"b"})) == [["a"], ["c"], ["d", "e"], ["f", "g"]]  # b failed: a goes alone
+    groups = Groups(jobs[:2], 8, float("inf"))
+    groups.retry([(jobs[0], {}), (jobs[1], {})])  # after an editor death: one video per call, in order
+    assert [[j.name for j, _ in groups.pop()] for _ in range(2)] == [["a"], ["b"]]
     opts = _options("unused")
     assert _grouping(opts) == (MAX_VIDEOS_PER_CALL, 16)  # auto = wavefront, --max-batch 8
     opts.config = EditConfig(steps=2, schedule="sequential")
@@ -392,9 +408,9 @@ def test_pick_group_same_size_full_and_alone() -> None:
 def test_videos_edited_together_equal_videos_edited_alone(
     ray_cluster: str, dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """`--videos-per-call 3`: fewer editor calls than videos, every row ok, and the same frames as one
-    video per call. The second run reuses the first's precompute store, so its videos are ready
-    together and grouped (the first one still goes alone to the idle editor: it never waits)."""
+    """`--videos-per-call 3`: the three videos (consecutive in the manifest, one size) go in one editor
+    call, every row ok, and nearly the same frames as one video per call. The second run reuses the
+    first's precompute store."""
     import shutil
 
     from pipeline.io.video import read_frames
@@ -412,7 +428,7 @@ def test_videos_edited_together_equal_videos_edited_alone(
     assert "6 of 6 videos x prompts ok" in capsys.readouterr().out
     rows = pq.read_table(together / "results.parquet").to_pylist()
     assert all(r["status"] == "ok" for r in rows)
-    assert max(r["group_size"] for r in rows) >= 2  # some videos shared an editor call
+    assert {r["group_size"] for r in rows} == {3}  # the call was cut by the manifest, not by timing
     assert {r["group_size"] for r in pq.read_table(alone / "results.parquet").to_pylist()} == {1}
     assert all(r["seconds_edit"] > 0 for r in rows)  # the shared edit time is split over the rows
     assert _videos(together) == _videos(alone)
@@ -430,6 +446,24 @@ def test_videos_edited_together_equal_videos_edited_alone(
     # The flag takes auto or a positive count.
     assert cli([*argv, "--videos-per-call", "0"]) == 2
     assert cli([*argv, "--videos-per-call", "auto"]) == 0  # all done: nothing to edit
+
+
+def test_two_runs_give_the_same_pixels(ray_cluster: str, dataset: Path, tmp_path: Path) -> None:
+    """Issue 8 item 7: the same manifest and settings, fresh outputs, other scheduling (one editor and
+    --prefetch 1, then two editors and --prefetch 3): every mp4 decodes to the same pixels, because
+    which videos share an editor call (and so the engine's UNet batches) follows the manifest. Before,
+    an idle editor took whatever was ready, so the grouping, and some pixels, depended on timing."""
+    from pipeline.io.video import read_frames
+
+    manifest = load_manifest(str(dataset / "good.jsonl"), StorageOptions())
+    first = run_dataset(manifest, _options(tmp_path / "first", num_editors=1, prefetch=1))
+    second = run_dataset(manifest, _options(tmp_path / "second", num_editors=2, prefetch=3))
+    assert first.ok == second.ok == 6 and first.editor_calls == second.editor_calls == 1  # 3 x 3 frames x 2 >= 16
+    assert _videos(tmp_path / "first") == _videos(tmp_path / "second")
+    for name in _videos(tmp_path / "first"):
+        a = read_frames(str(tmp_path / "first" / "videos" / name)).frames
+        b = read_frames(str(tmp_path / "second" / "videos" / name)).frames
+        assert np.array_equal(a, b), (name, np.abs(a.astype(int) - b).max())
 
 
 def test_editor_call_with_a_bad_video_fails_only_its_rows(dataset: Path, tmp_path: Path) -> None:

@@ -106,6 +106,30 @@ def test_manifest_errors_are_one_line_input_errors(tmp_path: Path) -> None:
         assert "\n" not in str(e.value)
 
 
+def test_labels_named_like_result_columns_are_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Issue 8 item 5: reserved names come from the one results schema, metric columns included; a
+    clash is one line and exit 2 before any work (no output written). A label only clashes with the
+    tables its verb writes: `caption` is fine for `run`, not for `relabel` (labels.parquet has one)."""
+    from actors.tables import LABELS, RESULTS, RESULTS_SCHEMA, reserved
+    from jobs.cli import main
+
+    _touch_videos(tmp_path, ["a.mp4"])
+    assert {"group_size", "clip_text", "input_pixel_mse"} <= reserved(RESULTS)
+    assert set(RESULTS_SCHEMA.names) <= reserved(RESULTS) and "caption" in reserved(LABELS)
+    for label in ("group_size", "clip_text", "input_pixel_mse"):
+        (tmp_path / "m.jsonl").write_text(json.dumps({"video": "a.mp4", "prompt": "x", label: 1}) + "\n")
+        out = tmp_path / f"out-{label}"
+        argv = ["run", "--manifest", str(tmp_path / "m.jsonl"), "--output", str(out), "--model", "tiny"]
+        assert main([*argv, "--no-progress"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and repr(label) in err and "results.parquet" in err, err
+        assert not (out / "results.parquet").exists() and not (out / "videos").exists()
+    (tmp_path / "c.jsonl").write_text(json.dumps({"video": "a.mp4", "prompt": "x", "caption": "c"}) + "\n")
+    assert load_manifest(str(tmp_path / "c.jsonl"), OPTS).carried.column_names == ["caption"]
+    with pytest.raises(InputError, match="'caption' clash with columns that labels.parquet"):
+        load_manifest(str(tmp_path / "c.jsonl"), OPTS, tables=(LABELS,))
+
+
 def test_same_video_in_several_rows_is_one_video(tmp_path: Path) -> None:
     _touch_videos(tmp_path, ["a.mp4"])
     (tmp_path / "m.csv").write_text("video,prompt,label\na.mp4,x,1\na.mp4,y,2\n")
@@ -169,7 +193,8 @@ def test_resume_three_functions(tmp_path: Path) -> None:
 
 
 def test_augment_template_choice_is_seeded_and_distinct(tmp_path: Path) -> None:
-    from jobs.augment import choose, read_templates
+    from actors.datasets import choose
+    from jobs.augment import read_templates
 
     f = tmp_path / "t.txt"
     f.write_text("# comment\n{caption}, snow\n\nwatercolor\n")

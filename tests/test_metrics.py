@@ -16,8 +16,10 @@ import pytest
 from fake_run import make_run
 from PIL import Image
 
+from actors.evaluation import apply_bounds, evaluate_run
+from actors.tables import METRIC_COLUMNS as COLUMNS
+from jobs._metrics import after_run
 from jobs.cli import main
-from jobs.evaluate import COLUMNS, after_run, apply_bounds, evaluate_run
 from pipeline.errors import InputError
 from pipeline.io.samples import moving_shapes
 from pipeline.quality import clip as C
@@ -260,3 +262,45 @@ def test_run_and_augment_with_metrics_and_filtering(ray_cluster, tmp_path, capsy
     assert bad["pixel_mse"] == mse[1] and os.path.exists(bad["output"])  # kept on disk
     augmented = pq.read_table(out / "augmented.parquet").to_pylist()
     assert [r["video"] for r in augmented] == [r["output"] for r in results if r["status"] == "ok"]
+
+
+def test_plain_rerun_keeps_metrics_and_filtered_rows(ray_cluster, tmp_path, capsys):
+    """Issue 8 item 6: a plain rerun rebuilds results.parquet from the markers; what `evaluate` and
+    `augment --max-pixel-mse` added (metric columns, status 'filtered') stays with the unchanged
+    outputs, and `report` keeps showing the metrics."""
+    from pipeline.io.samples import write_sample_video
+
+    clips = tmp_path / "clips"
+    for i in range(2):
+        write_sample_video(clips / f"c{i}.mp4", num_frames=3, width=64, height=64, seed=i)
+    manifest = tmp_path / "manifest.jsonl"
+    manifest.write_text("".join(json.dumps({"video": f"clips/c{i}.mp4", "label": i}) + "\n" for i in range(2)))
+    fast = ["--model", "tiny", "--size", "64x64", "--steps", "2", "--no-progress"]
+
+    out = tmp_path / "run"
+    run = ["run", "--manifest", str(manifest), "--output", str(out), "--prompt", "a red car", *fast]
+    assert main(run) == 0
+    assert main(["evaluate", str(out), "--clip-model", "tiny", "--no-progress"]) == 0
+    scored = pq.read_table(out / "results.parquet").to_pylist()
+    assert all(r["clip_text"] is not None for r in scored)
+    assert main(run) == 0  # nothing to redo
+    assert "2 done before this run" in capsys.readouterr().out
+    again = pq.read_table(out / "results.parquet")
+    assert again.to_pylist() == scored  # metric columns kept, row for row
+    assert again.column_names[-1] == "label"  # metrics sit before the labels, as `evaluate` puts them
+    assert main(["report", str(out), "--no-progress"]) == 0
+    page = (out / "report" / "index.html").read_text(encoding="utf-8")
+    assert "No metrics yet" not in page and f"{scored[0]['clip_text']:.4f}" in page
+
+    out = tmp_path / "aug"
+    aug = ["augment", "--manifest", str(manifest), "--output", str(out), "--prompt", "{caption}, in the snow"]
+    assert main([*aug, *fast, "--clip-model", "tiny", "--metrics"]) == 0
+    mse = sorted(pq.read_table(out / "results.parquet").column("pixel_mse").to_pylist())
+    assert main([*aug, *fast, "--clip-model", "tiny", "--max-pixel-mse", str(sum(mse) / 2)]) == 0
+    filtered = pq.read_table(out / "results.parquet").to_pylist()
+    assert sorted(r["status"] for r in filtered) == ["filtered", "ok"]
+    capsys.readouterr()
+    assert main([*aug, *fast]) == 0  # plain rerun: no --metrics, no bound
+    assert "1 of 2 videos x prompts ok, 0 failed (2 done before this run)" in capsys.readouterr().out
+    assert pq.read_table(out / "results.parquet").to_pylist() == filtered
+    assert len(pq.read_table(out / "augmented.parquet")) == 1  # the filtered clip stays out

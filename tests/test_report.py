@@ -124,6 +124,28 @@ def test_report_without_metrics_shows_dashes(tmp_path, capsys):
         assert (page.parent / ref).is_file(), ref
 
 
+def test_control_characters_from_an_id_never_reach_the_page(tmp_path):
+    """Issue 8 item 13: a NUL, an ESC sequence or another control character in an id (or a prompt, an
+    error) is dropped; markup in it is escaped (the page is a Jinja2 template with autoescape)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    out = tmp_path / "run"
+    make_run(out)
+    table = pq.read_table(out / "results.parquet")
+    ids = ["car\x00\x1b[31m<b>red</b>\x07", "b\x7fdel\x9bcsi", "b"]
+    table = table.set_column(table.column_names.index("id"), "id", pa.array(ids, pa.string()))
+    errors = [None, None, "RuntimeError: out\x00of memory\x0c"]
+    table = table.set_column(table.column_names.index("error"), "error", pa.array(errors, pa.string()))
+    pq.write_table(table, out / "results.parquet")
+    assert main(["report", str(out), "--no-progress"]) == 0
+    page = (out / "report" / "index.html").read_bytes().decode("utf-8")
+    controls = [c for c in page if (ord(c) < 32 and c not in "\t\n\r") or 0x7F <= ord(c) <= 0x9F]
+    assert controls == [], controls
+    assert "car[31m&lt;b&gt;red&lt;/b&gt;" in page and "<b>red</b>" not in page
+    assert "bdelcsi" in page and "RuntimeError: outof memory" in page
+
+
 def test_report_refuses_a_folder_without_results(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     assert "no results table" in capsys.readouterr().err

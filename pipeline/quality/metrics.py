@@ -185,6 +185,17 @@ def within_bounds(
     return not (max_pixel_mse is not None and mse is not None and mse > max_pixel_mse)
 
 
+def mean_metrics(rows: Sequence[dict[str, Any]], prefix: str = "") -> dict[str, float | None]:
+    """Mean of each metric (column `prefix + name`) over `rows`, leaving out undefined values; None
+    where no row has one. Keys are the plain metric names."""
+
+    def mean(name: str) -> float | None:
+        vs = [float(r[name]) for r in rows if r.get(name) is not None and math.isfinite(float(r[name]))]
+        return sum(vs) / len(vs) if vs else None
+
+    return {n: mean(prefix + n) for n in METRIC_NAMES}
+
+
 def format_table(rows: Sequence[tuple[str, Metrics | dict[str, Any]]], title: str = "") -> str:
     """Aligned text table, one line per (label, metrics), columns in the paper's order."""
     header = ["", *(METRIC_TITLES[n] for n in METRIC_NAMES)]

@@ -1,0 +1,319 @@
+"""Scoring a finished run with the paper's metrics: the metric columns of results.parquet.
+
+For every clip with status ok (or filtered): CLIP-Text, CLIP-Image and Pixel-MSE of the output, and
+the same three on the input video as the baseline (columns input_*); see pipeline/quality/metrics.py.
+Per-frame values go to OUTPUT/metrics/<key>.json, with the output's storage stamp (fsspec `ukey`:
+mtime locally, the ETag on S3) and the CLIP model: a rerun reuses a clip's values until its output is
+rewritten, its prompt or the CLIP model changes (or `overwrite`).
+
+Who computes what is left:
+- `run --metrics`: the editor actors, while each clip is in memory (EditorActor, `score_written`);
+  what `evaluate_run` then finds is up to date.
+- `evaluate_run` on a connected Ray driver: a pool of metric actors (`ray.util.ActorPool`), each
+  loading CLIP once, one clip per call; a stateless map, so Ray's own pool does the scheduling.
+- without Ray (a notebook, or a `scorer` given): in this process, one clip after the other.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from pipeline.errors import InputError
+from pipeline.quality.clip import DEFAULT_CLIP_MODEL
+from pipeline.quality.metrics import METRIC_NAMES, Metrics, mean_metrics, within_bounds
+
+from . import storage
+from .results import clip_key
+from .storage import StorageOptions
+from .tables import (
+    FILTERED,
+    INPUT_PREFIX,
+    METRIC_COLUMNS,
+    OK,
+    RESULTS,
+    SCORED,
+    read_table,
+    with_metric_columns,
+    write_table,
+)
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pyarrow as pa
+
+    from pipeline.quality.clip import ClipScorer
+
+log = logging.getLogger(__name__)
+
+METRICS_DIR = "metrics"  # OUTPUT/metrics/<key>.json: per-frame values and the means, edit and input
+
+
+@dataclass
+class Evaluation:
+    """What `evaluate_run` did: the updated table, and how many clips were computed, reused, unreadable."""
+
+    table: pa.Table
+    results: str
+    computed: int = 0
+    reused: int = 0
+    unreadable: list[str] = field(default_factory=list)
+    clip_model: str = DEFAULT_CLIP_MODEL
+    filtered: list[str] = field(default_factory=list)  # keys marked 'filtered' by `score_run`'s bounds
+
+
+def metrics_url(output: str, key: str) -> str:
+    return storage.join(output, METRICS_DIR, f"{key}.json")
+
+
+def read_clip_metrics(output: str, key: str, opts: StorageOptions) -> dict[str, Any] | None:
+    """The stored metrics of one clip ({'edit': ..., 'input': ..., 'clip_model': ...}) or None."""
+    try:
+        stored = json.loads(storage.read_bytes(metrics_url(output, key), opts))
+    except (FileNotFoundError, ValueError):
+        return None
+    return stored if isinstance(stored, dict) else None
+
+
+def output_stamp(url: str, opts: StorageOptions) -> str:
+    """Changes whenever the output is rewritten: fsspec's ukey (mtime-based locally, the ETag on S3)."""
+    fs, path = storage.filesystem(url, opts)
+    return str(fs.ukey(path))
+
+
+def read_video(url: str, opts: StorageOptions) -> np.ndarray:
+    """uint8 frames of a local or remote video (or local folder of frames)."""
+    from pipeline.io.video import read_frames
+
+    if storage.is_local(url):
+        return read_frames(url).frames
+    return read_frames(io.BytesIO(storage.read_bytes(url, opts))).frames
+
+
+def load_scorer(clip_model: str, device: str | None, dtype: str = "float32") -> ClipScorer:
+    from pipeline.quality.clip import ClipScorer
+
+    return ClipScorer.from_model(clip_model, device=device, dtype=dtype)
+
+
+def _is_fresh(stored: dict[str, Any] | None, clip_model: str, stamp: str, prompt: str) -> bool:
+    return stored is not None and (stored.get("clip_model"), stored.get("output_stamp"), stored.get("prompt")) == (
+        clip_model,
+        stamp,
+        prompt,
+    )
+
+
+def score_written(
+    output: str,
+    key: str,
+    row: dict[str, Any],
+    frames: np.ndarray,
+    input_frames: np.ndarray,
+    scorer: ClipScorer,
+    opts: StorageOptions,
+) -> dict[str, Any]:
+    """Score one clip whose output is written (`frames` as stored, `input_frames` the input video's),
+    store OUTPUT/metrics/<key>.json and return the stored record."""
+    from pipeline.quality.metrics import edit_metrics
+
+    edit, base = edit_metrics(frames, input_frames, row["prompt"], scorer)
+    stored = {
+        "clip_model": scorer.source,
+        "output": row["output"],
+        "output_stamp": output_stamp(row["output"], opts),
+        "video": row["video"],
+        "prompt": row["prompt"],
+        "edit": edit.to_dict(),
+        "input": base.to_dict(),
+    }
+    storage.write_bytes(metrics_url(output, key), json.dumps(stored).encode(), opts)
+    return stored
+
+
+def stored_values(stored: dict[str, Any]) -> dict[str, float | None]:
+    """The metric columns of a stored record."""
+    return {**Metrics.from_dict(stored["edit"]).row(), **Metrics.from_dict(stored["input"]).row(INPUT_PREFIX)}
+
+
+class MetricsActor:
+    """CLIP loaded once; scores one clip per call (reads the output and its input video)."""
+
+    def __init__(
+        self,
+        output: str,
+        clip_model: str,
+        device: str | None,
+        dtype: str,
+        opts: StorageOptions,
+        scorer: ClipScorer | None = None,
+    ) -> None:
+        self.output, self.opts = output, opts
+        self.scorer, self.fatal = scorer, None
+        if scorer is None:
+            try:
+                self.scorer = load_scorer(clip_model, device, dtype)
+            except InputError as e:  # a bad --clip-model fails the command (one line), not each clip
+                self.fatal = str(e)
+
+    def score(self, item: dict[str, Any]) -> dict[str, Any]:
+        if self.scorer is None:
+            return {**item, "fatal": self.fatal}
+        try:
+            frames = read_video(item["output"], self.opts)
+            source = read_video(item["video"], self.opts)
+            stored = score_written(self.output, item["key"], item, frames, source, self.scorer, self.opts)
+        except (InputError, OSError) as e:  # one unreadable clip must not lose the metrics of the rest
+            return {**item, "problem": str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}
+        return {**item, "stored": stored}
+
+
+def _score_here(todo: list[dict[str, Any]], actor: MetricsActor) -> Iterator[dict[str, Any]]:
+    for item in todo:
+        yield actor.score(item)
+
+
+def _score_on_ray(
+    todo: list[dict[str, Any]], output: str, clip_model: str, device: str | None, dtype: str, opts: StorageOptions
+) -> Iterator[dict[str, Any]]:
+    """The clips in `todo` on a pool of metric actors (one per 2 CPUs, at most one per clip)."""
+    import ray
+    from ray.util import ActorPool
+
+    res = ray.cluster_resources()
+    gpus = 0.25 if res.get("GPU", 0) > 0 and device != "cpu" else 0.0
+    count = max(1, min(len(todo), int(res.get("CPU", 1)) // 2))
+    cls = ray.remote(MetricsActor).options(num_cpus=1, num_gpus=gpus)
+    actors = [cls.remote(output, clip_model, device, dtype, opts) for _ in range(count)]
+    try:
+        yield from ActorPool(actors).map_unordered(lambda a, item: a.score.remote(item), todo)
+    finally:
+        for a in actors:
+            ray.kill(a)
+
+
+def evaluate_run(
+    output: str,
+    opts: StorageOptions,
+    *,
+    clip_model: str = DEFAULT_CLIP_MODEL,
+    device: str | None = None,
+    dtype: str = "float32",
+    overwrite: bool = False,
+    progress: bool = True,
+    scorer: ClipScorer | None = None,
+    connect: Callable[[], object] | None = None,
+) -> Evaluation:
+    """Score every ok/filtered clip of the run in `output` that has no up-to-date metrics; write the
+    metric columns into its results.parquet. Clips are scored on Ray when a driver is connected (or
+    `connect` connects one; called only when something needs computing), else here."""
+    from tqdm import tqdm
+
+    output = storage.normalize(output)
+    results = storage.join(output, RESULTS)
+    if not storage.exists(results, opts):
+        raise InputError(f"{results}: no results table; give the OUTPUT of a finished `pix2video run` or `augment`")
+    table = read_table(results, opts)
+    missing = [c for c in ("video", "prompt", "status", "output") if c not in table.column_names]
+    if missing:
+        raise InputError(f"{results}: not a results table (no column {missing[0]!r})")
+    rows = table.to_pylist()
+    ev = Evaluation(table=table, results=results, clip_model=clip_model)
+    values: list[dict[str, Any]] = [dict.fromkeys(METRIC_COLUMNS) for _ in rows]
+    todo: list[dict[str, Any]] = []
+    for i, row in enumerate(rows):
+        if row.get("status") not in SCORED or not row.get("output"):
+            continue
+        key = clip_key(row["output"])
+        try:
+            stamp = output_stamp(row["output"], opts)
+        except (InputError, OSError) as e:  # a deleted output: the other clips keep their metrics
+            log.warning("cannot score %s: %s", key, e)
+            ev.unreadable.append(key)
+            continue
+        stored = None if overwrite else read_clip_metrics(output, key, opts)
+        if _is_fresh(stored, clip_model, stamp, row["prompt"]):
+            values[i] = stored_values(stored)
+            ev.reused += 1
+        else:
+            todo.append({"index": i, "key": key, **{k: row[k] for k in ("output", "video", "prompt")}})
+    if todo:
+        if scorer is not None:
+            results_iter = _score_here(todo, MetricsActor(output, clip_model, device, dtype, opts, scorer))
+        else:
+            if connect is not None:
+                connect()
+            import ray
+
+            if ray.is_initialized():
+                results_iter = _score_on_ray(todo, output, clip_model, device, dtype, opts)
+            else:
+                results_iter = _score_here(todo, MetricsActor(output, clip_model, device, dtype, opts))
+        bar = tqdm(total=len(todo), unit="clip", desc="metrics", disable=not progress)
+        for result in results_iter:
+            bar.update()
+            if result.get("fatal"):
+                raise InputError(result["fatal"])
+            if result.get("problem"):
+                log.warning("cannot score %s: %s", result["key"], result["problem"])
+                ev.unreadable.append(result["key"])
+                continue
+            values[result["index"]] = stored_values(result["stored"])
+            ev.computed += 1
+        bar.close()
+    ev.table = with_metric_columns(table, values)
+    write_table(ev.table, results, opts)
+    return ev
+
+
+def apply_bounds(
+    table: pa.Table, *, min_clip_text: float | None, max_pixel_mse: float | None
+) -> tuple[pa.Table, list[str]]:
+    """Mark ok rows outside the bounds as 'filtered' (their outputs stay on disk). Returns the new
+    table and the keys of the rows filtered."""
+    import pyarrow as pa
+
+    statuses = table.column("status").to_pylist()
+    outputs = table.column("output").to_pylist()
+    rows = table.select([c for c in METRIC_NAMES if c in table.column_names]).to_pylist()
+    filtered = []
+    for i, (status, row) in enumerate(zip(statuses, rows, strict=True)):
+        if status == OK and not within_bounds(row, min_clip_text=min_clip_text, max_pixel_mse=max_pixel_mse):
+            statuses[i] = FILTERED
+            filtered.append(clip_key(outputs[i]))
+    index = table.column_names.index("status")
+    return table.set_column(index, "status", pa.array(statuses, type=pa.string())), filtered
+
+
+def score_run(
+    output: str,
+    opts: StorageOptions,
+    *,
+    clip_model: str,
+    min_clip_text: float | None = None,
+    max_pixel_mse: float | None = None,
+    progress: bool = True,
+    connect: Callable[[], object] | None = None,
+) -> Evaluation:
+    """After `run`/`augment`: the metrics of what is not scored yet (the editors scored what they
+    made with --metrics), then the bounds: rows outside them become 'filtered' (`Evaluation.filtered`).
+    CLIP runs on the workers' devices, in float32 whatever the editors' dtype (it is cheap next to the
+    diffusion model)."""
+    ev = evaluate_run(output, opts, clip_model=clip_model, progress=progress, connect=connect)
+    if min_clip_text is not None or max_pixel_mse is not None:
+        ev.table, ev.filtered = apply_bounds(ev.table, min_clip_text=min_clip_text, max_pixel_mse=max_pixel_mse)
+        write_table(ev.table, ev.results, opts)
+    return ev
+
+
+def summary_rows(table: pa.Table) -> list[tuple[str, dict[str, float | None]]]:
+    """[('edits (mean of N)', means), ('input videos (baseline)', means)] over the scored rows."""
+    rows = [r for r in table.to_pylist() if r.get("status") in SCORED and r.get("clip_image") is not None]
+    return [
+        (f"edits (mean of {len(rows)})", mean_metrics(rows)),
+        ("input videos (baseline)", mean_metrics(rows, prefix=INPUT_PREFIX)),
+    ]

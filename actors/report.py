@@ -1,0 +1,269 @@
+"""The static HTML report of a finished run: REPORT_DIR/index.html and REPORT_DIR/assets/.
+
+The page (templates/report.html, rendered by Jinja2 with autoescape) has a summary of the run (clips
+by status, mean metrics of the edits and of the input videos, seconds per stage), a table of every
+clip, and per clip the input and the edit side by side as an animated GIF with per-frame metric
+plots (PNG). Every link is relative, so the folder can be copied or zipped as is. Every value from
+the run (ids, prompts, errors, URLs) is escaped, and control characters (NUL, ESC, ...) are dropped
+before that: they have no business in a page and some browsers treat them oddly.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pipeline.errors import InputError
+from pipeline.quality.metrics import METRIC_NAMES, METRIC_TITLES, PLOT_TITLES, format_value
+
+from . import storage
+from .evaluation import read_clip_metrics, read_video, summary_rows
+from .manifest import safe_name
+from .results import clip_key
+from .storage import StorageOptions
+from .tables import INPUT_PREFIX, RESULTS, SCORED, read_table
+
+if TYPE_CHECKING:
+    import numpy as np
+
+REPORT_DIR = "report"
+ASSETS = "assets"
+INDEX = "index.html"
+TEMPLATE = "report.html"
+STATUS_ORDER = ("ok", "filtered", "failed")
+TINY_WARNING = (
+    "Tiny models (--model tiny) give noise-like pictures, and metric values from the tiny CLIP "
+    "(--clip-model tiny) are meaningless except as a test that everything runs."
+)
+# C0 controls but tab, newline and carriage return; DEL and the C1 controls.
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def clean_text(value: Any) -> str:
+    """What a page may show of `value`: its text without control characters ('' for None)."""
+    return _CONTROL.sub("", "" if value is None else str(value))
+
+
+def preview_gif(
+    input_frames: np.ndarray | None, output_frames: np.ndarray, fps: float, path: Path, *, height: int, max_frames: int
+) -> Path:
+    """Animated GIF: input | edit side by side (input resized to the edit's size), `height` pixels high."""
+    import numpy as np
+    from PIL import Image
+
+    from pipeline.io.frames import resize_frames
+
+    out = output_frames[:max_frames]
+    h, w = out.shape[1:3]
+    panels = [out]
+    if input_frames is not None:
+        panels.insert(0, resize_frames(input_frames[: len(out)], w, h))
+        if len(panels[0]) < len(out):  # shorter input (should not happen): hold its last frame
+            pad = np.repeat(panels[0][-1:], len(out) - len(panels[0]), axis=0)
+            panels[0] = np.concatenate([panels[0], pad])
+    gap = np.full((len(out), h, max(2, w // 32), 3), 255, dtype=np.uint8)
+    strip = np.concatenate([panels[0], gap, panels[1]], axis=2) if len(panels) == 2 else out
+    scale = height / h
+    size = (max(1, round(strip.shape[2] * scale)), max(1, round(h * scale)))
+    images = [Image.fromarray(f).resize(size, Image.BICUBIC) for f in strip]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    duration = max(20, round(1000 / fps)) if fps and fps > 0 else 125
+    images[0].save(path, format="GIF", save_all=True, append_images=images[1:], duration=duration, loop=0)
+    return path
+
+
+def _environment() -> Any:
+    import jinja2
+
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
+        autoescape=True,
+        finalize=clean_text,  # every {{ value }}: control characters dropped, then escaped
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+    )
+
+
+def render_page(
+    *,
+    output: str,
+    rows: list[dict[str, Any]],
+    clips: dict[str, dict[str, Any]],
+    clip_models: set[str],
+    generated: str,
+) -> str:
+    """The HTML. `rows` carry '_key'; `clips[key]` has 'preview', 'plot', 'link' (paths relative to the
+    page, or None) and 'problem'."""
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r.get("status") or "?"] = counts.get(r.get("status") or "?", 0) + 1
+    order = sorted(counts, key=lambda s: (STATUS_ORDER.index(s) if s in STATUS_ORDER else len(STATUS_ORDER), s))
+    stages = [c for c in (rows[0].keys() if rows else []) if c.startswith("seconds_")]
+    page_rows = [
+        {
+            "key": r["_key"],
+            "shown": r["_key"] in clips,
+            "label": r.get("id") or r["_key"],
+            "prompt": r.get("prompt"),
+            "status": r.get("status") or "",
+            "metrics": [(_num(r.get(n), n), _num(r.get(INPUT_PREFIX + n), n)) for n in METRIC_NAMES],
+        }
+        for r in rows
+    ]
+    page_clips = [
+        {
+            "key": r["_key"],
+            "id": r.get("id"),
+            "prompt": r.get("prompt"),
+            "status": r.get("status") or "",
+            "source_prompt": r.get("source_prompt"),
+            "error": r.get("error"),
+            **clips[r["_key"]],
+        }
+        for r in rows
+        if r["_key"] in clips
+    ]
+    return (
+        _environment()
+        .get_template(TEMPLATE)
+        .render(
+            name=os.path.basename(output.rstrip("/")) or output,
+            output=output,
+            generated=generated,
+            tiny_clip="tiny" in clip_models,
+            tiny_warning=TINY_WARNING,
+            counts=[(s, counts[s]) for s in order],
+            rows=page_rows,
+            metric_titles=[METRIC_TITLES[n] for n in METRIC_NAMES],
+            summary=[(label, [_num(v.get(n), n) for n in METRIC_NAMES]) for label, v in summary_rows(_table(rows))],
+            has_metrics=any(r.get("clip_image") is not None for r in rows),
+            seconds=[(c.removeprefix("seconds_"), f"{sum(float(r.get(c) or 0) for r in rows):.1f}") for c in stages],
+            clips=page_clips,
+        )
+    )
+
+
+def _num(value: Any, name: str) -> str:
+    return format_value(name, None if value is None else float(value))
+
+
+def _table(rows: list[dict[str, Any]]) -> Any:
+    import pyarrow as pa
+
+    names = ["status", *METRIC_NAMES, *(INPUT_PREFIX + n for n in METRIC_NAMES)]
+    return pa.Table.from_pylist(
+        [{n: r.get(n) for n in names} for r in rows],
+        schema=pa.schema([("status", pa.string())] + [(n, pa.float64()) for n in names[1:]]),
+    )
+
+
+def build_report(
+    output: str,
+    opts: StorageOptions,
+    dest: Path,
+    *,
+    preview_height: int = 192,
+    preview_frames: int = 48,
+    max_clips: int = 200,
+    progress: bool = True,
+) -> Path:
+    """Write dest/index.html and dest/assets/ for the run in `output`; returns the page's path."""
+    from tqdm import tqdm
+
+    from pipeline.quality.metrics import Metrics
+    from pipeline.quality.plots import metrics_figure
+
+    output = storage.normalize(output)
+    results = storage.join(output, RESULTS)
+    if not storage.exists(results, opts):
+        raise InputError(f"{results}: no results table; give the OUTPUT of a finished `pix2video run` or `augment`")
+    rows = read_table(results, opts).to_pylist()
+    assets = dest / ASSETS
+    if assets.exists():
+        shutil.rmtree(assets)  # old previews of clips that are gone must not linger
+    assets.mkdir(parents=True)
+    clips: dict[str, dict[str, Any]] = {}
+    clip_models: set[str] = set()
+    for r in rows:
+        r["_key"] = clip_key(r["output"]) if r.get("output") else _safe(r.get("id"), r.get("prompt"))
+    shown = [r for r in rows if r.get("output") or r.get("status") == "failed"][:max_clips]
+    for r in tqdm(shown, unit="clip", desc="report", disable=not progress):
+        key = r["_key"]
+        entry: dict[str, Any] = {"preview": None, "plot": None, "link": None, "problem": None}
+        clips[key] = entry
+        if not r.get("output") or r.get("status") not in SCORED:
+            continue
+        if storage.is_local(r["output"]) and os.path.exists(r["output"]):
+            entry["link"] = os.path.relpath(r["output"], dest)
+        try:
+            out_frames = read_video(r["output"], opts)
+        except (InputError, OSError) as e:
+            entry["problem"] = f"the output could not be read: {e}"
+            continue
+        try:
+            in_frames = read_video(r["video"], opts) if r.get("video") else None
+        except (InputError, OSError) as e:
+            in_frames = None
+            entry["problem"] = f"the input could not be read ({e}); showing the edit alone"
+        gif = preview_gif(
+            in_frames,
+            out_frames,
+            float(r.get("fps") or 8.0),
+            assets / f"{key}.gif",
+            height=preview_height,
+            max_frames=preview_frames,
+        )
+        entry["preview"] = f"{ASSETS}/{gif.name}"
+        stored = read_clip_metrics(output, key, opts)
+        if stored:
+            clip_models.add(stored.get("clip_model", ""))
+            per_frame = {
+                "edit": Metrics.from_dict(stored["edit"]).per_frame,
+                "input": Metrics.from_dict(stored["input"]).per_frame,
+            }
+            png = metrics_figure(per_frame, assets / f"{key}-metrics.png", PLOT_TITLES)
+            entry["plot"] = f"{ASSETS}/{png.name}"
+    page = render_page(
+        output=output,
+        rows=rows,
+        clips=clips,
+        clip_models=clip_models,
+        generated=dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
+    )
+    index = dest / INDEX
+    storage.write_bytes(str(index), page.encode("utf-8"), StorageOptions())  # a reader never sees half a page
+    return index
+
+
+def write_report(output: str, opts: StorageOptions, report_dir: str | None = None, **kw: Any) -> str:
+    """The report of the run in `output`, in `report_dir` if given, else OUTPUT/report (for a remote
+    OUTPUT: built in a temporary folder and uploaded there). Returns where the page is."""
+    output = storage.normalize(output)
+    upload = None
+    if report_dir:
+        dest = Path(report_dir)
+    elif storage.is_local(output):
+        dest = Path(output) / REPORT_DIR
+    else:
+        dest = Path(tempfile.mkdtemp(prefix="pix2video-report-"))
+        upload = storage.join(output, REPORT_DIR)
+    dest.mkdir(parents=True, exist_ok=True)
+    index = build_report(output, opts, dest, **kw)
+    if upload is None:
+        return str(index.resolve())
+    try:
+        for path in sorted(dest.rglob("*")):
+            if path.is_file():
+                storage.put_file(str(path), storage.join(upload, *path.relative_to(dest).parts), opts)
+    finally:
+        shutil.rmtree(dest, ignore_errors=True)
+    return storage.join(upload, INDEX)
+
+
+def _safe(*parts: Any) -> str:
+    return safe_name("__".join(str(p) for p in parts if p))

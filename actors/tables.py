@@ -1,0 +1,176 @@
+"""The data contracts: the tables the dataset verbs write, and the one way labels join them.
+
+    results.parquet    `run`, `augment`: one row per (video, prompt); RESULTS_SCHEMA, then the metric
+                       columns once `evaluate` (or `--metrics`) scored the run, then the labels
+    labels.parquet     `relabel`: one row per video; LABELS_SCHEMA, then the labels
+    augmented.parquet  `augment`: one row per new clip; AUGMENTED_SCHEMA, then the source's labels
+
+A label is any manifest column other than `video`, `prompt`, `id` and `source_prompt`; it is carried to
+every row made from its manifest row. Its name may not be one the table fills itself (`reserved`):
+a manifest with a label `group_size` or `clip_text` is refused before any work (one line, exit 2),
+since two columns of one name make a parquet file unreadable, and a carried value would silently
+replace a computed one.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.errors import InputError
+from pipeline.quality.metrics import METRIC_NAMES
+
+from . import storage
+from .storage import StorageOptions
+
+RESULTS = "results.parquet"
+LABELS = "labels.parquet"
+AUGMENTED = "augmented.parquet"
+
+# Per-video stages (decode, depth, caption, load, invert) are charged to the video's first row, so
+# the sum of a `seconds_*` column is the time spent on that stage in the run.
+RESULTS_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("video", pa.string()),
+        ("prompt", pa.string()),
+        ("source_prompt", pa.string()),
+        ("status", pa.string()),  # ok | failed | filtered (outside augment's --min-clip-text/--max-pixel-mse)
+        ("error", pa.string()),
+        ("output", pa.string()),
+        ("num_frames", pa.int32()),
+        ("fps", pa.float64()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("attempts", pa.int32()),
+        ("group_size", pa.int32()),  # videos edited in the same editor call (--videos-per-call)
+        ("seconds_decode", pa.float64()),
+        ("seconds_depth", pa.float64()),
+        ("seconds_caption", pa.float64()),
+        ("seconds_load", pa.float64()),
+        ("seconds_invert", pa.float64()),
+        ("seconds_edit", pa.float64()),
+        ("seconds_write", pa.float64()),
+    ]
+)
+
+INPUT_PREFIX = "input_"  # the same metrics on the input video: the baseline
+METRIC_COLUMNS = (*METRIC_NAMES, *(INPUT_PREFIX + n for n in METRIC_NAMES))
+METRICS_SCHEMA = pa.schema([(name, pa.float64()) for name in METRIC_COLUMNS])
+
+OK, FAILED, FILTERED = "ok", "failed", "filtered"
+SCORED = (OK, FILTERED)  # statuses that have an output to score
+
+LABELS_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("video", pa.string()),
+        ("status", pa.string()),
+        ("error", pa.string()),
+        ("caption", pa.string()),
+        ("source_prompt", pa.string()),
+        ("num_frames", pa.int32()),
+        ("fps", pa.float64()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("src_width", pa.int32()),
+        ("src_height", pa.int32()),
+        ("frames", pa.string()),
+        ("depth", pa.string()),
+        ("seconds_decode", pa.float64()),
+        ("seconds_depth", pa.float64()),
+        ("seconds_caption", pa.float64()),
+    ]
+)
+
+AUGMENTED_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("video", pa.string()),
+        ("source_id", pa.string()),
+        ("source_video", pa.string()),
+        ("prompt", pa.string()),
+        ("augmentation", pa.string()),
+        ("variant", pa.int32()),
+        ("caption", pa.string()),
+        ("num_frames", pa.int32()),
+        ("fps", pa.float64()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+    ]
+)
+
+SCHEMAS = {RESULTS: RESULTS_SCHEMA, LABELS: LABELS_SCHEMA, AUGMENTED: AUGMENTED_SCHEMA}
+
+
+def reserved(table: str) -> frozenset[str]:
+    """The column names `table` fills itself, which no label may take (results: metric columns too)."""
+    names = set(SCHEMAS[table].names)
+    if table == RESULTS:
+        names |= set(METRIC_COLUMNS)
+    return frozenset(names)
+
+
+def check_labels(labels: Iterable[str], tables: Sequence[str], where: str) -> None:
+    """Usage error (before any work) when a label is named like a column of one of `tables`."""
+    for table in tables:
+        clash = sorted(set(labels) & reserved(table))
+        if clash:
+            raise InputError(
+                f"{where}: label column(s) {', '.join(repr(c) for c in clash)} clash with columns that "
+                f"{table} fills itself; rename them in the manifest"
+            )
+
+
+def from_rows(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
+    """`rows` typed by `schema` (keys not in it are left out; missing ones are null)."""
+    return pa.Table.from_pydict({f.name: [r.get(f.name) for r in rows] for f in schema}, schema=schema)
+
+
+def join_labels(table: pa.Table, labels: pa.Table) -> pa.Table:
+    """`table` with the label columns appended, row for row (`labels` holds one row per table row)."""
+    if labels.num_columns and labels.num_rows != table.num_rows:
+        raise ValueError(f"{labels.num_rows} label rows for {table.num_rows} table rows")
+    clash = sorted(set(labels.column_names) & set(table.column_names))
+    if clash:  # load_manifest refuses such manifests; this keeps a table from ever holding two
+        raise InputError(f"label column(s) {', '.join(clash)} clash with the table's own; rename them")
+    for name in labels.column_names:
+        table = table.append_column(labels.schema.field(name), labels.column(name))
+    return table
+
+
+def metric_values(row: dict[str, Any]) -> dict[str, float | None]:
+    """The metric columns of a row, non-finite values as None (stored as null)."""
+    out: dict[str, float | None] = {}
+    for name in METRIC_COLUMNS:
+        v = row.get(name)
+        out[name] = float(v) if isinstance(v, int | float) and math.isfinite(v) else None
+    return out
+
+
+def with_metric_columns(table: pa.Table, values: list[dict[str, Any]]) -> pa.Table:
+    """`table` with the metric columns set from `values` (one dict per row), placed right after
+    RESULTS_SCHEMA's columns, before the labels."""
+    for name in METRIC_COLUMNS:
+        if name in table.column_names:
+            table = table.remove_column(table.column_names.index(name))
+    at = len(RESULTS_SCHEMA)
+    for offset, name in enumerate(METRIC_COLUMNS):
+        column = pa.array([metric_values(v)[name] for v in values], type=pa.float64())
+        table = table.add_column(min(at + offset, table.num_columns), pa.field(name, pa.float64()), column)
+    return table
+
+
+def write_table(table: pa.Table, url: str, opts: StorageOptions) -> None:
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    storage.write_bytes(url, buf.getvalue(), opts)
+
+
+def read_table(url: str, opts: StorageOptions) -> pa.Table:
+    return pq.read_table(io.BytesIO(storage.read_bytes(url, opts)))
