@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.errors import first_line
+
 from . import resume, storage
 from .manifest import Unit, short_hash
 from .precompute import load_array, save_array
@@ -143,7 +145,7 @@ class EditorActor:
                     "editing %d videos together failed (%s: %s); editing them one by one",
                     len(prepared),
                     type(e).__name__,
-                    _first_line(e),
+                    first_line(e),
                 )
         for p in prepared:
             done = {r["key"] for r in rows}
@@ -163,7 +165,7 @@ class EditorActor:
         """Failed rows for those of `units` that have no row yet: failures are data."""
         from pipeline.errors import InputError
 
-        msg = str(e) if isinstance(e, InputError) else f"{type(e).__name__}: {_first_line(e)}"
+        msg = str(e) if isinstance(e, InputError) else f"{type(e).__name__}: {first_line(e)}"
         msg = storage.redact(msg, self.opts)
         done = {r["key"] for r in rows}
         rows += [_row(u, meta, status="failed", error=msg, attempts=attempt) for u in units if u.key not in done]
@@ -283,7 +285,7 @@ class EditorActor:
             source = load_array(meta["frames"], self.opts)
             stored = score_written(spec.output, unit.key, row, written, source, self._scorer, self.opts)
         except Exception as e:  # noqa: BLE001 - metrics are an extra; the edit is done
-            log.warning("no metrics for %s: %s: %s", unit.key, type(e).__name__, _first_line(e))
+            log.warning("no metrics for %s: %s: %s", unit.key, type(e).__name__, first_line(e))
             return {}
         return stored_values(stored)
 
@@ -320,11 +322,6 @@ class EditorActor:
             return
         os.close(fd)
         os._exit(1)
-
-
-def _first_line(e: BaseException, limit: int = 300) -> str:
-    text = (str(e).strip().splitlines() or [""])[0]
-    return text[:limit]
 
 
 def _row(unit: Unit, meta: dict[str, Any], *, status: str, **fields: Any) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.errors import InputError
+from pipeline.errors import InputError, first_line
 
 from . import storage
 from .manifest import short_hash
@@ -232,5 +232,4 @@ def precompute_video(
     except FileNotFoundError:
         return _failed(name, video, f"{video}: no such file; check the URL", timings)
     except Exception as e:  # a video that breaks a model must not stop the other videos
-        first = (str(e).strip().splitlines() or [""])[0][:300]
-        return _failed(name, video, f"{video}: {type(e).__name__}: {first}", timings)
+        return _failed(name, video, f"{video}: {type(e).__name__}: {first_line(e)}", timings)

@@ -22,8 +22,9 @@ from fsspec.utils import get_protocol
 from pipeline.io.atomic import TEMP_NAME, atomic_path, write_bytes_atomic
 
 LOCAL_PROTOCOLS = ("file", "local")
-# Option names whose values are credentials: never printed, redacted from any text we emit.
-_SECRET_KEY = re.compile(r"(key|secret|token|password|passwd|credential|session)", re.IGNORECASE)
+# Option names whose values are credentials (storage options, environment variables, submit's
+# --env): never printed, redacted from any text we emit. The one such pattern.
+SECRET_NAME = re.compile(r"(key|secret|token|password|passwd|credential|session)", re.IGNORECASE)
 # Environment variables that hold credentials (s3fs/botocore read them itself; we only redact them).
 _SECRET_ENV = (
     "AWS_ACCESS_KEY_ID",
@@ -74,7 +75,7 @@ class StorageOptions:
 
     def secrets(self) -> list[str]:
         """Values that must never appear in logs, errors or tables."""
-        values = [str(v) for k, v in self.extra.items() if _SECRET_KEY.search(k) and v]
+        values = [str(v) for k, v in self.extra.items() if SECRET_NAME.search(k) and v]
         values += [os.environ[k] for k in _SECRET_ENV if os.environ.get(k)]
         return values
 

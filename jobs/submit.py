@@ -18,12 +18,12 @@ import argparse
 import asyncio
 import logging
 import os
-import re
 import shlex
 import sys
 
+from actors.storage import SECRET_NAME
 from jobs import _common
-from pipeline.errors import InputError
+from pipeline.errors import InputError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,6 @@ EXCLUDES = [
     "out",
 ]
 SUBMITTABLE = ("run", "relabel", "augment", "demo")
-_SECRET_OPTION = re.compile(r"(key|secret|token|password|credential|session)", re.IGNORECASE)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -84,7 +83,7 @@ def entrypoint(command: list[str]) -> str:
         value = arg.split("=", 1)[1] if arg.startswith("--storage-option=") else None
         if arg == "--storage-option" and i + 1 < len(command):
             value = command[i + 1]
-        if value and _SECRET_OPTION.search(value.split("=", 1)[0]):
+        if value and SECRET_NAME.search(value.split("=", 1)[0]):
             raise InputError(
                 "credentials on a submitted command line end up in the job's record and the dashboard; "
                 "let the cluster nodes use their own credentials or pass them in a --config file"
@@ -118,8 +117,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         client = JobSubmissionClient(args.address)
     except (ConnectionError, RuntimeError, ValueError) as e:
-        first = (str(e).strip().splitlines() or [""])[0]
-        raise InputError(f"cannot reach the Ray dashboard at {args.address}: {first}") from None
+        raise InputError(f"cannot reach the Ray dashboard at {args.address}: {first_line(e)}") from None
     job_id = client.submit_job(entrypoint=cmd, runtime_env=runtime_env(args), submission_id=args.submission_id)
     print(f"submitted {job_id}: {cmd}", flush=True)
     if not args.wait:

@@ -6,3 +6,10 @@ class InputError(ValueError):
 
     The command-line front end prints the message alone (no traceback) and exits non-zero.
     """
+
+
+def first_line(e: BaseException, limit: int = 300) -> str:
+    """The first line of `e`'s message, stripped ("" when it has none), cut to `limit` characters
+    ("..." marks a cut): what a results row, a log line or a one-line error quotes of an exception."""
+    text = (str(e).strip().splitlines() or [""])[0].strip()
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 import torch
 
-from pipeline.errors import InputError
+from pipeline.errors import InputError, first_line
 
 DEFAULT_MODEL = "stabilityai/stable-diffusion-2-depth"
 DEFAULT_CAPTION_MODEL = "Salesforce/blip-image-captioning-large"
@@ -87,11 +87,6 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return dev
 
 
-def _first_line(e: BaseException, limit: int = 200) -> str:
-    text = (str(e).strip().splitlines() or [type(e).__name__])[0]
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def _hub_errors() -> tuple[type[BaseException], ...]:
     """Exception types that mean "could not get it from the hub". Nearly all are OSError
     (diffusers and transformers re-raise hub problems as OSError; offline mode raises a
@@ -122,7 +117,7 @@ def hub_error(model: str, e: BaseException, what: str = "the stable-diffusion-2-
     """The one-line error for a model that is not a local folder and could not be fetched."""
     return InputError(
         f"model {model!r} is not a local folder and could not be loaded from the Hugging Face hub "
-        f"(offline?): give a folder in {what}, or --model tiny [{type(e).__name__}: {_first_line(e)}]"
+        f"(offline?): give a folder in {what}, or --model tiny [{type(e).__name__}: {first_line(e, 200)}]"
     )
 
 
@@ -155,7 +150,7 @@ def load_pretrained(
     except _hub_errors() as e:
         if local:
             where = f"{subfolder}/ in model folder {model!r}" if subfolder else f"model folder {model!r}"
-            raise InputError(f"could not load {where}: {_first_line(e)}") from e
+            raise InputError(f"could not load {where}: {first_line(e, 200)}") from e
         raise hub_error(model, e, layout) from e
 
 
