@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 from typing import Any
 
 from . import storage
@@ -28,6 +29,32 @@ log = logging.getLogger(__name__)
 
 MARKERS = "markers"
 VIDEOS = "videos"
+
+
+def check_output_location(output: str) -> None:
+    """A local output folder that cannot be written (read-only, no permission, under a file) is a
+    usage error before any work, not a traceback after every video failed. Probes with a temporary
+    file where the folder is, or would be created, removed at once. Object stores are not probed."""
+    from pipeline.errors import InputError
+    from pipeline.io.atomic import temp_sibling
+
+    if not storage.is_local(output):
+        return
+    path = Path(storage.normalize(output))
+    ancestor = path
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise InputError(f"--output {output}: {ancestor} is a file, not a folder; choose another output")
+    probe = temp_sibling(ancestor / "probe")
+    try:
+        probe.open("xb").close()
+    except OSError as e:
+        reason = e.strerror or type(e).__name__
+        raise InputError(
+            f"--output {output}: cannot write in {ancestor} ({reason}); choose a writable location"
+        ) from None
+    probe.unlink(missing_ok=True)
 
 
 def marker_url(output: str, key: str) -> str:

@@ -230,3 +230,14 @@ def test_unknown_url_protocols_are_one_line(capsys, tmp_path, clip) -> None:
     out = "foo://bucket/out"
     _refused(capsys, [*argv, "--manifest", str(clip.parent), "--output", out], out, "unknown protocol", verb="run")
     assert not os.path.exists("foo:")
+
+
+def test_run_output_under_a_file_or_read_only_is_refused_before_ray(capsys, tmp_path, clip) -> None:
+    import ray
+
+    (tmp_path / "file.txt").write_text("a file")
+    argv = ["run", "--manifest", str(clip.parent), "--prompt", "x", *RUN, "--output"]
+    _refused(capsys, [*argv, str(tmp_path / "file.txt" / "run")], "--output", "is a file", verb="run")
+    _refused(capsys, [*argv, "/sys/pix2video-run"], "--output", "cannot write in /sys", verb="run")
+    assert not ray.is_initialized()  # refused before Ray was started
+    assert (tmp_path / "file.txt").read_text() == "a file"
