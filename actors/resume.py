@@ -92,8 +92,8 @@ def is_done(output: str, key: str, settings: str, opts: StorageOptions) -> dict[
     except FileNotFoundError:
         return None
     row = _parse(blob)
-    if row is None:
-        _warn_unreadable(output, [key])
+    if row is None:  # the driver's `done_rows` has said so once for the run; the editor only redoes it
+        log.debug("completion marker %s could not be read: not done", marker_url(output, key))
         return None
     if row.pop("settings", None) != settings or not storage.exists(output_url(output, key), opts):
         return None
