@@ -98,10 +98,6 @@ class EditorActor:
             "seconds_load_model": self.seconds_load_model,
         }
 
-    def edit_video(self, meta: dict[str, Any], units: list[Unit], spec: EditSpec, attempt: int = 1) -> dict[str, Any]:
-        """Edit one precomputed video with the prompts of `units` (see `edit_videos`)."""
-        return self.edit_videos([(meta, units)], spec, [attempt])
-
     def edit_videos(
         self,
         videos: list[tuple[dict[str, Any], list[Unit]]],

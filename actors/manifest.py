@@ -25,6 +25,7 @@ from typing import Any
 import pyarrow as pa
 
 from pipeline.errors import InputError
+from pipeline.io.video import VIDEO_EXTENSIONS as _VIDEO_EXTENSIONS
 
 from . import storage
 from .storage import StorageOptions
@@ -32,7 +33,7 @@ from .tables import RESULTS, check_labels
 
 log = logging.getLogger(__name__)
 
-VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".gif", ".mpg", ".mpeg", ".ts")
+VIDEO_EXTENSIONS = tuple(sorted(_VIDEO_EXTENSIONS))  # pipeline.io.video's list, as str.endswith takes it
 TABLE_FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".tsv": "tsv"}
 TABLE_FORMATS |= {".jsonl": "json", ".ndjson": "json", ".json": "json"}
 RESERVED = ("video", "prompt", "id", "source_prompt")
