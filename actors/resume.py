@@ -74,14 +74,10 @@ def _parse(blob: bytes) -> dict[str, Any] | None:
     return row if isinstance(row, dict) else None
 
 
-def _warn_unreadable(output: str, keys: list[str]) -> None:
-    log.warning(
-        "%d completion marker(s) under %s could not be read (%s%s); those units count as not done and will be redone",
-        len(keys),
-        storage.join(output, MARKERS),
-        ", ".join(keys[:3]),
-        ", ..." if len(keys) > 3 else "",
-    )
+def _warn_once(keys: list[str], what: str, folder: str, then: str) -> None:
+    """One warning for all `keys` of a kind, naming the first few."""
+    shown = ", ".join(keys[:3]) + (", ..." if len(keys) > 3 else "")
+    log.warning("%d %s under %s (%s); %s", len(keys), what, folder, shown, then)
 
 
 def is_done(output: str, key: str, settings: str, opts: StorageOptions) -> dict[str, Any] | None:
@@ -133,15 +129,10 @@ def done_rows(output: str, settings: str, opts: StorageOptions) -> tuple[dict[st
         else:
             done[key] = row
     if unreadable:
-        _warn_unreadable(output, unreadable)
+        folder = storage.join(output, MARKERS)
+        _warn_once(unreadable, "completion marker(s) could not be read", folder, "those units will be redone")
     if missing:
-        log.warning(
-            "%d finished output(s) under %s are gone (%s%s); they will be made again",
-            len(missing),
-            storage.join(output, VIDEOS),
-            ", ".join(missing[:3]),
-            ", ..." if len(missing) > 3 else "",
-        )
+        _warn_once(missing, "finished output(s) are gone", storage.join(output, VIDEOS), "they will be made again")
     return done, stale
 
 
