@@ -211,6 +211,9 @@ def leave_room_for_precompute(
         return fewer
     asked = f"--num-editors {count}" if fixed_count else f"{count} editor(s)"
     hint = f"--num-editors {fewer}" if fewer else "a smaller --gpus-per-editor or --cpus-per-editor"
+    share = round(1.0 - task_gpus, 4)  # an editor and a precompute task on one GPU
+    if not fewer and 0 < share < editor_gpus and _room_left(nodes, count, (share, editor_cpus), task):
+        hint = f"--gpus-per-editor {share:g}"
     other = "--precompute-gpus 0" if task_gpus > _EPS else "a smaller --precompute-cpus"
     raise InputError(
         f"{asked} at {editor_gpus:g} GPU and {editor_cpus:g} CPU each leave no room on this cluster "

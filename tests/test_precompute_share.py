@@ -30,7 +30,9 @@ def test_auto_editor_count_leaves_the_share() -> None:
     ("count", "gpus", "cpus", "share", "task_cpus", "nodes", "needles"),
     [
         (1, 1.0, 0.0, 0.25, 1.0, ONE_GPU, ["--num-editors 1", "--precompute-gpus 0.25", "wait forever"]),
-        (1, 0.8, 0.0, 0.25, 1.0, ONE_GPU, ["smaller --gpus-per-editor", "or --precompute-gpus 0"]),
+        (1, 0.8, 0.0, 0.25, 1.0, ONE_GPU, ["use --gpus-per-editor 0.75", "or --precompute-gpus 0"]),
+        (1, 1.0, 0.0, 0.25, 1.0, ONE_GPU, ["use --gpus-per-editor 0.75"]),  # one GPU: share it
+        (1, 0.8, 4.0, 0.25, 1.0, ONE_GPU, ["smaller --gpus-per-editor or --cpus-per-editor"]),  # no CPU left
         (2, 1.0, 0.0, 0.25, 1.0, TWO_GPUS, ["--num-editors 2", "use --num-editors 1"]),
         (1, 0.0, 0.0, 0.25, 1.0, [{"CPU": 8.0}], ["the cluster has no GPU", "--precompute-gpus 0"]),
         (1, 0.0, 0.0, 1.5, 1.0, TWO_GPUS, ["whole number"]),
