@@ -131,7 +131,7 @@ class EditorActor:
                     prepared.append(self._prepare(meta, todo, spec, attempt))
             except Exception as e:  # this video fails; the others go on
                 self._fail(meta, units, attempt, e, rows)
-        batched = spec.config.engine_settings(self.models.device).max_batch > 1
+        batched = spec.config.engine_settings().max_batch > 1
         if batched and len(prepared) > 1:
             try:
                 self._edit_together(prepared, spec, rows)
@@ -189,7 +189,7 @@ class EditorActor:
         # The sequential schedule runs prompts one after the other anyway, so edit them one at a time
         # and write each as soon as it is done (a crash then loses one prompt, not all); a batched
         # (wavefront) schedule gets all prompts at once so the engine can batch across them.
-        batched = config.engine_settings(self.models.device).max_batch > 1
+        batched = config.engine_settings().max_batch > 1
         groups = [units] if batched else [[u] for u in units]
         for group in groups:
             prompts = [prompt_of[u.key] for u in group]

@@ -307,12 +307,9 @@ def _grouping(opts: RunOptions) -> tuple[int, float]:
     clip's wavefront ramps up and down, so twice the batch keeps most ticks full without making the
     engine's feature store (one per video x prompt) larger than needed.
     """
-    import torch
-
     if opts.videos_per_call is not None:
         return opts.videos_per_call, float("inf")
-    # What the editors' engine will run (`--schedule auto` resolves per device; it is wavefront on all).
-    max_batch = opts.config.engine_settings(torch.device(opts.device or "cpu")).max_batch
+    max_batch = opts.config.engine_settings().max_batch  # what the editors' engine will run
     if max_batch == 1:
         return 1, float("inf")
     return MAX_VIDEOS_PER_CALL, 2.0 * max_batch

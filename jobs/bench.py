@@ -75,7 +75,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     from pipeline.io.frames import parse_size
     from pipeline.io.samples import moving_shapes
     from pipeline.method.editor import EditConfig, Pix2Video
-    from pipeline.method.engine import default_schedule
+    from pipeline.method.engine import AUTO_SCHEDULE
     from pipeline.models.loading import load_diffusion_models, resolve_model
     from pipeline.models.tiny import build_random_real_size_models
 
@@ -138,7 +138,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "frames": args.frames,
         "prompts": args.prompts,
         "steps": args.steps,
-        "schedule": default_schedule(device) if config.schedule == "auto" else config.schedule,
+        "schedule": AUTO_SCHEDULE if config.schedule == "auto" else config.schedule,
         "max_batch": engine.settings.max_batch,
         "seconds_per_frame": total / out_frames,
         **{k: round(v, 4) for k, v in times.items()},

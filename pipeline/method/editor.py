@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from pipeline.errors import InputError
 
 from .ddim import DDIMSchedule, ddim_step
-from .engine import INJECTIONS, SCHEDULES, DenoiseEngine, EditJob, EngineSettings, StepTrace, default_schedule
+from .engine import AUTO_SCHEDULE, INJECTIONS, SCHEDULES, DenoiseEngine, EditJob, EngineSettings, StepTrace
 from .injection import FeatureStore, install
 
 if TYPE_CHECKING:
@@ -65,8 +65,8 @@ class EditConfig:
         if self.max_batch < 1 or self.inversion_batch < 1 or self.decode_batch < 1:
             raise InputError("batch sizes must be at least 1")
 
-    def engine_settings(self, device: torch.device) -> EngineSettings:
-        schedule = default_schedule(device) if self.schedule == "auto" else self.schedule
+    def engine_settings(self) -> EngineSettings:
+        schedule = AUTO_SCHEDULE if self.schedule == "auto" else self.schedule
         return EngineSettings(
             guidance_scale=self.guidance_scale,
             injection=self.injection,
@@ -235,7 +235,7 @@ class Pix2Video:
                 )
                 owner.append((index, p))
         engine = DenoiseEngine(
-            self.models.unet, DDIMSchedule.create(config.steps), self.store, config.engine_settings(self.device)
+            self.models.unet, DDIMSchedule.create(config.steps), self.store, config.engine_settings()
         )
         engine.trace = trace
         self.last_engine = engine

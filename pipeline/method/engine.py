@@ -25,9 +25,7 @@ INJECTIONS = ("anchor+prev", "anchor", "prev", "random", "none")
 SCHEDULES = ("auto", "sequential", "wavefront")
 
 
-def default_schedule(device: torch.device) -> str:
-    """The schedule `auto` picks: wavefront, on every device (BENCHMARKS.md has the timings)."""
-    return "wavefront"
+AUTO_SCHEDULE = "wavefront"  # what `--schedule auto` runs, on every device (BENCHMARKS.md has the timings)
 
 
 @dataclass

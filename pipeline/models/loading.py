@@ -177,7 +177,7 @@ class DiffusionModels:
     source: str
 
 
-def _prepare(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+def _prepare(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     # dtype was already applied by from_pretrained (which also honours modules a model keeps in
     # float32); casting again with .to(dtype) makes diffusers warn about exactly that, so move only.
     module.to(device=device)
@@ -225,9 +225,9 @@ def load_diffusion_models(
         )
     log.info("loaded %s (%s, %s)", model, dev, str(torch_dtype).removeprefix("torch."))
     return DiffusionModels(
-        unet=_prepare(unet, dev, torch_dtype),
-        vae=_prepare(vae, dev, torch_dtype),
-        text_encoder=_prepare(text_encoder, dev, torch_dtype),
+        unet=_prepare(unet, dev),
+        vae=_prepare(vae, dev),
+        text_encoder=_prepare(text_encoder, dev),
         tokenizer=tokenizer,
         device=dev,
         dtype=torch_dtype,
