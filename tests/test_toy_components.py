@@ -165,3 +165,18 @@ def test_retrieval_galleries_have_distinct_captions():
     assert galleries == retrieval_galleries(captions, size=8, count=5)
     with pytest.raises(ValueError):
         retrieval_galleries(captions, size=21)
+
+
+def test_augment_mirrors_frames_and_captions(frames):
+    from pipeline.toy.train_caption import augment, format_caption, mirrored_caption, parse_caption
+
+    c = "a red striped ball and a yellow cube on a gray floor"
+    assert mirrored_caption(c) == "a yellow cube and a red striped ball on a gray floor"
+    assert mirrored_caption(mirrored_caption(c)) == c
+    assert all(format_caption(*parse_caption(t)) == t for t in frames.captions)
+    out, flips = augment(frames.frames[:8], np.random.default_rng(0), shift=0)
+    assert out.shape == frames.frames[:8].shape and out.dtype == np.uint8 and flips.any() and not flips.all()
+    np.testing.assert_array_equal(out[flips], frames.frames[:8][flips][:, :, ::-1])
+    np.testing.assert_array_equal(out[~flips], frames.frames[:8][~flips])
+    shifted, _ = augment(frames.frames[:8], np.random.default_rng(0), shift=4)
+    assert shifted.shape == frames.frames[:8].shape

@@ -26,6 +26,7 @@ from pipeline.toy.trainer import Trainer, batch_rng
 SEED = 31
 CAPTION_SIZE = 128  # vision input resolution: the frames' own (no resize)
 PATCH = 16  # 8x8 patches, as many tokens as 64x64 inputs with 8x8 patches
+SHIFT = 12  # training translations: up to this many pixels each way
 
 
 def caption_processor(size: int = CAPTION_SIZE) -> Any:
@@ -41,17 +42,18 @@ def caption_processor(size: int = CAPTION_SIZE) -> Any:
 
 
 def toy_blip_config(tokenizer: Any, size: int = CAPTION_SIZE) -> Any:
-    """The tiny builder's BLIP config (`_build_blip`) with wider layers, 3 decoder layers and a `size` input."""
+    """The tiny builder's BLIP config (`_build_blip`) with wider layers (vision 96, text 64), 4 vision and
+    3 decoder layers, and a `size` input in 16-pixel patches."""
     from transformers import BlipConfig
 
-    width = 64
+    vision, text = 96, 64
     return BlipConfig(
         text_config={
             "vocab_size": len(tokenizer),
-            "hidden_size": width,
-            "encoder_hidden_size": width,
-            "intermediate_size": 2 * width,
-            "projection_dim": width,
+            "hidden_size": text,
+            "encoder_hidden_size": vision,
+            "intermediate_size": 2 * text,
+            "projection_dim": text,
             "num_hidden_layers": 3,
             "num_attention_heads": 2,
             "max_position_embeddings": 64,
@@ -61,17 +63,17 @@ def toy_blip_config(tokenizer: Any, size: int = CAPTION_SIZE) -> Any:
             "pad_token_id": tokenizer.pad_token_id,
         },
         vision_config={
-            "hidden_size": width,
-            "intermediate_size": 2 * width,
-            "projection_dim": width,
-            "num_hidden_layers": 3,
-            "num_attention_heads": 2,
+            "hidden_size": vision,
+            "intermediate_size": 2 * vision,
+            "projection_dim": text,
+            "num_hidden_layers": 4,
+            "num_attention_heads": 3,
             "image_size": size,
             "patch_size": PATCH,
             "initializer_range": 0.02,
         },
-        projection_dim=width,
-        image_text_hidden_size=width,
+        projection_dim=text,
+        image_text_hidden_size=text,
     )
 
 
@@ -100,10 +102,36 @@ def caption_tokens(tokenizer: Any, captions: Sequence[str]) -> tuple[torch.Tenso
     return ids, labels
 
 
+def mirrored_caption(text: str) -> str:
+    """The caption of the left-right mirrored frame: the same words, objects in reverse order."""
+    parsed = parse_caption(text)
+    if parsed is None:
+        raise ValueError(f"caption not in the grammar: {text!r}")
+    objects, floor = parsed
+    return format_caption(objects[::-1], floor)
+
+
+def augment(frames: np.ndarray, rng: np.random.Generator, shift: int = SHIFT) -> tuple[np.ndarray, np.ndarray]:
+    """Random left-right mirroring (p = 1/2; returned as a bool per frame, the caption must then be
+    `mirrored_caption`) and a random translation of up to `shift` pixels each way, the uncovered border
+    filled by repeating the edge pixels (floor and backdrop; objects stay whole, their order unchanged).
+    The translation is what keeps a ViT with 16-pixel patches from memorising patch-aligned pictures."""
+    n, h, w, _ = frames.shape
+    flips = rng.random(n) < 0.5
+    offsets = rng.integers(-shift, shift + 1, (n, 2))
+    padded = np.pad(frames, ((0, 0), (shift, shift), (shift, shift), (0, 0)), mode="edge")
+    out = np.empty_like(frames)
+    for k in range(n):
+        y, x = shift + offsets[k, 0], shift + offsets[k, 1]
+        crop = padded[k, y : y + h, x : x + w]
+        out[k] = crop[:, ::-1] if flips[k] else crop
+    return out, flips
+
+
 def train_caption(
     data: FrameSet,
     workdir: str | os.PathLike,
-    steps: int = 1500,
+    steps: int = 2000,
     batch: int = 32,
     lr: float = 1e-3,
     checkpoint_every: int = 200,
@@ -127,18 +155,24 @@ def train_caption(
     if trainer.done:
         trainer.resume()
         return model.eval().requires_grad_(False)
+    # Token ids of each caption and of its mirror image's caption (the same words, so the same length).
     ids, labels = caption_tokens(proc.tokenizer, data.captions)
+    ids_m, labels_m = caption_tokens(proc.tokenizer, [mirrored_caption(c) for c in data.captions])
 
     def step(i: int) -> float:
         rng = batch_rng(SEED, i)
-        idx = torch.from_numpy(np.sort(rng.integers(0, len(data), batch)))
-        mask = labels[idx] != -100
+        idx = np.sort(rng.integers(0, len(data), batch))
+        frames, flips = augment(data.frames[idx], rng)
+        flip = torch.from_numpy(flips)[:, None]
+        tok = torch.where(flip, ids_m[idx], ids[idx])
+        lab = torch.where(flip, labels_m[idx], labels[idx])
+        mask = lab != -100
         width = int(mask.sum(1).max())
         out = model(
-            pixel_values=pixel_values(proc.image_processor, data.frames[idx.numpy()]),
-            input_ids=ids[idx, :width],
+            pixel_values=pixel_values(proc.image_processor, frames),
+            input_ids=tok[:, :width],
             attention_mask=mask[:, :width].long(),
-            labels=labels[idx, :width],
+            labels=lab[:, :width],
         )
         opt.zero_grad(set_to_none=True)
         out.loss.backward()
@@ -167,6 +201,15 @@ def parse_caption(text: str) -> tuple[list[tuple[str, str, str]], str] | None:
             return None
         objects.append((m.group(1), m.group(2) or "plain", m.group(3)))
     return objects, floor.removesuffix(" floor")
+
+
+def format_caption(objects: Sequence[tuple[str, str, str]], floor: str) -> str:
+    """The inverse of `parse_caption` (the grammar of pipeline.toy.world.caption)."""
+    words = [
+        " ".join(w for w in (colour, "" if texture == "plain" else texture, shape) if w)
+        for colour, texture, shape in objects
+    ]
+    return " and ".join(f"a {w}" for w in words) + f" on a {floor} floor"
 
 
 def caption_scores(predicted: Sequence[str], truth: Sequence[str]) -> dict[str, float]:

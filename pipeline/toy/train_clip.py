@@ -9,6 +9,8 @@ grammar is one token).
 Loss: CLIP's symmetric cross-entropy over the batch's image-text similarities, with one change: frames of
 the same scene often share a caption, so each image's (and each caption's) target is spread uniformly over
 every batch item with the same caption instead of being only its own pair (no false negatives).
+Augmentation as the captioner's (`pipeline.toy.train_caption.augment`): left-right mirroring with the
+mirrored caption (objects named in reverse order) and translations of up to 12 pixels.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import numpy as np
 import torch
 
 from pipeline.toy.data import FrameSet
-from pipeline.toy.train_caption import pixel_values
+from pipeline.toy.train_caption import augment, mirrored_caption, pixel_values
 from pipeline.toy.trainer import Trainer, batch_rng
 
 SEED = 41
@@ -46,10 +48,11 @@ def clip_processor(size: int = CLIP_SIZE) -> Any:
 
 
 def toy_clip_config(tokenizer: Any, size: int = CLIP_SIZE) -> Any:
-    """`_build_clip`'s config with wider layers, 3 layers per tower, quick_gelu, and a `size` input."""
+    """`_build_clip`'s config with wider layers (vision 96, text 64; projection 64), 4 vision and 3 text
+    layers, quick_gelu in both towers, and a `size` input in 16-pixel patches."""
     from transformers import CLIPConfig, CLIPTextConfig, CLIPVisionConfig
 
-    width = 64
+    width, vision_width = 64, 96
     text = CLIPTextConfig(
         vocab_size=len(tokenizer),
         hidden_size=width,
@@ -64,10 +67,10 @@ def toy_clip_config(tokenizer: Any, size: int = CLIP_SIZE) -> Any:
         pad_token_id=tokenizer.pad_token_id,
     )
     vision = CLIPVisionConfig(
-        hidden_size=width,
-        intermediate_size=2 * width,
-        num_hidden_layers=3,
-        num_attention_heads=2,
+        hidden_size=vision_width,
+        intermediate_size=2 * vision_width,
+        num_hidden_layers=4,
+        num_attention_heads=3,
         image_size=size,
         patch_size=PATCH,
         projection_dim=width,
@@ -93,8 +96,8 @@ def contrastive_loss(image: torch.Tensor, text: torch.Tensor, scale: torch.Tenso
 def train_clip(
     data: FrameSet,
     workdir: str | os.PathLike,
-    steps: int = 1500,
-    batch: int = 64,
+    steps: int = 1200,
+    batch: int = 32,
     lr: float = 1e-3,
     checkpoint_every: int = 200,
 ) -> Any:
@@ -117,18 +120,24 @@ def train_clip(
     if trainer.done:  # Trainer.run returns at once on a finished run, without loading the checkpoint
         trainer.resume()
         return model.eval().requires_grad_(False)
-    names = sorted(set(data.captions))
+    # Every caption and its mirror image's (see train_caption.augment), tokenized once.
+    mirrored = [mirrored_caption(c) for c in data.captions]
+    names = sorted(set(data.captions) | set(mirrored))
     where = {c: k for k, c in enumerate(names)}
     caption_index = np.array([where[c] for c in data.captions])
+    mirrored_index = np.array([where[c] for c in mirrored])
     tok = proc.tokenizer(names, padding="longest", return_tensors="pt")
 
     def step(i: int) -> float:
         rng = batch_rng(SEED, i)
         idx = np.sort(rng.integers(0, len(data), batch))
-        cap = caption_index[idx]
-        x = pixel_values(proc.image_processor, data.frames[idx])
+        frames, flips = augment(data.frames[idx], rng)
+        cap = np.where(flips, mirrored_index[idx], caption_index[idx])
+        x = pixel_values(proc.image_processor, frames)
         image = _unit(model.get_image_features(pixel_values=x))
-        text = _unit(model.get_text_features(input_ids=tok.input_ids[cap], attention_mask=tok.attention_mask[cap]))
+        uniq, inverse = np.unique(cap, return_inverse=True)  # each distinct caption through the text tower once
+        ids, mask = tok.input_ids[uniq], tok.attention_mask[uniq]
+        text = _unit(model.get_text_features(input_ids=ids, attention_mask=mask))[torch.from_numpy(inverse)]
         same = torch.from_numpy(cap[:, None] == cap[None, :])
         loss = contrastive_loss(image, text, model.logit_scale.exp().clamp(max=100), same)
         opt.zero_grad(set_to_none=True)
