@@ -27,6 +27,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipeline.errors import first_line
+
 from . import storage
 from .editor import EditSpec, failed_row
 from .manifest import VideoJob
@@ -43,10 +45,6 @@ Entry = tuple[VideoJob, dict[str, Any]]  # a precomputed video: its job and its 
 def items(job: VideoJob, meta: dict[str, Any]) -> int:
     """A video's frames x pending prompts: what it adds to the engine's batches."""
     return int(meta.get("num_frames") or 1) * len(job.units)
-
-
-def first_line(e: BaseException, limit: int = 300) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0][:limit]
 
 
 class Precomputes:

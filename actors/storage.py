@@ -127,7 +127,7 @@ def redact(text: str, storage: StorageOptions | None = None) -> str:
 def filesystem(url: str, storage: StorageOptions) -> tuple[fsspec.AbstractFileSystem, str]:
     """The filesystem for `url` and the path inside it; an unknown protocol, or one whose package
     is not installed, is one line naming the URL (InputError)."""
-    from pipeline.errors import InputError
+    from pipeline.errors import InputError, first_line
 
     try:
         fs, path = fsspec.core.url_to_fs(url, **storage.for_url(url))
@@ -138,8 +138,7 @@ def filesystem(url: str, storage: StorageOptions) -> tuple[fsspec.AbstractFileSy
             f"{url}: unknown protocol {get_protocol(url)!r}; use a local path, s3:// or another fsspec protocol"
         ) from None
     except ImportError as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise InputError(f"{url}: the {get_protocol(url)}:// protocol needs a package: {first}") from None
+        raise InputError(f"{url}: the {get_protocol(url)}:// protocol needs a package: {first_line(e)}") from None
     return fs, path
 
 
