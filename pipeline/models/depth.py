@@ -36,8 +36,8 @@ def dpt_image_processor_class() -> type:
 
     transformers 5 made torchvision the default image backend (`DPTImageProcessor`) and falls back,
     with a warning, to `DPTImageProcessorPil` when torchvision is missing. We always use the PIL one:
-    identical depth with or without torchvision, and the same PIL bicubic resize that the original
-    `DPTFeatureExtractor` (what SD2-depth's config names, gone in transformers 5) did.
+    identical depth with or without torchvision, and the PIL resize (the config's `resample`:
+    bilinear in SD2-depth's) that the preprocessing of the published checkpoint was written for.
     """
     import transformers
 
@@ -45,10 +45,12 @@ def dpt_image_processor_class() -> type:
 
 
 def load_dpt_image_processor(model: str, subfolder: str | None = None) -> Any:
-    """Load a DPT preprocessor config, including the published SD2-depth one, whose
-    preprocessor_config.json says `"feature_extractor_type": "DPTFeatureExtractor"` and `"size": 384`:
-    loading it through the image-processor class directly (not AutoImageProcessor) ignores the old
-    class name, and an integer size is read as height = width = size."""
+    """Load a DPT preprocessor config: the published SD2-depth one (DPTImageProcessor, size
+    {"height": 384, "width": 384}, bilinear, rescale by 1/255, mean = std = 0.5; see
+    `pipeline.models.published.dpt_preprocessor_config`), and older snapshots that name
+    `DPTFeatureExtractor` (gone in transformers 5) with an integer size: loading through the
+    image-processor class directly (not AutoImageProcessor) ignores the class name, and an integer
+    size is read as height = width = size."""
     return load_pretrained(
         dpt_image_processor_class().from_pretrained,
         model,

@@ -3,9 +3,11 @@
 `load_diffusion_models(model)` takes a Hugging Face hub id (default `stabilityai/stable-diffusion-2-depth`)
 or a local folder in that checkpoint's published layout (`unet/`, `vae/`, `text_encoder/`,
 `tokenizer/`, ...) and returns the four pieces the editor needs. It deliberately does not go through
-`DiffusionPipeline.from_pretrained`: the published model_index.json names `DPTFeatureExtractor`, which
-transformers 5 no longer has, and a `PNDMScheduler` we do not use (our DDIM is computed from fixed
-constants, see ALGORITHM.md), so the scheduler is not loaded at all.
+`DiffusionPipeline.from_pretrained`: that would also load the depth estimator and its preprocessor
+(the depth is computed elsewhere, `pipeline.models.depth`) and a `PNDMScheduler` we do not use (our
+DDIM is computed from fixed constants, see ALGORITHM.md), so the scheduler is not loaded at all. The
+published file set and config values are in `pipeline.models.published`; the tokenizer is the legacy
+file set (vocab.json, merges.txt, tokenizer_config.json, special_tokens_map.json: pad "!").
 
 `model="tiny"` means the tiny random-weight models of `pipeline.models.tiny`, built locally on first use.
 Tiny models give noise-like pictures; they exist for tests, demos and benchmarks.
