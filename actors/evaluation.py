@@ -196,6 +196,28 @@ def _score_on_ray(
             ray.kill(a)
 
 
+def _scores(
+    todo: list[dict[str, Any]],
+    output: str,
+    clip_model: str,
+    device: str | None,
+    dtype: str,
+    opts: StorageOptions,
+    scorer: ClipScorer | None,
+    connect: Callable[[], object] | None,
+) -> Iterator[dict[str, Any]]:
+    """The results of scoring `todo`: with the `scorer` given, here; else on Ray when connected (or
+    `connect` connects), else here with CLIP loaded once."""
+    if scorer is None and connect is not None:
+        connect()
+    if scorer is None:
+        import ray
+
+        if ray.is_initialized():
+            return _score_on_ray(todo, output, clip_model, device, dtype, opts)
+    return _score_here(todo, MetricsActor(output, clip_model, device, dtype, opts, scorer))
+
+
 def evaluate_run(
     output: str,
     opts: StorageOptions,
@@ -242,19 +264,8 @@ def evaluate_run(
         else:
             todo.append({"index": i, "key": key, **{k: row[k] for k in ("output", "video", "prompt")}})
     if todo:
-        if scorer is not None:
-            results_iter = _score_here(todo, MetricsActor(output, clip_model, device, dtype, opts, scorer))
-        else:
-            if connect is not None:
-                connect()
-            import ray
-
-            if ray.is_initialized():
-                results_iter = _score_on_ray(todo, output, clip_model, device, dtype, opts)
-            else:
-                results_iter = _score_here(todo, MetricsActor(output, clip_model, device, dtype, opts))
         bar = tqdm(total=len(todo), unit="clip", desc="metrics", disable=not progress)
-        for result in results_iter:
+        for result in _scores(todo, output, clip_model, device, dtype, opts, scorer, connect):
             bar.update()
             if result.get("fatal"):
                 raise InputError(result["fatal"])

@@ -100,6 +100,35 @@ def print_evaluation(verb: str, ev: Evaluation) -> None:
         print(TINY_NOTE)
 
 
+def evaluate(args: argparse.Namespace, opts: StorageOptions, verb: str, *, overwrite: bool = False) -> Evaluation:
+    """`evaluate` and `report --metrics`: score what is left of the run in args.output on Ray (a local
+    instance is started only when some clip needs scoring, and stopped after), then print the result."""
+    from actors.evaluation import evaluate_run
+    from jobs import _common
+
+    started = False
+
+    def connect() -> None:
+        nonlocal started
+        started = _common.connect_ray(args)
+
+    try:
+        ev = evaluate_run(
+            args.output,
+            opts,
+            clip_model=clip_model(args),
+            device=args.device,
+            dtype=args.dtype,
+            overwrite=overwrite,
+            progress=args.progress,
+            connect=connect,
+        )
+    finally:
+        _common.shutdown_ray(started)
+    print_evaluation(verb, ev)
+    return ev
+
+
 def after_run(args: argparse.Namespace, opts: StorageOptions, verb: str, connect: Any = None) -> list[str]:
     """For `run`/`augment`/`demo` after the dataset is done: with --metrics (or a bound), score what the
     editors did not, apply --min-clip-text/--max-pixel-mse, print what happened. Returns the keys filtered."""

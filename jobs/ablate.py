@@ -124,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
     from tqdm import tqdm
 
-    from jobs.edit import complete_input, read_input
+    from jobs._input import complete_input, read_input
     from pipeline.io.video import write_output
     from pipeline.method.editor import Pix2Video
     from pipeline.models.loading import TINY, load_diffusion_models, resolve_model

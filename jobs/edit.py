@@ -15,12 +15,10 @@ from __future__ import annotations
 import argparse
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from jobs import _common, _metrics
+from jobs._input import complete_input, read_input
 from pipeline.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -43,46 +41,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _common.add_edit_arguments(parser)
     _metrics.add_metrics_arguments(parser, metrics_help=_metrics.EDIT_METRICS_HELP)
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
-
-
-@dataclass
-class PreparedInput:
-    """A video read, resized and given depth and a source prompt: what the editor needs."""
-
-    frames: np.ndarray  # uint8 [N,H,W,3] at the edit size
-    depth: list[np.ndarray] | None  # None until estimated
-    source_prompt: str | None  # None until captioned
-    fps: float
-    names: list[str]
-
-
-def read_input(args: argparse.Namespace) -> PreparedInput:
-    """The cheap, checkable part first: frames, edit size, given depth maps and prompts."""
-    from pipeline.io.frames import default_size, resize_frames
-    from pipeline.io.video import load_depth_folder, read_frames
-
-    if args.source_prompt is not None and not args.source_prompt.strip():
-        raise InputError("--source-prompt is empty: describe the input video, or leave the flag out to caption it")
-    size = _common.parse_size(args.size)
-    clip = read_frames(args.input, max_frames=args.max_frames)
-    frames = resize_frames(clip.frames, *(size or default_size(clip.frames.shape[2], clip.frames.shape[1])))
-    depth = load_depth_folder(args.depth, clip.names) if args.depth else None
-    return PreparedInput(frames, depth, args.source_prompt, clip.fps, clip.names)
-
-
-def complete_input(data: PreparedInput, args: argparse.Namespace, *, device, dtype: str) -> None:
-    """Estimate depth and caption the anchor frame where the user gave neither."""
-    if data.depth is None:
-        from pipeline.models.depth import DepthEstimator
-
-        data.depth = list(DepthEstimator.from_model(args.model, dtype=dtype, device=device)(data.frames))
-    if data.source_prompt is None:
-        from pipeline.models.caption import Captioner
-
-        anchor = data.frames[-1] if args.reverse else data.frames[0]
-        captioner = Captioner.from_model(_common.caption_model(args), dtype=dtype, device=device)
-        data.source_prompt = captioner([anchor])[0]
-        print(f"source prompt (caption of the anchor frame): {data.source_prompt}")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -33,29 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from actors.evaluation import evaluate_run
-
-    opts = _common.storage_options(args)
-    started = False
-
-    def connect() -> None:  # only when some clip needs computing
-        nonlocal started
-        started = _common.connect_ray(args)
-
-    try:
-        ev = evaluate_run(
-            args.output,
-            opts,
-            clip_model=_metrics.clip_model(args),
-            device=args.device,
-            dtype=args.dtype,
-            overwrite=args.overwrite,
-            progress=args.progress,
-            connect=connect,
-        )
-    finally:
-        _common.shutdown_ray(started)
-    _metrics.print_evaluation("evaluate", ev)
+    _metrics.evaluate(args, _common.storage_options(args), "evaluate", overwrite=args.overwrite)
     return 0
 
 

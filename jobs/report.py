@@ -49,32 +49,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from actors import storage
-    from actors.evaluation import evaluate_run
     from actors.report import write_report
 
     for name in ("preview_height", "preview_frames", "max_clips"):
         _common.check_positive(name.replace("_", "-"), getattr(args, name))
     opts = _common.storage_options(args)
     if args.metrics:
-        started = False
-
-        def connect() -> None:  # only when some clip needs computing
-            nonlocal started
-            started = _common.connect_ray(args)
-
-        try:
-            ev = evaluate_run(
-                args.output,
-                opts,
-                clip_model=_metrics.clip_model(args),
-                device=args.device,
-                dtype=args.dtype,
-                progress=args.progress,
-                connect=connect,
-            )
-        finally:
-            _common.shutdown_ray(started)
-        _metrics.print_evaluation("report", ev)
+        _metrics.evaluate(args, opts, "report")
     page = write_report(
         args.output,
         opts,
