@@ -80,7 +80,7 @@ def references(editor, clips) -> dict:
     return get
 
 
-SCHEDULES = [("sequential", 1), ("wavefront", 3), ("wavefront", 64)]
+SCHEDULES = [("sequential", 1), ("wavefront", 3), ("auto", 8), ("wavefront", 64)]  # auto, 8: the defaults
 
 
 @pytest.mark.parametrize("injection", ["anchor+prev", "anchor", "prev", "random", "none"])
