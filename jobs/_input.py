@@ -24,8 +24,9 @@ class PreparedInput:
 
 def read_input(args: argparse.Namespace) -> PreparedInput:
     """The cheap, checkable part first: frames, edit size, given depth maps and prompts."""
+    from pipeline.io.depth import load_depth_folder
     from pipeline.io.frames import default_size, resize_frames
-    from pipeline.io.video import load_depth_folder, read_frames
+    from pipeline.io.video import read_frames
 
     if args.source_prompt is not None and not args.source_prompt.strip():
         raise InputError("--source-prompt is empty: describe the input video, or leave the flag out to caption it")

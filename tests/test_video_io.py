@@ -15,9 +15,9 @@ from pipeline.errors import InputError
 from pipeline.io import frames as frames_mod
 from pipeline.io import samples
 from pipeline.io import video as video_io
+from pipeline.io.depth import load_depth_folder
 from pipeline.io.video import (
     Frames,
-    load_depth_folder,
     read_frames,
     write_frames_folder,
     write_output,
