@@ -71,3 +71,41 @@ def test_unreadable_marker_is_not_done_and_said_once(
     _finish(out, a.key)  # redoing the unit rewrites its marker
     assert json.loads(Path(resume.marker_url(out, a.key)).read_bytes())["status"] == "ok"
     assert resume.is_done(out, a.key, "s", OPTS) is not None
+
+
+def test_rerun_redoes_a_deleted_output_and_a_damaged_marker(ray_cluster: str, tmp_path: Path) -> None:
+    """The issue's case end to end: after a finished run one mp4 is deleted and one marker truncated;
+    the same run again makes both again, and every `ok` row's output exists."""
+    import pyarrow.parquet as pq
+
+    from actors.runner import RunOptions, run_dataset
+    from pipeline.io.samples import write_sample_video
+    from pipeline.method.editor import EditConfig
+
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    for i in range(3):
+        write_sample_video(clips / f"c{i}.mp4", num_frames=2, width=64, height=64, seed=i)
+    manifest = load_manifest(str(clips), OPTS, prompts=["x"])
+    out = tmp_path / "out"
+
+    def run():
+        opts = RunOptions(
+            output=str(out),
+            model="tiny",
+            caption_model="tiny",
+            config=EditConfig(steps=1),
+            size=(64, 64),
+            progress=False,
+        )
+        return run_dataset(manifest, opts)
+
+    assert run().ok == 3
+    gone, damaged, kept = manifest.units
+    Path(resume.output_url(str(out), gone.key)).unlink()
+    Path(resume.marker_url(str(out), damaged.key)).write_bytes(b'{"status": "o')
+    again = run()
+    assert (again.ok, again.failed, again.skipped, again.videos) == (3, 0, 1, 2)
+    rows = pq.read_table(again.results).to_pylist()
+    assert all(r["status"] == "ok" and Path(r["output"]).is_file() for r in rows)
+    assert json.loads(Path(resume.marker_url(str(out), damaged.key)).read_bytes())["status"] == "ok"
