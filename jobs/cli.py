@@ -28,6 +28,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "evaluate": ("jobs.evaluate", "the paper's metrics (CLIP-Text, CLIP-Image, Pixel-MSE) for a finished run"),
     "report": ("jobs.report", "static HTML report of a run: previews, per-frame metric plots, summary"),
     "ablate": ("jobs.ablate", "run the paper's ablation variants on one video; prints and writes Table 1"),
+    "train-toy": ("jobs.train_toy", "render the toy world and train its models (the committed --model toy)"),
 }
 
 

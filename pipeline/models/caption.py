@@ -10,7 +10,6 @@ Captions are deterministic: greedy decoding, no sampling, a fixed token budget.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,7 +18,6 @@ import torch
 
 from pipeline.models.loading import (
     DEFAULT_CAPTION_MODEL,
-    TINY,
     load_pretrained,
     resolve_device,
     resolve_dtype,
@@ -79,7 +77,7 @@ class Captioner:
 
         torch_dtype = resolve_dtype(dtype)
         dev = resolve_device(device)
-        path = os.path.join(resolve_model(TINY), "blip") if model == TINY else model
+        path = resolve_model(model, "blip")
         net = load_pretrained(
             BlipForConditionalGeneration.from_pretrained, path, layout=_LAYOUT, dtype=torch_dtype
         )

@@ -32,6 +32,8 @@ from pipeline.errors import InputError, first_line
 DEFAULT_MODEL = "stabilityai/stable-diffusion-2-depth"
 DEFAULT_CAPTION_MODEL = "Salesforce/blip-image-captioning-large"
 TINY = "tiny"
+TOY = "toy"
+BUILTIN = (TINY, TOY)  # model names that mean a folder of ours rather than a hub id
 
 # The components the editor loads (the published folder also has scheduler/, depth_estimator/ and
 # feature_extractor/; the depth estimator is loaded separately by pipeline.models.depth).
@@ -41,11 +43,14 @@ DIFFUSION_COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer")
 MODEL_HELP = (
     "diffusion model: a Hugging Face hub id or a local folder in the stable-diffusion-2-depth layout "
     f"(default {DEFAULT_MODEL}); 'tiny' = tiny random-weight models built locally without any download: "
-    "they give noise-like pictures and exist for tests, demos and benchmarks only"
+    "they give noise-like pictures and exist for tests, demos and benchmarks only; 'toy' = our small models "
+    "trained on the synthetic toy world (pipeline/toy), committed in this layout: recognisable edits of toy "
+    "clips, not SD2's quality"
 )
 CAPTION_MODEL_HELP = (
     "captioning model for the source prompt: a BLIP hub id or local folder "
-    f"(default {DEFAULT_CAPTION_MODEL}); 'tiny' = a tiny random BLIP (meaningless captions, for tests)"
+    f"(default {DEFAULT_CAPTION_MODEL}); 'tiny' = a tiny random BLIP (meaningless captions, for tests); "
+    "'toy' = the toy world's trained BLIP (captions of toy clips)"
 )
 
 log = logging.getLogger(__name__)
@@ -54,14 +59,21 @@ _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch
 T = TypeVar("T")
 
 
-def resolve_model(model: str) -> str:
-    """'tiny' -> path of the tiny-model folder (built once into the cache, atomically);
-    anything else is returned unchanged (a hub id or a local folder)."""
+def resolve_model(model: str, part: str | None = None) -> str:
+    """'tiny' -> path of the tiny-model folder (built once into the cache, atomically); 'toy' -> the
+    committed toy-world folder; anything else is returned unchanged (a hub id or a local folder).
+    `part` ('blip', 'clip'): the sub-folder of that name inside a tiny or toy folder."""
     if model == TINY:
         from pipeline.models.tiny import tiny_model_dir
 
-        return str(tiny_model_dir())
-    return model
+        folder = str(tiny_model_dir())
+    elif model == TOY:
+        from pipeline.toy import toy_model_dir
+
+        folder = str(toy_model_dir())
+    else:
+        return model
+    return os.path.join(folder, part) if part else folder
 
 
 def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:

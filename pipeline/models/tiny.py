@@ -67,7 +67,9 @@ _WORDS = (
     "red green blue white black yellow orange gray brown dark bright small large big old new "
     "walking running sitting standing flying driving swimming jumping dancing riding "
     "van gogh watercolor oil cartoon anime sketch pencil drawing snow winter summer night day "
-    "sunset forest city mountain beach field grass flower flowers"
+    "sunset forest city mountain beach field grass flower flowers "
+    # the toy world's grammar (pipeline/toy/world.py), so its captions are whole-word tokens
+    "purple cyan striped dotted checkered ball cube cone floor"
 ).split()
 _WORDS = tuple(dict.fromkeys(_WORDS))  # unique, order kept
 

@@ -7,7 +7,6 @@ CLIP model: a hub id or local folder of a `CLIPModel` checkpoint, default
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,7 +14,7 @@ import numpy as np
 import torch
 
 from pipeline.errors import InputError
-from pipeline.models.loading import TINY, is_local, load_pretrained, resolve_device, resolve_dtype, resolve_model
+from pipeline.models.loading import is_local, load_pretrained, resolve_device, resolve_dtype, resolve_model
 
 DEFAULT_CLIP_MODEL = "openai/clip-vit-large-patch14"
 CLIP_MODEL_HELP = (
@@ -77,7 +76,7 @@ class ClipScorer:
 
         torch_dtype = resolve_dtype(dtype)
         dev = resolve_device(device)
-        path = os.path.join(resolve_model(TINY), "clip") if model == TINY else model
+        path = resolve_model(model, "clip")
         try:
             net = load_pretrained(CLIPModel.from_pretrained, path, layout=_CLIP_LAYOUT, dtype=torch_dtype)
             image_processor = load_pretrained(_clip_image_processor_class().from_pretrained, path, layout=_CLIP_LAYOUT)

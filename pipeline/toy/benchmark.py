@@ -148,3 +148,49 @@ def sample_accuracy(
         if progress:
             progress(n)
     return {"samples": total, "colour_accuracy": hits / max(total, 1)}
+
+
+GT_COLUMNS = ("edit_accuracy", "structure_iou", "warp_error")
+GT_TITLES = {"edit_accuracy": "Edit acc. ↑", "structure_iou": "Mask IoU ↑", "warp_error": "Warp err. (true flow) ↓"}
+
+
+def toy_ablation(
+    editor: Any,
+    seeds: Sequence[int],
+    *,
+    depth: Callable[[np.ndarray], Sequence[np.ndarray]] | None = None,
+    scorer: Any | None = None,
+    steps: int = 50,
+    frames: int = 16,
+    variants: Sequence[Variant] = VARIANTS,
+    on_clip: Callable[[int, list[dict[str, Any]]], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Every variant on the colour edit of each held-out scene in `seeds`; one row per (clip, variant)
+    (plus the input's), without the frames. `depth(frames)` estimates depth (e.g. the toy DPT, as the
+    pipeline does); None uses the true disparity."""
+    rows: list[dict[str, Any]] = []
+    for n, seed in enumerate(seeds):
+        task = edit_task(seed, frames)
+        maps = list(task.clip.disparity) if depth is None else depth(task.clip.frames)
+        clip_rows = edit_variants(editor, task, maps, variants, steps, scorer)
+        if on_clip:
+            on_clip(n, clip_rows)
+        rows += [{k: v for k, v in r.items() if k != "frames"} for r in clip_rows]
+    return rows
+
+
+def markdown_table(summary: Sequence[dict[str, Any]], title: str) -> str:
+    """The ablation summary as a Markdown table: the paper's three metrics, then the ground truth's."""
+    paper = [
+        ("clip_text", "CLIP-Text ↑", "{:.3f}"),
+        ("clip_image", "CLIP-Image ↑", "{:.3f}"),
+        ("pixel_mse", "Pixel-MSE ↓", "{:.4f}"),
+    ]
+    cols = [c for c in paper if any(c[0] in r for r in summary)]
+    cols += [(k, GT_TITLES[k], "{:.3f}" if k != "warp_error" else "{:.1f}") for k in GT_COLUMNS]
+    header = "| Variant | " + " | ".join(t for _, t, _ in cols) + " |"
+    lines = [f"**{title}**", "", header, "|---|" + "---:|" * len(cols)]
+    for r in summary:
+        cells = [f.format(r[k]) if r.get(k) is not None else "–" for k, _, f in cols]
+        lines.append(f"| {r['variant']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

@@ -73,7 +73,7 @@ def train_unet(
     latents: torch.Tensor,
     tokenizer: Any,
     workdir: str | os.PathLike,
-    steps: int = 3500,
+    steps: int = 2500,
     batch: int = 24,
 ) -> tuple[Any, Any]:
     """latents: the toy VAE's scaled latents of `data.frames` (N,4,h,w). Returns (unet, text_encoder)."""

@@ -1,0 +1,67 @@
+"""A toy-world dataset on disk: held-out clips as mp4, a JSON-lines manifest with prompts and labels.
+
+Each clip gets two target prompts that change one attribute of its largest object: its colour, and
+its texture ("a red striped ball ..." -> "a blue striped ball ...", "a red dotted ball ..."). Labels
+carry the clip's caption, its seed (to re-render the ground truth) and what the edits change.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+from pipeline.io.atomic import atomic_path
+from pipeline.toy.benchmark import BENCH_SEED, edit_task
+from pipeline.toy.world import TEXTURES, caption
+
+FPS = 8.0
+
+
+def texture_edit(seed: int, frames: int) -> tuple[str, str]:
+    """(texture word, target prompt) for the same object the colour edit of `edit_task` changes."""
+    task = edit_task(seed, frames)
+    scene = task.clip.scene
+    rng = np.random.default_rng([seed, 1])
+    old = scene.objects[task.obj].texture
+    new = str(rng.choice([t for t in TEXTURES if t not in (old, "plain")]))
+    xs = np.argsort([o.x0 for o in scene.objects]).tolist()
+    return new, caption(scene.with_object(task.obj, texture=new), xs)
+
+
+def write_toy_dataset(
+    folder: str | os.PathLike, videos: int = 4, frames: int = 16, first_seed: int = BENCH_SEED
+) -> str:
+    """Render `videos` held-out clips into `folder`/data/ and write `folder`/manifest.jsonl; returns
+    the manifest's path. Existing clips are kept (rendering is deterministic)."""
+    from pipeline.io.video import write_video
+
+    folder = os.fspath(folder)
+    data = os.path.join(folder, "data")
+    os.makedirs(data, exist_ok=True)
+    lines = []
+    for i in range(videos):
+        seed = first_seed + i
+        task = edit_task(seed, frames)
+        name = f"toy-{seed}.mp4"
+        path = os.path.join(data, name)
+        if not os.path.exists(path):
+            write_video(path, task.clip.frames, FPS)
+        texture, texture_prompt = texture_edit(seed, frames)
+        obj = task.clip.scene.objects[task.obj]
+        lines.append(
+            {
+                "video": f"data/{name}",
+                "prompt": [task.target_prompt, texture_prompt],
+                "scene_caption": task.source_prompt,
+                "toy_seed": seed,
+                "edited_object": obj.shape,
+                "colour_edit": f"{obj.colour}->{task.target_colour}",
+                "texture_edit": f"{obj.texture}->{texture}",
+            }
+        )
+    manifest = os.path.join(folder, "manifest.jsonl")
+    with atomic_path(manifest) as tmp:
+        tmp.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+    return manifest
