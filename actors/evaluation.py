@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pipeline.errors import InputError
+from pipeline.errors import InputError, first_line
 from pipeline.quality.clip import DEFAULT_CLIP_MODEL
 from pipeline.quality.metrics import METRIC_NAMES, Metrics, mean_metrics, within_bounds
 
@@ -168,7 +168,7 @@ class MetricsActor:
             source = read_video(item["video"], self.opts)
             stored = score_written(self.output, item["key"], item, frames, source, self.scorer, self.opts)
         except (InputError, OSError) as e:  # one unreadable clip must not lose the metrics of the rest
-            return {**item, "problem": str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}
+            return {**item, "problem": first_line(e) or type(e).__name__}
         return {**item, "stored": stored}
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -244,7 +245,11 @@ def test_run_and_augment_with_metrics_and_filtering(ray_cluster, tmp_path, capsy
     rows = pq.read_table(out / "results.parquet").to_pylist()
     assert len(rows) == 2 and all(r["status"] == "ok" for r in rows)
     assert all(r[c] is not None for r in rows for c in COLUMNS)
-    assert "CLIP-Text ↑" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    # The editor actors scored each clip as they wrote it: nothing was left for the driver's pass.
+    assert "CLIP-Text ↑" in printed and "metrics for 2 clips (0 computed, 2 up to date)" in printed
+    stored = json.loads((out / "metrics" / f"{Path(rows[0]['output']).stem}.json").read_text())
+    assert stored["clip_model"] == "tiny" and stored["edit"]["clip_text"] == pytest.approx(rows[0]["clip_text"])
 
     out = tmp_path / "aug"
     aug = ["augment", "--manifest", str(manifest), "--output", str(out), "--prompt", "{caption}, in the snow", *fast]
