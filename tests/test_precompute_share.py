@@ -82,11 +82,12 @@ def test_precompute_share_on_a_cluster_whose_gpus_go_to_editors(
     ray_cluster: str, clips: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The session's instance has 2 logical GPUs; editors take 1 each by default."""
+    from test_dataset_ray import _options  # the suite's tiny run options
+
     from actors.manifest import load_manifest
-    from actors.runner import RunOptions, run_dataset
+    from actors.runner import run_dataset
     from actors.storage import StorageOptions
     from jobs.cli import main as cli
-    from pipeline.method.editor import EditConfig
 
     common = ["run", "--manifest", str(clips), "--prompt", "x", "--model", "tiny", "--size", "64x64"]
     common += ["--steps", "1", "--no-progress", "--precompute-gpus", "0.25"]
@@ -96,15 +97,7 @@ def test_precompute_share_on_a_cluster_whose_gpus_go_to_editors(
     assert len(err) == 1 and "--num-editors 2" in err[0] and "--num-editors 1" in err[0], err
     assert not (out / "videos").exists()  # nothing was done
 
-    opts = RunOptions(
-        output=str(tmp_path / "auto"),
-        model="tiny",
-        caption_model="tiny",
-        config=EditConfig(steps=1),
-        size=(64, 64),
-        progress=False,
-        precompute_gpus=0.25,
-    )
+    opts = _options(tmp_path / "auto", precompute_gpus=0.25)
     manifest = load_manifest(str(clips), StorageOptions(), prompts=["x"])
     summary = _within(300, run_dataset, manifest, opts)
     assert (summary.ok, summary.failed, summary.editors) == (2, 0, 1)  # one GPU left to the precompute tasks

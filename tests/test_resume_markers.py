@@ -77,10 +77,10 @@ def test_rerun_redoes_a_deleted_output_and_a_damaged_marker(ray_cluster: str, tm
     """The issue's case end to end: after a finished run one mp4 is deleted and one marker truncated;
     the same run again makes both again, and every `ok` row's output exists."""
     import pyarrow.parquet as pq
+    from test_dataset_ray import _options  # the suite's tiny run options
 
-    from actors.runner import RunOptions, run_dataset
+    from actors.runner import run_dataset
     from pipeline.io.samples import write_sample_video
-    from pipeline.method.editor import EditConfig
 
     clips = tmp_path / "clips"
     clips.mkdir()
@@ -90,14 +90,7 @@ def test_rerun_redoes_a_deleted_output_and_a_damaged_marker(ray_cluster: str, tm
     out = tmp_path / "out"
 
     def run():
-        opts = RunOptions(
-            output=str(out),
-            model="tiny",
-            caption_model="tiny",
-            config=EditConfig(steps=1),
-            size=(64, 64),
-            progress=False,
-        )
+        opts = _options(out)
         return run_dataset(manifest, opts)
 
     assert run().ok == 3
