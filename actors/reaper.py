@@ -22,12 +22,12 @@ import sys
 import time
 
 
-def holders(folder: str) -> list[int]:
-    """Pids of this user's processes (other than this one) with a file open under `folder`."""
+def holders(folder: str, spare: frozenset[int] = frozenset()) -> list[int]:
+    """Pids of this user's processes (other than this one and `spare`) with a file open under `folder`."""
     prefix = folder.rstrip("/") + "/"
     found = []
     for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
+        if not entry.isdigit() or int(entry) == os.getpid() or int(entry) in spare:
             continue
         try:
             fds = os.listdir(f"/proc/{entry}/fd")
@@ -44,12 +44,12 @@ def holders(folder: str) -> list[int]:
     return found
 
 
-def kill_instance(folder: str, rounds: int = 20, pause: float = 0.25) -> int:
-    """SIGKILL every process of the instance, again until none is left (a dying raylet may still
-    start a worker). Returns how many were killed."""
+def kill_instance(folder: str, rounds: int = 20, pause: float = 0.25, spare: frozenset[int] = frozenset()) -> int:
+    """SIGKILL every process of the instance but `spare`, again until none is left (a dying raylet
+    may still start a worker). Returns how many were killed."""
     killed: set[int] = set()
     for _ in range(rounds):
-        pids = holders(folder)
+        pids = holders(folder, spare)
         if not pids:
             break
         for pid in pids:
@@ -64,13 +64,17 @@ def kill_instance(folder: str, rounds: int = 20, pause: float = 0.25) -> int:
 
 def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the driver; we act once it is gone
+    # The driver itself is spared: the pipe also closes while a driver exits normally, with Ray's log
+    # files still open, and killing it then would turn every exit status into 137 (a dead driver has
+    # no pid left to spare).
+    driver = frozenset({os.getppid()})
     folders = []
     for line in sys.stdin:  # the driver writes the session folder, then nothing: this ends at end of file
         folder = os.path.realpath(line.strip()) if line.strip() else ""
         if os.path.basename(folder).startswith("session_"):  # never a wider folder than one instance's
             folders.append(folder)
     for folder in folders:
-        kill_instance(folder)
+        kill_instance(folder, spare=driver)
 
 
 if __name__ == "__main__":

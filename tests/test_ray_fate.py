@@ -110,3 +110,41 @@ def test_local_instance_dies_with_a_sigkilled_driver() -> None:
                 os.kill(pid, signal.SIGKILL)
             pytest.fail(f"processes of the killed driver's Ray instance still alive: {sorted(left.values())}")
         time.sleep(0.5)
+
+
+@pytest.mark.parametrize("ending", ["ray.shutdown(); sys.exit(3)", "sys.exit(3)"])
+def test_a_driver_that_exits_keeps_its_exit_status(ending: str) -> None:
+    """The watchdog acts once the driver's pipe closes, which also happens while a driver exits on its
+    own with Ray's log files still open: it must spare that driver, or every verb that started a local
+    instance would exit 137 (SIGKILL) instead of its own status. The instance still goes with it."""
+    code = textwrap.dedent(
+        f"""
+        import os, sys
+        sys.path.insert(0, sys.argv[1])
+        import ray
+        from actors.cluster import connect
+
+        connect("local", num_cpus=1, num_gpus=0)
+        print(ray._private.worker.global_worker.node.get_session_dir_path(), flush=True)
+        {ending}
+        """
+    )
+    env = dict(os.environ, RAY_AUTH_MODE="disabled")
+    done = subprocess.run([sys.executable, "-c", code, str(ROOT)], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 3, (done.returncode, done.stderr[-2000:])
+    session = os.path.realpath(done.stdout.strip().splitlines()[-1]) + "/"
+    deadline = time.monotonic() + 30
+    while True:  # nothing of that instance is left (raylet, GCS, agents, workers)
+        left = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    fds = [os.readlink(f"/proc/{entry}/fd/{fd}") for fd in os.listdir(f"/proc/{entry}/fd")]
+                except OSError:
+                    continue
+                if any(t.startswith(session) for t in fds):
+                    left.append(int(entry))
+        if not left:
+            break
+        assert time.monotonic() < deadline, f"processes of the exited driver's instance still alive: {left}"
+        time.sleep(0.5)
