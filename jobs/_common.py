@@ -130,10 +130,10 @@ def add_cluster_arguments(parser: argparse.ArgumentParser, *, editors: bool = Tr
             "--videos-per-call",
             default="auto",
             metavar="N",
-            help="precomputed videos of one size an editor call takes, edited together so short clips share "
-            "UNet batches (same frames either way; each video x prompt holds its own feature store). auto "
-            "(default): 1 with --schedule sequential, else videos until frames x prompts reach 2 x --max-batch, "
-            "at most 8. An idle editor never waits for more videos: it takes what is ready",
+            help="videos of one size an editor call takes, edited together so short clips share UNet batches "
+            "(each video x prompt holds its own feature store). auto (default): 1 with --schedule sequential, "
+            "else videos until frames x prompts reach 2 x --max-batch, at most 8. A call's videos are "
+            "consecutive in the manifest, never chosen by timing: the same command gives the same pixels",
         )
     if precompute:
         g.add_argument("--precompute-cpus", type=float, default=1.0, help="CPUs per precompute task (default 1)")
