@@ -30,6 +30,15 @@ def _loopback_only() -> None:
 # The watchdogs of the local instances this driver started (see actors/reaper.py). Their pipes must stay
 # open as long as this process lives: closing one (or garbage-collecting it) stops that instance.
 _REAPERS: list[subprocess.Popen] = []
+# GCS addresses of the local instances `connect` started here: fixed clusters (no autoscaler).
+_LOCAL: list[str] = []
+
+
+def local_instance_running() -> bool:
+    """Is this driver connected to a local instance it started (a cluster that never adds nodes)?"""
+    import ray
+
+    return ray.is_initialized() and ray.get_runtime_context().gcs_address in _LOCAL
 
 
 def _start_reaper() -> subprocess.Popen | None:
@@ -92,6 +101,7 @@ def connect(
             logging_level=logging.WARNING,
         )
         _guard(watchdog)
+        _LOCAL.append(ray.get_runtime_context().gcs_address)
         return True
     ray.init(address=address, runtime_env=runtime_env, logging_level=logging.WARNING)
     return False
@@ -169,12 +179,16 @@ def leave_room_for_precompute(
     *,
     fixed_count: bool,
     nodes: list[dict[str, float]] | None = None,
+    fixed_cluster: bool | None = None,
 ) -> int:
     """How many editors to start so that precompute tasks can still run: `count`, or fewer when the
     count was chosen for the user (`fixed_count=False`). When the editors the user asked for would
     leave no room for a precompute task (a GPU share on a cluster whose GPUs all went to editors, or
-    more CPUs than any node has), the run would wait forever in silence: that is a usage error,
-    said in one line before any work. `nodes`: each alive node's CPU and GPU (default: Ray's).
+    more CPUs than any node has), the run would wait forever in silence: on a fixed cluster (a local
+    instance started by `connect`) that is a usage error, said in one line before any work; on a
+    cluster that may add nodes (an autoscaler starts GPU workers when tasks ask for GPUs) it is one
+    warning line, and the run goes on. `nodes`: each alive node's CPU and GPU (default: Ray's);
+    `fixed_cluster`: default, whether this process started the instance it is connected to.
     """
     from pipeline.errors import InputError
 
@@ -182,20 +196,27 @@ def leave_room_for_precompute(
         import ray
 
         nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    if fixed_cluster is None:
+        fixed_cluster = local_instance_running()
     task = (task_gpus, task_cpus)
     flags = f"--precompute-gpus {task_gpus:g} --precompute-cpus {task_cpus:g}"
     if task_gpus > 1 and abs(task_gpus - round(task_gpus)) > _EPS:
         raise InputError(f"--precompute-gpus {task_gpus:g}: a share above 1 must be a whole number of GPUs")
+
+    def refuse(message: str) -> int:
+        if fixed_cluster:
+            raise InputError(message)
+        log.warning("%s (unless the cluster adds nodes; on one that cannot, stop the run and change flags)", message)
+        return count
+
     if task_gpus > _EPS and not any(float(n.get("GPU", 0)) > _EPS for n in nodes):
-        raise InputError(
+        return refuse(
             f"--precompute-gpus {task_gpus:g}: the cluster has no GPU, so precompute tasks would wait forever; "
             "use --precompute-gpus 0 (depth and captions on the CPU)"
         )
     if not _room_left(nodes, 0, (0.0, 0.0), task):
         most_cpu = max((float(n.get("CPU", 0)) for n in nodes), default=0.0)
-        raise InputError(
-            f"{flags}: no node of the cluster has that much free (largest: {most_cpu:g} CPU); ask for less"
-        )
+        return refuse(f"{flags}: no node of the cluster has that much free (largest: {most_cpu:g} CPU); ask for less")
     editor = (editor_gpus, editor_cpus)
     if _room_left(nodes, count, editor, task):
         return count
@@ -215,7 +236,7 @@ def leave_room_for_precompute(
     if not fewer and 0 < share < editor_gpus and _room_left(nodes, count, (share, editor_cpus), task):
         hint = f"--gpus-per-editor {share:g}"
     other = "--precompute-gpus 0" if task_gpus > _EPS else "a smaller --precompute-cpus"
-    raise InputError(
+    return refuse(
         f"{asked} at {editor_gpus:g} GPU and {editor_cpus:g} CPU each leave no room on this cluster "
         f"({describe_nodes(nodes)}) for a precompute task ({flags}), which would wait forever: "
         f"use {hint}, or {other}"

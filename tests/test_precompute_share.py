@@ -4,6 +4,7 @@ in one line, exit 2, before any work."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from pathlib import Path
 
@@ -16,14 +17,19 @@ ONE_GPU = [{"CPU": 4.0, "GPU": 1.0}]
 TWO_GPUS = [{"CPU": 2.0, "GPU": 2.0}]
 
 
+def leave_room(*args, **kwargs):
+    """On a fixed cluster (a local instance), as the session's is."""
+    return leave_room_for_precompute(*args, fixed_cluster=True, **kwargs)
+
+
 def test_auto_editor_count_leaves_the_share() -> None:
     # 2 whole-GPU editors would take both GPUs: one is started, the other GPU runs the precompute tasks.
-    assert leave_room_for_precompute(2, 1.0, 0.0, 0.25, 1.0, fixed_count=False, nodes=TWO_GPUS) == 1
+    assert leave_room(2, 1.0, 0.0, 0.25, 1.0, fixed_count=False, nodes=TWO_GPUS) == 1
     # Fractional editors on one GPU: 0.7 + 0.25 fit, two 0.5 editors and 0.25 do not.
-    assert leave_room_for_precompute(1, 0.7, 0.0, 0.25, 1.0, fixed_count=True, nodes=ONE_GPU) == 1
-    assert leave_room_for_precompute(2, 0.5, 0.0, 0.25, 1.0, fixed_count=False, nodes=ONE_GPU) == 1
+    assert leave_room(1, 0.7, 0.0, 0.25, 1.0, fixed_count=True, nodes=ONE_GPU) == 1
+    assert leave_room(2, 0.5, 0.0, 0.25, 1.0, fixed_count=False, nodes=ONE_GPU) == 1
     # No GPU share asked: nothing changes.
-    assert leave_room_for_precompute(2, 1.0, 0.0, 0.0, 1.0, fixed_count=True, nodes=TWO_GPUS) == 2
+    assert leave_room(2, 1.0, 0.0, 0.0, 1.0, fixed_count=True, nodes=TWO_GPUS) == 2
 
 
 @pytest.mark.parametrize(
@@ -42,11 +48,24 @@ def test_auto_editor_count_leaves_the_share() -> None:
 )
 def test_editors_that_leave_no_room_are_refused(count, gpus, cpus, share, task_cpus, nodes, needles) -> None:
     with pytest.raises(InputError) as e:
-        leave_room_for_precompute(count, gpus, cpus, share, task_cpus, fixed_count=True, nodes=nodes)
+        leave_room(count, gpus, cpus, share, task_cpus, fixed_count=True, nodes=nodes)
     msg = str(e.value)
     assert "\n" not in msg
     for needle in needles:
         assert needle in msg, msg
+
+
+def test_a_cluster_that_may_add_nodes_gets_a_warning_not_a_refusal(caplog: pytest.LogCaptureFixture) -> None:
+    """An autoscaling cluster starts GPU workers when tasks ask for GPUs (README: cluster.yaml starts with
+    none): there the same shortfall is one warning and the run goes on."""
+    head_only = [{"CPU": 8.0}]
+    with caplog.at_level(logging.WARNING, logger="actors.cluster"):
+        got = leave_room_for_precompute(8, 1.0, 0.0, 0.25, 1.0, fixed_count=True, nodes=head_only, fixed_cluster=False)
+    assert got == 8
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert "--precompute-gpus 0.25" in warning and "adds nodes" in warning
+    with pytest.raises(InputError):  # the same on a fixed cluster
+        leave_room_for_precompute(8, 1.0, 0.0, 0.25, 1.0, fixed_count=True, nodes=head_only, fixed_cluster=True)
 
 
 @pytest.fixture(scope="module")
