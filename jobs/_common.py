@@ -65,15 +65,19 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, caption: bool = True
             default=None,
             help=CAPTION_MODEL_HELP + "; default 'tiny' when --model is tiny",
         )
-    g.add_argument("--device", default=None, help="torch device for the models (default: cuda if visible, else cpu)")
-    g.add_argument(
-        "--dtype",
-        default="float32",
-        choices=("float32", "float16", "bfloat16"),
-        help="model dtype: float32 reproduces the reference, the others are faster on a GPU (default float32)",
+    add_device_arguments(
+        g, "the models", "model dtype: float32 reproduces the reference, the others are faster on a GPU"
     )
     g.add_argument("--size", metavar="WxH", help="working size, multiples of 64 (default: 512 on the short side)")
     g.add_argument("--max-frames", type=int, metavar="N", help="fail videos longer than N frames (default: no limit)")
+
+
+def add_device_arguments(group: Any, what: str, dtype_help: str) -> None:
+    """--device and --dtype (the models' of a verb, or CLIP's for the metric verbs)."""
+    group.add_argument("--device", default=None, help=f"torch device for {what} (default: cuda if visible, else cpu)")
+    group.add_argument(
+        "--dtype", default="float32", choices=("float32", "float16", "bfloat16"), help=f"{dtype_help} (default float32)"
+    )
 
 
 def add_edit_arguments(parser: argparse.ArgumentParser, *, switches: bool = True) -> None:

@@ -43,13 +43,9 @@ def add_clip_arguments(parser: argparse.ArgumentParser, *, device: bool) -> None
     g = parser.add_argument_group("metrics")
     add_clip_model_argument(g)
     if device:
-        g.add_argument("--device", default=None, help="torch device for CLIP (default: cuda if visible, else cpu)")
-        g.add_argument(
-            "--dtype",
-            default="float32",
-            choices=("float32", "float16", "bfloat16"),
-            help="CLIP's dtype (default float32)",
-        )
+        from jobs import _common
+
+        _common.add_device_arguments(g, "CLIP", "CLIP's dtype")
 
 
 def add_metrics_arguments(
