@@ -112,7 +112,7 @@ def test_clip_folder_loads_through_clip_scorer(frames, tmp_path):
 
     model = train_clip(frames, tmp_path, steps=2, batch=4)
     assert model.config.vision_config.hidden_act == "quick_gelu" == model.config.text_config.hidden_act
-    folder = save_clip(model, clip_processor(), tmp_path / "clip")
+    folder = save_clip(model, clip_processor(), tmp_path / "clip_model")
     scorer = ClipScorer.from_model(str(folder), device="cpu")
     emb = scorer.image_embeddings(frames.frames[:3])
     assert emb.shape == (3, model.config.projection_dim)
@@ -174,9 +174,11 @@ def test_augment_mirrors_frames_and_captions(frames):
     assert mirrored_caption(c) == "a yellow cube and a red striped ball on a gray floor"
     assert mirrored_caption(mirrored_caption(c)) == c
     assert all(format_caption(*parse_caption(t)) == t for t in frames.captions)
-    out, flips = augment(frames.frames[:8], np.random.default_rng(0), shift=0)
+    out, ids, flips = augment(frames.frames[:8], np.random.default_rng(0), shift=0, ids=frames.ids[:8])
     assert out.shape == frames.frames[:8].shape and out.dtype == np.uint8 and flips.any() and not flips.all()
     np.testing.assert_array_equal(out[flips], frames.frames[:8][flips][:, :, ::-1])
     np.testing.assert_array_equal(out[~flips], frames.frames[:8][~flips])
-    shifted, _ = augment(frames.frames[:8], np.random.default_rng(0), shift=4)
+    np.testing.assert_array_equal(ids[flips], frames.ids[:8][flips][:, :, ::-1])
+    shifted, none, _ = augment(frames.frames[:8], np.random.default_rng(0), shift=4)
+    assert none is None
     assert shifted.shape == frames.frames[:8].shape

@@ -10,7 +10,10 @@ Loss: CLIP's symmetric cross-entropy over the batch's image-text similarities, w
 the same scene often share a caption, so each image's (and each caption's) target is spread uniformly over
 every batch item with the same caption instead of being only its own pair (no false negatives).
 Augmentation as the captioner's (`pipeline.toy.train_caption.augment`): left-right mirroring with the
-mirrored caption (objects named in reverse order) and translations of up to 12 pixels.
+mirrored caption (objects named in reverse order) and translations of up to 12 pixels. And as the
+captioner, an auxiliary loss on the vision tower's patch tokens (`PatchAttributeHead`: which colour,
+texture and shape each patch shows, from the renderer's object masks; training only, not saved). The loss
+logged is the contrastive one.
 """
 
 from __future__ import annotations
@@ -23,7 +26,14 @@ import numpy as np
 import torch
 
 from pipeline.toy.data import FrameSet
-from pipeline.toy.train_caption import augment, mirrored_caption, pixel_values
+from pipeline.toy.train_caption import (
+    AUX_WEIGHT,
+    PatchAttributeHead,
+    attribute_tables,
+    augment,
+    mirrored_caption,
+    pixel_values,
+)
 from pipeline.toy.trainer import Trainer, batch_rng
 
 SEED = 41
@@ -35,12 +45,11 @@ GALLERIES = 50
 
 def clip_processor(size: int = CLIP_SIZE) -> Any:
     """A `CLIPProcessor`: the PIL CLIP image processor at `size` and the tiny builder's CLIP tokenizer."""
-    from transformers import CLIPProcessor, CLIPTokenizer
+    from transformers import CLIPProcessor
 
-    from pipeline.models.tiny import _clip_vocab_and_merges, _pil_image_processor
+    from pipeline.models.tiny import _pil_image_processor, clip_tokenizer
 
-    vocab, merges = _clip_vocab_and_merges()
-    tok = CLIPTokenizer(vocab=vocab, merges=merges, pad_token="<|endoftext|>", model_max_length=77)
+    tok = clip_tokenizer(pad_token="<|endoftext|>")
     image_processor = _pil_image_processor("CLIPImageProcessor")(
         size={"shortest_edge": size}, crop_size={"height": size, "width": size}
     )
@@ -107,11 +116,13 @@ def train_clip(
     proc = clip_processor()
     torch.manual_seed(SEED)
     model = CLIPModel(toy_clip_config(proc.tokenizer))
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    head = PatchAttributeHead(model.config.vision_config.hidden_size)
+    params = list(model.parameters()) + list(head.parameters())
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
     trainer = Trainer(
         "clip",
         workdir,
-        {"clip": model},
+        {"clip": model, "aux": head},
         opt,
         steps,
         lr_warmup=min(100, steps // 10 + 1),
@@ -127,22 +138,25 @@ def train_clip(
     caption_index = np.array([where[c] for c in data.captions])
     mirrored_index = np.array([where[c] for c in mirrored])
     tok = proc.tokenizer(names, padding="longest", return_tensors="pt")
+    table = attribute_tables(data)
 
     def step(i: int) -> float:
         rng = batch_rng(SEED, i)
         idx = np.sort(rng.integers(0, len(data), batch))
-        frames, flips = augment(data.frames[idx], rng)
+        frames, masks, flips = augment(data.frames[idx], rng, ids=data.ids[idx])
         cap = np.where(flips, mirrored_index[idx], caption_index[idx])
-        x = pixel_values(proc.image_processor, frames)
-        image = _unit(model.get_image_features(pixel_values=x))
+        # get_image_features, spelled out to reach the patch tokens for the auxiliary loss
+        vision = model.vision_model(pixel_values=pixel_values(proc.image_processor, frames))
+        image = _unit(model.visual_projection(vision.pooler_output))
         uniq, inverse = np.unique(cap, return_inverse=True)  # each distinct caption through the text tower once
         ids, mask = tok.input_ids[uniq], tok.attention_mask[uniq]
         text = _unit(model.get_text_features(input_ids=ids, attention_mask=mask))[torch.from_numpy(inverse)]
         same = torch.from_numpy(cap[:, None] == cap[None, :])
         loss = contrastive_loss(image, text, model.logit_scale.exp().clamp(max=100), same)
+        aux = head.loss(vision.last_hidden_state, table[idx], masks, PATCH)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        (loss + AUX_WEIGHT * aux).backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         return float(loss.detach())
 
@@ -222,11 +236,11 @@ def evaluate_clip(
     }
 
 
-def save_clip(model: Any, processor: Any, folder: str | os.PathLike) -> Path:
-    """Write a CLIPModel checkpoint folder (config.json, model.safetensors, tokenizer and preprocessor files,
-    as `_build_clip` writes them) that `ClipScorer.from_model(folder)` loads."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    processor.save_pretrained(folder)
-    model.save_pretrained(folder)
-    return folder
+def save_clip(model: Any, processor: Any, folder: str | os.PathLike, dtype: torch.dtype | None = None) -> Path:
+    """Write a CLIPModel folder in openai/clip-vit-large-patch14's file set
+    (`pipeline.models.published.write_clip_folder`; preprocessor at the model's input size) that
+    `ClipScorer.from_model(folder)` loads. `processor`: `clip_processor()` (its tokenizer is written);
+    `folder` must not exist or be empty."""
+    from pipeline.models.published import write_clip_folder
+
+    return write_clip_folder(folder, model=model, tokenizer=processor.tokenizer, dtype=dtype)

@@ -14,7 +14,6 @@ Input size: the frames' own 128x128 (BiT's 16x reduction gives an 8x8 ViT grid);
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -27,14 +26,16 @@ from pipeline.toy.trainer import Trainer, batch_rng
 
 SEED = 21
 DEPTH_SIZE = 128  # DPT input (and output) resolution
+BIT_DEPTHS = (1, 1, 1)  # bottleneck blocks per BiT stage
 ORDINAL_MIN_RATIO = 0.05  # pixel pairs whose true disparities differ by less than 5% are not counted
 
 
 def toy_dpt_config(size: int = DEPTH_SIZE) -> Any:
-    """`tiny_dpt_config()` (same layer counts, same hybrid layout) with wider layers and a `size` input."""
+    """`tiny_dpt_config()` (the published DPT-hybrid keys and values) with wider layers, one BiT bottleneck
+    block per stage (the published [3, 4, 9] would cost about twice the time per step), and a `size` input."""
     from pipeline.models.tiny import tiny_dpt_config
 
-    cfg = tiny_dpt_config()
+    cfg = tiny_dpt_config(depths=BIT_DEPTHS)
     bb = cfg.backbone_config
     bb.embedding_size = 16
     bb.hidden_sizes = [32, 64, 128]
@@ -181,22 +182,18 @@ def evaluate_depth(model: Any, heldout: FrameSet) -> dict[str, float]:
     }
 
 
-def depth_preprocessor_config(size: int = DEPTH_SIZE) -> dict[str, Any]:
-    """feature_extractor/preprocessor_config.json in the published style (see pipeline.models.tiny)."""
-    from pipeline.models.tiny import dpt_feature_extractor_config
+def save_depth(
+    model: Any, processor: dict[str, Any] | None, folder: str | os.PathLike, dtype: torch.dtype | None = None
+) -> Path:
+    """Write `<folder>/depth_estimator/` (config.json with the published Intel/dpt-hybrid-midas keys,
+    model.safetensors) and `<folder>/feature_extractor/preprocessor_config.json` (the published
+    DPTImageProcessor config at the model's input size, or `processor`, a config dict, when given): the two
+    sub-folders of stable-diffusion-2-depth that `DepthEstimator.from_model(folder)` reads. The writing is
+    `pipeline.models.published`'s (`write_sd2_depth_folder` writes the same two, with the other components)."""
+    from pipeline.models.published import _dump, _save_transformers, dpt_hybrid_midas_config, dpt_preprocessor_config
 
-    return dpt_feature_extractor_config(size)
-
-
-def save_depth(model: Any, processor: dict[str, Any] | None, folder: str | os.PathLike) -> Path:
-    """Write `<folder>/depth_estimator/` (the DPT) and `<folder>/feature_extractor/preprocessor_config.json`,
-    the two sub-folders of the published stable-diffusion-2-depth layout that `DepthEstimator.from_model`
-    reads. `processor`: the preprocessor config dict, or None for `depth_preprocessor_config` at the model's
-    input size."""
     folder = Path(folder)
-    model.save_pretrained(folder / "depth_estimator")
-    cfg = processor if processor is not None else depth_preprocessor_config(int(model.config.image_size))
-    fe = folder / "feature_extractor"
-    fe.mkdir(parents=True, exist_ok=True)
-    (fe / "preprocessor_config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+    _save_transformers(model, folder / "depth_estimator", dpt_hybrid_midas_config(), dtype)
+    cfg = processor if processor is not None else dpt_preprocessor_config(int(model.config.image_size))
+    _dump(folder / "feature_extractor" / "preprocessor_config.json", cfg)
     return folder
