@@ -25,6 +25,8 @@ import torch
 
 log = logging.getLogger(__name__)
 
+SAMPLES = 40  # held-out scenes for the text-to-image figure
+
 def _timed(figures: dict[str, Any], name: str, started: float) -> None:
     figures.setdefault("seconds", {})[name] = round(time.time() - started, 1)
 
@@ -54,7 +56,7 @@ def train_toy(
 
     t = time.time()
     vae = train_vae(data, out, steps=steps(1200))
-    vae = finetune_decoder(vae, data, out, steps=steps(3000))
+    vae = finetune_decoder(vae, data, out, steps=steps(1500))
     figures["vae_psnr_db"] = round(psnr(vae, held.frames), 2)
     _timed(figures, "vae", t)
 
@@ -83,6 +85,17 @@ def train_toy(
         _timed(figures, name, t)
 
     folder = write_toy_folder(out / "model", models)
+    # Text-to-image through the written float16 files and the real loader: from noise, true depth.
+    from pipeline.method.editor import Pix2Video
+    from pipeline.models.loading import load_diffusion_models
+    from pipeline.toy.benchmark import sample_accuracy
+    from pipeline.toy.data import HELDOUT_SEED
+
+    t = time.time()
+    editor = Pix2Video(load_diffusion_models(str(folder), device="cpu"))
+    n = max(2, int(SAMPLES * min(scale, 1.0)))
+    figures["text_to_image"] = sample_accuracy(editor, range(HELDOUT_SEED, HELDOUT_SEED + n), steps=steps(50))
+    _timed(figures, "text_to_image", t)
     fig_path.write_text(json.dumps(figures, indent=2))
     return folder
 

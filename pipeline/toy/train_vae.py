@@ -71,7 +71,7 @@ def train_vae(data: FrameSet, workdir: str | os.PathLike, steps: int = 1200, bat
 
 
 def finetune_decoder(
-    vae: Any, data: FrameSet, workdir: str | os.PathLike, steps: int = 3000, batch: int = 8, crop: int = 64
+    vae: Any, data: FrameSet, workdir: str | os.PathLike, steps: int = 1500, batch: int = 8, crop: int = 64
 ) -> Any:
     """Second phase: the decoder alone, with the encoder frozen. The latents do not
     move, so the UNet can train on them meanwhile; only the reconstructions get sharper."""
