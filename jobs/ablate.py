@@ -234,17 +234,21 @@ def run_toy(args: argparse.Namespace) -> int:
     editor = Pix2Video(models)
     seeds = range(BENCH_SEED, BENCH_SEED + args.toy_clips)
     bar = tqdm(total=len(seeds), unit="clip", desc="toy ablation", disable=not args.progress)
+    base = _common.edit_config(args, injection="anchor+prev", latent_update=True)
     rows = toy_ablation(
-        editor, seeds, depth=depth, scorer=scorer, steps=args.steps, variants=grid, on_clip=lambda *_: bar.update()
+        editor, seeds, depth=depth, scorer=scorer, config=base, variants=grid, on_clip=lambda *_: bar.update()
     )
     bar.close()
     summary = summarise(rows)
-    title = f"Ablation on {len(seeds)} held-out toy clips (colour edit of one object, {args.steps} steps)"
+    title = (
+        f"Ablation on {len(seeds)} held-out toy clips (colour edit of one object; {base.steps} steps, "
+        f"guidance {base.guidance_scale:g}, update weight {base.update_weight:g})"
+    )
     table = markdown_table(summary, title)
     print(table)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "table.md").write_text(table, encoding="utf-8")
-    report = {"model": args.model, "clip_model": clip_model(args), "steps": args.steps}
+    report = {"model": args.model, "clip_model": clip_model(args), "config": asdict(base)}
     report.update(summary=summary, rows=rows)
     (out_dir / "table.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
     print(f"wrote {out_dir}/table.md and table.json ({time.perf_counter() - started:.1f} s)")

@@ -1,14 +1,18 @@
-"""The whole pipeline on a generated sample dataset, on a local Ray instance, with tiny models.
+"""The whole pipeline on a generated dataset, on a local Ray instance, with the toy world's models.
 
-    pix2video demo                      # writes ./demo-output/
+    pix2video demo                      # writes ./demo-output/ (toy world, a few minutes on a laptop CPU)
+    pix2video demo --model tiny         # moving shapes and tiny random models: the machinery in seconds
 
-Generates a few 64x64 moving-shapes clips and a manifest (JSON lines: video, prompts, a label), runs
-`pix2video run` on them with the tiny random-weight models and a few DDIM steps, and prints where the
-results are. It needs no download and no GPU, and takes about a minute on a laptop. Tiny models give
-noise-like pictures: the demo shows the machinery (manifest in, Ray precompute and editor actors,
-mp4s, results table, resume), not the quality of the edits. For real edits use the default model:
+With the default `--model toy`, renders held-out clips of the toy world (objects the toy models never
+saw), writes them with a manifest (JSON lines: video, two target prompts that change one object's
+colour and texture, labels), runs `pix2video run` with the toy models committed in pipeline/toy/model/
+(our own small SD2-depth, DPT, BLIP and CLIP, trained on that world) and writes the HTML report: the
+edits are recognisable and the metrics mean something within the toy world. It is not SD2's quality.
+With `--model tiny` the clips are 64x64 moving shapes and the pictures are noise-like: that shows the
+machinery (manifest, Ray precompute and editor actors, mp4s, results, resume), not the method. For real
+edits use the published model:
 
-    pix2video run --manifest demo-output/manifest.jsonl --output edits/ --size 512x512
+    pix2video run --manifest demo-output/manifest.jsonl --output edits/ --model stabilityai/stable-diffusion-2-depth
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import json
 import os
 
 from jobs import _common
+from pipeline.errors import InputError
 
 PROMPTS = ["a watercolor painting of shapes", "{caption}, neon lights"]
 
@@ -27,9 +32,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--output", default="demo-output", metavar="DIR", help="folder for everything (default ./demo-output)"
     )
     parser.add_argument("--videos", type=int, default=4, help="sample clips to generate (default 4)")
-    parser.add_argument("--frames", type=int, default=4, help="frames per clip (default 4)")
-    parser.add_argument("--steps", type=int, default=3, help="DDIM steps (default 3)")
-    parser.add_argument("--model", default="tiny", help="diffusion model (default tiny; see pix2video run --help)")
+    parser.add_argument("--frames", type=int, default=None, help="frames per clip (default 16 toy, 4 tiny)")
+    parser.add_argument("--steps", type=int, default=None, help="DDIM steps (default 25 toy, 3 tiny)")
+    parser.add_argument(
+        "--model",
+        default="toy",
+        help="toy (default: the toy world's trained models and clips) or tiny (random models, moving shapes)",
+    )
     parser.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray instance (default: all)")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
@@ -58,11 +67,26 @@ def run(args: argparse.Namespace) -> int:
     from actors.report import write_report
     from actors.storage import StorageOptions
     from jobs.cli import build_parser
+    from pipeline.models.loading import TINY, TOY
 
+    if args.model not in (TINY, TOY):
+        raise InputError(f"--model {args.model!r}: the demo runs 'toy' or 'tiny'; use `pix2video run` for other models")
+    toy = args.model == TOY
+    frames = args.frames or (16 if toy else 4)
+    steps = args.steps or (25 if toy else 3)
+    size = "128x128" if toy else "64x64"
     _common.check_positive("videos", args.videos)
-    _common.check_positive("frames", args.frames)
+    _common.check_positive("frames", frames)
+    _common.check_positive("steps", steps)
     folder = os.path.abspath(args.output)
-    manifest_path = write_dataset(folder, args.videos, args.frames)
+    if toy:
+        from pipeline.toy import toy_model_dir
+        from pipeline.toy.dataset import write_toy_dataset
+
+        toy_model_dir()  # a checkout without the committed toy models says so before any work
+        manifest_path = write_toy_dataset(folder, args.videos, frames)
+    else:
+        manifest_path = write_dataset(folder, args.videos, frames)
     out = os.path.join(folder, "edits")
 
     # Exactly what `pix2video run` would parse, so the demo exercises the real flags.
@@ -74,9 +98,9 @@ def run(args: argparse.Namespace) -> int:
         "--model",
         args.model,
         "--size",
-        "64x64",
+        size,
         "--steps",
-        str(args.steps),
+        str(steps),
         "--address",
         "local",
         "--num-editors",
@@ -95,16 +119,19 @@ def run(args: argparse.Namespace) -> int:
     summary, _ = _common.execute(run_args, manifest, run_opts, "demo")
     report = write_report(out, opts, progress=args.progress)
     print()
-    print(f"dataset:   {manifest_path}  ({args.videos} generated clips, {len(PROMPTS)} prompts each)")
+    kind = "held-out toy-world clips" if toy else "generated clips"
+    print(f"dataset:   {manifest_path}  ({args.videos} {kind}, 2 prompts each)")
     print(f"videos:    {os.path.join(out, 'videos')}/  (one mp4 per video x prompt)")
     print(f"results:   {summary.results}  (pandas.read_parquet / pyarrow / datasets)")
     print(f"precompute store: {os.path.join(out, 'precompute')}/  (frames, depth, captions, inversions)")
     print(f"report:    {report}  (open in a browser: input and edit side by side, metrics)")
-    if args.model == "tiny":
+    if toy:
+        print("note: toy-world models (pipeline/toy): small models we trained on a synthetic world, not SD2.")
+    else:
         print("note: tiny random-weight models make noise-like pictures; they show the pipeline, not the method.")
     print(
         f"run it again: nothing is redone (resume); add --overwrite to `pix2video run --manifest "
-        f"{manifest_path} --output {out} --model {args.model} --size 64x64` to redo everything."
+        f"{manifest_path} --output {out} --model {args.model} --size {size}` to redo everything."
     )
     return 0 if summary.failed == 0 else 1
 

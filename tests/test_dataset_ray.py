@@ -344,6 +344,8 @@ def test_s3_in_and_out(
 def test_demo_and_its_rerun(ray_cluster: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     argv = [
         "demo",
+        "--model",
+        "tiny",
         "--output",
         str(tmp_path / "demo"),
         "--videos",

@@ -72,19 +72,22 @@ def edit_variants(
     task: EditTask,
     depth: Sequence[np.ndarray],
     variants: Sequence[Variant] = VARIANTS,
-    steps: int = 50,
+    config: Any | None = None,
     scorer: Any | None = None,
 ) -> list[dict[str, Any]]:
-    """Invert once, edit with every variant, score each edit. One row per variant (+ 'input' first)."""
+    """Invert once, edit with every variant (`config`, an EditConfig, with the variant's injection and
+    update), score each edit. One row per variant (+ 'input' first)."""
+    from dataclasses import replace
+
     from pipeline.method.editor import EditConfig
 
     clip = task.clip
     video = editor.prepare(clip.frames, depth, video_id=f"toy-{clip.scene.seed}")
-    base = EditConfig(steps=steps)
+    base = config or EditConfig()
     zT = editor.invert(video, task.source_prompt, base)
     rows = [_row("input video", clip.frames, task, scorer)]
     for v in variants:
-        cfg = EditConfig(steps=steps, injection=v.injection, latent_update=v.latent_update)
+        cfg = replace(base, injection=v.injection, latent_update=v.latent_update)
         latents = editor.edit(video, zT, [task.target_prompt], cfg)[0]
         frames = np.stack(list(editor.decode(latents)))
         rows.append(_row(v.label, frames, task, scorer))
@@ -160,7 +163,7 @@ def toy_ablation(
     *,
     depth: Callable[[np.ndarray], Sequence[np.ndarray]] | None = None,
     scorer: Any | None = None,
-    steps: int = 50,
+    config: Any | None = None,
     frames: int = 16,
     variants: Sequence[Variant] = VARIANTS,
     on_clip: Callable[[int, list[dict[str, Any]]], None] | None = None,
@@ -172,7 +175,7 @@ def toy_ablation(
     for n, seed in enumerate(seeds):
         task = edit_task(seed, frames)
         maps = list(task.clip.disparity) if depth is None else depth(task.clip.frames)
-        clip_rows = edit_variants(editor, task, maps, variants, steps, scorer)
+        clip_rows = edit_variants(editor, task, maps, variants, config, scorer)
         if on_clip:
             on_clip(n, clip_rows)
         rows += [{k: v for k, v in r.items() if k != "frames"} for r in clip_rows]
