@@ -119,6 +119,7 @@ def test_clip_folder_loads_through_clip_scorer(frames, tmp_path):
     assert scorer.text_embedding(frames.captions[0]).shape == (model.config.projection_dim,)
     figs = evaluate_clip(None, frames, folder=folder, gallery_size=2, galleries=3)
     assert figs["gallery_size"] == 2 and 0.0 <= figs["t2i_top1"] <= 1.0
+    assert evaluate_clip(model, frames)["gallery_size"] == 2  # 2 distinct captions: galleries of 2, not 32
 
 
 def test_training_pixels_are_the_saved_processors(frames):

@@ -216,6 +216,8 @@ def evaluate_clip(
     texts = {c: scorer.text_embedding(c) for c in sorted(set(heldout.captions))}
     t2i = i2t = 0
     margins = []
+    # A held-out set with fewer distinct captions than `gallery_size` (a smoke run) gets smaller galleries.
+    gallery_size = max(1, min(gallery_size, len(texts)))
     groups = retrieval_galleries(heldout.captions, size=gallery_size, count=galleries)
     for g in groups:
         im = images[g]
