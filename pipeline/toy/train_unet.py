@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.toy.data import FrameSet
-from pipeline.toy.trainer import Trainer, batch_rng
+from pipeline.toy.trainer import Trainer, batch_rng, optimise
 
 SEED = 12
 TEXT_HIDDEN = 64
@@ -108,11 +108,7 @@ def train_unet(
         e = text(tok)[0]
         pred = unet(torch.cat([zt, depth[idx]], 1), t, encoder_hidden_states=e).sample
         loss = F.mse_loss(pred, eps)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        return float(loss)
+        return optimise(opt, loss, params)
 
     trainer.run(step)
     for m in (unet, text):

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from pipeline.toy.data import FrameSet
-from pipeline.toy.trainer import Trainer, batch_rng
+from pipeline.toy.trainer import Trainer, batch_rng, optimise
 
 SCALING_FACTOR = 0.18215  # diffusers' default, which SD2's vae/config.json relies on
 SEED = 11
@@ -54,11 +54,7 @@ def train_vae(data: FrameSet, workdir: str | os.PathLike, steps: int = 1200, bat
         rec = vae.decode(post.mean).sample
         kl = post.kl().mean() / x[0].numel()
         loss = (rec - x).abs().mean() + ((rec - x) ** 2).mean() + 1e-4 * kl
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-        opt.step()
-        return float(loss)
+        return optimise(opt, loss, vae.parameters())
 
     trainer.run(step)
     vae.eval()
@@ -89,11 +85,7 @@ def finetune_decoder(
             z = vae.encode(x).latent_dist.mean
         rec = vae.decode(z).sample
         loss = (rec - x).abs().mean() + ((rec - x) ** 2).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        return float(loss)
+        return optimise(opt, loss, params)
 
     vae.requires_grad_(False)
     for p in params:

@@ -28,6 +28,15 @@ def batch_rng(seed: int, step: int) -> np.random.Generator:
     return np.random.default_rng([seed, step])
 
 
+def optimise(opt: torch.optim.Optimizer, loss: torch.Tensor, params, max_norm: float = 1.0) -> float:
+    """One optimizer step on `loss` with gradient clipping; returns the loss as a float."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, max_norm)
+    opt.step()
+    return float(loss.detach())
+
+
 class Trainer:
     def __init__(
         self,
