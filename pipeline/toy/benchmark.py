@@ -66,9 +66,7 @@ def edit_task(seed: int, frames: int = 16) -> EditTask:
     rng = np.random.default_rng(seed)
     old = scene.objects[obj].colour
     target = str(rng.choice([c for c in COLOURS if c != old]))
-    edited = scene.with_object(obj, colour=target)
-    xs = np.argsort([o.x0 for o in scene.objects]).tolist()
-    return EditTask(clip, obj, target, clip.captions[0], caption(edited, xs))
+    return EditTask(clip, obj, target, clip.captions[0], caption(scene.with_object(obj, colour=target)))
 
 
 def edit_variants(

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.toy.world import SUPERSAMPLE, ToyScene, _grid, _object_pose, _render_layer, caption, random_scene
+from pipeline.toy.world import ToyScene, caption, random_scene, render_frame
 
 HELDOUT_SEED = 1_000_000
 TRAIN_CLIPS = 600
@@ -34,20 +34,13 @@ class FrameSet:
 
 
 def render_frames(scene: ToyScene, ts: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
-    size = scene.size
-    uu, vv = _grid(size, SUPERSAMPLE)
-    u1, v1 = _grid(size, 1)
-    rgbs, disp, ids, caps = [], [], [], []
+    rgbs, disp, ids = [], [], []
     for t in ts:
-        rgb, _, _, _ = _render_layer(scene, t, uu, vv)
-        rgb = rgb.reshape(size, SUPERSAMPLE, size, SUPERSAMPLE, 3).mean(axis=(1, 3))
-        rgbs.append(np.clip(rgb + 0.5, 0, 255).astype(np.uint8))
-        _, d, i, _ = _render_layer(scene, t, u1, v1)
+        rgb, d, i, _ = render_frame(scene, t)
+        rgbs.append(rgb)
         disp.append((1.0 / d).astype(np.float16))
         ids.append(i)
-        xs = [_object_pose(scene, o, t)[0] for o in scene.objects]
-        caps.append(caption(scene, sorted(range(len(xs)), key=lambda j: xs[j])))
-    return np.stack(rgbs), np.stack(disp), np.stack(ids), caps
+    return np.stack(rgbs), np.stack(disp), np.stack(ids), [caption(scene, t) for t in ts]
 
 
 def _render_set(seeds: range, frames_per_clip: int) -> FrameSet:

@@ -13,21 +13,19 @@ import os
 import numpy as np
 
 from pipeline.io.atomic import atomic_path
-from pipeline.toy.benchmark import BENCH_SEED, edit_task
+from pipeline.toy.benchmark import BENCH_SEED, EditTask, edit_task
 from pipeline.toy.world import TEXTURES, caption
 
 FPS = 8.0
 
 
-def texture_edit(seed: int, frames: int) -> tuple[str, str]:
-    """(texture word, target prompt) for the same object the colour edit of `edit_task` changes."""
-    task = edit_task(seed, frames)
+def texture_edit(task: EditTask) -> tuple[str, str]:
+    """(texture word, target prompt) for the object whose colour `task` edits."""
     scene = task.clip.scene
-    rng = np.random.default_rng([seed, 1])
+    rng = np.random.default_rng([scene.seed, 1])
     old = scene.objects[task.obj].texture
     new = str(rng.choice([t for t in TEXTURES if t not in (old, "plain")]))
-    xs = np.argsort([o.x0 for o in scene.objects]).tolist()
-    return new, caption(scene.with_object(task.obj, texture=new), xs)
+    return new, caption(scene.with_object(task.obj, texture=new))
 
 
 def write_toy_dataset(
@@ -48,7 +46,7 @@ def write_toy_dataset(
         path = os.path.join(data, name)
         if not os.path.exists(path):
             write_video(path, task.clip.frames, FPS)
-        texture, texture_prompt = texture_edit(seed, frames)
+        texture, texture_prompt = texture_edit(task)
         obj = task.clip.scene.objects[task.obj]
         lines.append(
             {

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.toy.world import COLOURS, FLOORS, colour_of
+from pipeline.toy.world import COLOURS, FLOORS, colour_of, hsv
 
 # Hue classes a pixel can belong to: the object palette plus the floors that have a hue (brown),
 # so that a brown floor is never read as a red or yellow object.
@@ -24,12 +24,7 @@ _CLASS_HSV = {k: colorsys.rgb_to_hsv(*(np.array(v) / 255.0)) for k, v in _CLASSE
 
 def hue_classes(frame: np.ndarray) -> np.ndarray:
     """(H,W) array of class names ('' for unsaturated pixels): nearest class in (hue, saturation)."""
-    p = frame.astype(np.float32) / 255.0
-    mx, mn = p.max(-1), p.min(-1)
-    d = np.maximum(mx - mn, 1e-6)
-    sat = (mx - mn) / np.maximum(mx, 1e-6)
-    r, g, b = p[..., 0], p[..., 1], p[..., 2]
-    h = np.where(mx == r, ((g - b) / d) % 6, np.where(mx == g, (b - r) / d + 2, (r - g) / d + 4)) / 6.0
+    h, sat, mx = hsv(frame)
     names = list(_CLASS_HSV)
     dist = []
     for n in names:

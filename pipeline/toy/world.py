@@ -171,10 +171,11 @@ def random_scene(seed: int, *, size: int = SIZE, frames: int = FRAMES, objects: 
     )
 
 
-def caption(scene: ToyScene, order: list[int] | None = None) -> str:
-    """'a red striped ball and a yellow cube on a gray floor' (objects in `order`, default as listed)."""
-    order = list(range(len(scene.objects))) if order is None else order
-    things = " and ".join(f"a {scene.objects[i].words()}" for i in order)
+def caption(scene: ToyScene, t: int = 0) -> str:
+    """'a red striped ball and a yellow cube on a gray floor': the objects named left to right as they
+    stand in frame t."""
+    xs = [_object_pose(scene, o, t)[0] for o in scene.objects]
+    things = " and ".join(f"a {scene.objects[i].words()}" for i in sorted(range(len(xs)), key=lambda j: xs[j]))
     return f"{things} on a {scene.floor} floor"
 
 
@@ -291,30 +292,26 @@ def _grid(size: int, ss: int) -> tuple[np.ndarray, np.ndarray]:
     return np.meshgrid(c, c)
 
 
+def render_frame(scene: ToyScene, t: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Frame t: colour (H,W,3 uint8, supersampled), distance and object ids (H,W) and the object-local
+    coordinates (H,W,2) at pixel centres (what the flow is computed from)."""
+    size = scene.size
+    rgb, _, _, _ = _render_layer(scene, t, *_grid(size, SUPERSAMPLE))
+    rgb = rgb.reshape(size, SUPERSAMPLE, size, SUPERSAMPLE, 3).mean(axis=(1, 3))
+    _, depth, ids, local = _render_layer(scene, t, *_grid(size, 1))
+    return np.clip(rgb + 0.5, 0, 255).astype(np.uint8), depth, ids, local
+
+
 def render(scene: ToyScene) -> ToyClip:
     """Render every frame of `scene` with its ground truth."""
-    size, n = scene.size, scene.frames
-    uu, vv = _grid(size, SUPERSAMPLE)
-    u1, v1 = _grid(size, 1)
-    frames = np.zeros((n, size, size, 3), np.uint8)
-    depth = np.zeros((n, size, size), np.float32)
-    ids = np.zeros((n, size, size), np.int8)
-    locals_ = []
-    captions = []
-    for t in range(n):
-        rgb, _, _, _ = _render_layer(scene, t, uu, vv)
-        rgb = rgb.reshape(size, SUPERSAMPLE, size, SUPERSAMPLE, 3).mean(axis=(1, 3))
-        frames[t] = np.clip(rgb + 0.5, 0, 255).astype(np.uint8)
-        _, d, i, loc = _render_layer(scene, t, u1, v1)
-        depth[t], ids[t] = d, i
-        locals_.append(loc)
-        xs = [_object_pose(scene, o, t)[0] for o in scene.objects]
-        captions.append(caption(scene, sorted(range(len(xs)), key=lambda j: xs[j])))
+    n = scene.frames
+    frames, depth, ids, locals_ = (np.stack(a) for a in zip(*(render_frame(scene, t) for t in range(n)), strict=True))
     masks = np.stack([ids == j for j in range(len(scene.objects))], axis=1)
-    flow = np.zeros((max(n - 1, 0), size, size, 2), np.float32)
+    u1, v1 = _grid(scene.size, 1)
+    flow = np.zeros((max(n - 1, 0), scene.size, scene.size, 2), np.float32)
     for t in range(n - 1):
         flow[t] = _flow(scene, t, u1, v1, ids[t], locals_[t])
-    return ToyClip(scene, frames, depth, masks, ids, flow, captions)
+    return ToyClip(scene, frames, depth, masks, ids, flow, [caption(scene, t) for t in range(n)])
 
 
 def _flow(scene: ToyScene, t: int, u: np.ndarray, v: np.ndarray, ids: np.ndarray, local: np.ndarray) -> np.ndarray:
@@ -347,21 +344,24 @@ def render_clip(seed: int, **kw) -> ToyClip:
 _HUES = {name: colorsys.rgb_to_hsv(*(np.array(rgb) / 255.0))[0] for name, rgb in COLOURS.items()}
 
 
+def hsv(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Hue (0-1), saturation and value of uint8 RGB pixels (..., 3), vectorised."""
+    p = pixels.astype(np.float32) / 255.0
+    r, g, b = p[..., 0], p[..., 1], p[..., 2]
+    mx, mn = p.max(-1), p.min(-1)
+    d = np.maximum(mx - mn, 1e-6)
+    h = np.where(mx == r, ((g - b) / d) % 6, np.where(mx == g, (b - r) / d + 2, (r - g) / d + 4)) / 6.0
+    return h, (mx - mn) / np.maximum(mx, 1e-6), mx
+
+
 def colour_of(pixels: np.ndarray) -> str | None:
     """The palette colour whose hue is nearest the median hue of the saturated pixels among
     `pixels` (N,3 uint8), or None when fewer than a tenth of them are saturated (grey, black)."""
-    p = pixels.reshape(-1, 3).astype(np.float32) / 255.0
-    mx, mn = p.max(1), p.min(1)
-    sat = (mx - mn) / np.maximum(mx, 1e-6)
-    keep = (sat > 0.45) & (mx > 0.18)
-    if keep.sum() < max(1, 0.1 * len(p)):
+    h, sat, value = hsv(pixels.reshape(-1, 3))
+    keep = (sat > 0.45) & (value > 0.18)
+    if keep.sum() < max(1, 0.1 * len(h)):
         return None
-    q = p[keep]
-    r, g, b = q[:, 0], q[:, 1], q[:, 2]
-    mxk, mnk = mx[keep], mn[keep]
-    d = np.maximum(mxk - mnk, 1e-6)
-    h = np.where(mxk == r, ((g - b) / d) % 6, np.where(mxk == g, (b - r) / d + 2, (r - g) / d + 4)) / 6.0
     # circular median via the mean direction, robust enough for one dominant hue
-    ang = 2 * np.pi * h
+    ang = 2 * np.pi * h[keep]
     mean = np.arctan2(np.sin(ang).mean(), np.cos(ang).mean()) / (2 * np.pi) % 1.0
     return min(_HUES, key=lambda n: min(abs(_HUES[n] - mean), 1 - abs(_HUES[n] - mean)))
