@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.io.atomic import atomic_path
 from pipeline.toy.world import ToyScene, caption, random_scene, render_frame
 
 HELDOUT_SEED = 1_000_000
@@ -78,20 +79,18 @@ def _cached(path: Path, seeds: range, frames_per_clip: int) -> FrameSet:
             clip=z["clip"],
         )
     fs = _render_set(seeds, frames_per_clip)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.npz")
     colours = np.empty(len(fs.colours), dtype=object)
     colours[:] = [tuple(c) for c in fs.colours]
-    np.savez(
-        tmp,
-        frames=fs.frames,
-        disparity=fs.disparity,
-        ids=fs.ids,
-        captions=np.array(fs.captions, dtype=object),
-        colours=colours,
-        clip=fs.clip,
-    )
-    os.replace(tmp, path)
+    with atomic_path(path, suffix=".npz") as tmp:  # np.savez adds .npz to a name without it
+        np.savez(
+            tmp,
+            frames=fs.frames,
+            disparity=fs.disparity,
+            ids=fs.ids,
+            captions=np.array(fs.captions, dtype=object),
+            colours=colours,
+            clip=fs.clip,
+        )
     return fs
 
 

@@ -3,7 +3,7 @@
 A component gives its modules, an optimizer and a `step(i) -> loss` function whose batch is drawn from
 a generator seeded by (component seed, i): a run stopped at any point and resumed from its last
 checkpoint draws the same batches as one that never stopped. The loop keeps, under
-`<workdir>/<name>/`: `ckpt.pt` (modules, optimizer, step; written to a temporary name then moved),
+`<workdir>/<name>/`: `ckpt.pt` (modules, optimizer, step; written whole or not at all),
 `loss.csv` (step, loss, seconds) and, when done, `loss.png` and a `done` marker.
 """
 
@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from tqdm import tqdm
+
+from pipeline.io.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -81,14 +83,13 @@ class Trainer:
         return self.start
 
     def save(self, step: int) -> None:
-        tmp = self._ckpt().with_suffix(".tmp")
         state = {
             "modules": {k: m.state_dict() for k, m in self.modules.items()},
             "optimizer": self.opt.state_dict(),
             "step": step,
         }
-        torch.save(state, tmp)
-        os.replace(tmp, self._ckpt())
+        with atomic_path(self._ckpt()) as tmp:
+            torch.save(state, tmp)
 
     def _set_lr(self, step: int) -> None:
         warm = min(1.0, (step + 1) / max(1, self.lr_warmup))
