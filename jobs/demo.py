@@ -72,8 +72,9 @@ def run(args: argparse.Namespace) -> int:
     if args.model not in (TINY, TOY):
         raise InputError(f"--model {args.model!r}: the demo runs 'toy' or 'tiny'; use `pix2video run` for other models")
     toy = args.model == TOY
-    frames = args.frames or (16 if toy else 4)
-    steps = args.steps or (25 if toy else 3)
+    # None = the world's default; an explicit 0 must reach check_positive, not become the default
+    frames = args.frames if args.frames is not None else (16 if toy else 4)
+    steps = args.steps if args.steps is not None else (25 if toy else 3)
     size = "128x128" if toy else "64x64"
     _common.check_positive("videos", args.videos)
     _common.check_positive("frames", frames)
