@@ -43,7 +43,7 @@ def _env(threads: int | None = None) -> dict[str, str]:
 
 
 def make_dataset(folder: Path, videos: int, frames: int, size: int, prompts: list[str]) -> Path:
-    from pipeline.io.samples import write_sample_video
+    from fixtures.clips import write_sample_video
 
     folder.mkdir(parents=True, exist_ok=True)
     lines = []

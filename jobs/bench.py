@@ -72,12 +72,12 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     """One schedule in this process: generate a video, then time prepare, invert, edit, decode."""
     import torch
 
+    from fixtures.clips import moving_shapes
+    from fixtures.tiny import build_random_real_size_models
     from pipeline.io.frames import parse_size
-    from pipeline.io.samples import moving_shapes
     from pipeline.method.editor import EditConfig, Pix2Video
     from pipeline.method.engine import AUTO_SCHEDULE
     from pipeline.models.loading import load_diffusion_models, resolve_model
-    from pipeline.models.tiny import build_random_real_size_models
 
     width, height = parse_size(args.size)
     if args.model == RANDOM_SD2:

@@ -45,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def write_dataset(folder: str, videos: int, frames: int) -> str:
     """Sample clips under `folder`/data/ and `folder`/manifest.jsonl (paths relative to it)."""
-    from pipeline.io.samples import write_sample_video
+    from fixtures.clips import write_sample_video
 
     data = os.path.join(folder, "data")
     os.makedirs(data, exist_ok=True)

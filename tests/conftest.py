@@ -40,7 +40,7 @@ def tiny_model_dir() -> Path:
 
     Built through the same cache as `resolve_model("tiny")`, so tests that pass "tiny" reuse it.
     """
-    from pipeline.models.tiny import tiny_model_dir as build_or_get
+    from fixtures.tiny import tiny_model_dir as build_or_get
 
     return build_or_get()
 

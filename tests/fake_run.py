@@ -14,7 +14,7 @@ import numpy as np
 from actors.storage import StorageOptions
 from actors.tables import RESULTS, write_table
 from actors.tables import RESULTS_SCHEMA as SCHEMA
-from pipeline.io.samples import moving_shapes
+from fixtures.clips import moving_shapes
 from pipeline.io.video import write_video
 
 FRAMES, SIZE, FPS = 4, 64, 8.0

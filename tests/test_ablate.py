@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fixtures.clips import write_sample_video
 from jobs.ablate import INJECTIONS, variants
 from jobs.cli import main
 from pipeline.errors import InputError
-from pipeline.io.samples import write_sample_video
 from pipeline.io.video import read_frames
 
 FAST = ["--model", "tiny", "--clip-model", "tiny", "--steps", "2", "--size", "64x64", "--no-progress"]

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fixtures.clips import write_sample_frames, write_sample_video
 from jobs.cli import main
 from pipeline.errors import InputError
-from pipeline.io.samples import write_sample_frames, write_sample_video
 from pipeline.io.video import read_frames, write_frames_folder
 
 RUN = ["--model", "tiny", "--steps", "1", "--size", "64x64", "--no-progress"]

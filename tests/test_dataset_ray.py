@@ -57,7 +57,7 @@ def s3() -> Iterator[dict]:
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """3 good clips, a missing one and a corrupt one; a JSONL manifest with 2 prompts and a label."""
-    from pipeline.io.samples import write_sample_video
+    from fixtures.clips import write_sample_video
 
     root = tmp_path_factory.mktemp("dataset")
     (root / "clips").mkdir()

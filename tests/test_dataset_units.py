@@ -250,7 +250,7 @@ def test_cluster_yaml_has_what_the_launcher_needs() -> None:
 def test_precompute_turns_bad_videos_into_failed_metas(tmp_path: Path) -> None:
     """Too long for --max-frames, empty file, missing: data, not exceptions (decode fails before any model)."""
     from actors.precompute import PrecomputeSpec, precompute_video
-    from pipeline.io.samples import write_sample_video
+    from fixtures.clips import write_sample_video
 
     write_sample_video(tmp_path / "long.mp4", num_frames=3, width=64, height=64)
     (tmp_path / "empty.mp4").write_bytes(b"")

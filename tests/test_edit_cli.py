@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fixtures.clips import write_sample_frames, write_sample_video
 from jobs.cli import main
-from pipeline.io.samples import write_sample_frames, write_sample_video
 from pipeline.io.video import read_frames
 
 FAST = ["--model", "tiny", "--steps", "2", "--size", "64x64", "--no-progress"]

@@ -45,7 +45,7 @@ def _env() -> dict[str, str]:
 
 
 def _write_dataset(folder: Path, videos: int, frames: int = 3) -> Path:
-    from pipeline.io.samples import write_sample_video
+    from fixtures.clips import write_sample_video
 
     folder.mkdir(parents=True, exist_ok=True)
     lines = []

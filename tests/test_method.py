@@ -8,7 +8,7 @@ import torch
 from diffusers import DDIMScheduler
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 
-from pipeline.io.samples import moving_shapes
+from fixtures.clips import moving_shapes
 from pipeline.method.ddim import DDIMSchedule
 from pipeline.method.editor import EditConfig, Pix2Video
 from pipeline.method.injection import FeatureStore, InjectionPlan, InjectionProcessor

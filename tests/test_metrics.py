@@ -19,10 +19,10 @@ from PIL import Image
 
 from actors.evaluation import apply_bounds, evaluate_run
 from actors.tables import METRIC_COLUMNS as COLUMNS
+from fixtures.clips import moving_shapes
 from jobs._metrics import after_run
 from jobs.cli import main
 from pipeline.errors import InputError
-from pipeline.io.samples import moving_shapes
 from pipeline.quality import clip as C
 from pipeline.quality import flow as FL
 from pipeline.quality import metrics as M
@@ -212,7 +212,7 @@ def test_filtering_marks_rows_and_counts_them(tmp_path, tiny_model_dir, capsys):
 
 
 def test_edit_metrics_flag_prints_the_table(tmp_path, tiny_model_dir, capsys):
-    from pipeline.io.samples import write_sample_video
+    from fixtures.clips import write_sample_video
 
     video = write_sample_video(tmp_path / "clip.mp4", num_frames=3, width=64, height=64)
     argv = ["edit", str(video), "-o", str(tmp_path / "out.mp4"), "--prompt", "a red car", "--source-prompt", "shapes"]
@@ -230,7 +230,7 @@ def test_edit_metrics_flag_prints_the_table(tmp_path, tiny_model_dir, capsys):
 def test_run_and_augment_with_metrics_and_filtering(ray_cluster, tmp_path, capsys):
     """On the session's Ray instance: `run --metrics` adds the columns; `augment --max-pixel-mse`
     marks the worse clip 'filtered', keeps its video, leaves it out of augmented.parquet, says so."""
-    from pipeline.io.samples import write_sample_video
+    from fixtures.clips import write_sample_video
 
     clips = tmp_path / "clips"
     for i in range(2):
@@ -273,7 +273,7 @@ def test_plain_rerun_keeps_metrics_and_filtered_rows(ray_cluster, tmp_path, caps
     """Issue 8 item 6: a plain rerun rebuilds results.parquet from the markers; what `evaluate` and
     `augment --max-pixel-mse` added (metric columns, status 'filtered') stays with the unchanged
     outputs, and `report` keeps showing the metrics."""
-    from pipeline.io.samples import write_sample_video
+    from fixtures.clips import write_sample_video
 
     clips = tmp_path / "clips"
     for i in range(2):

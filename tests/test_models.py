@@ -11,6 +11,16 @@ import numpy as np
 import pytest
 import torch
 
+from fixtures.published import (
+    BLIP_FILES,
+    CLIP_FILES,
+    SD2_DEPTH_FILES,
+    dpt_preprocessor_config,
+    sd2_depth_unet_config,
+    sd2_vae_config,
+    write_sd2_depth_folder,
+)
+from fixtures.tiny import build_tiny_models, tiny_model_dir
 from pipeline.errors import InputError
 from pipeline.models.caption import FALLBACK_CAPTION, Captioner
 from pipeline.models.depth import DepthEstimator, load_dpt_image_processor
@@ -21,16 +31,6 @@ from pipeline.models.loading import (
     resolve_dtype,
     resolve_model,
 )
-from pipeline.models.published import (
-    BLIP_FILES,
-    CLIP_FILES,
-    SD2_DEPTH_FILES,
-    dpt_preprocessor_config,
-    sd2_depth_unet_config,
-    sd2_vae_config,
-    write_sd2_depth_folder,
-)
-from pipeline.models.tiny import build_tiny_models, tiny_model_dir
 
 DECODER_ATTN1 = [
     f"up_blocks.{b}.attentions.{a}.transformer_blocks.0.attn1" for b in (1, 2, 3) for a in (0, 1, 2)
@@ -130,10 +130,10 @@ def test_tiny_build_is_deterministic(tmp_path: Path, tiny_model_dir: Path) -> No
 
 def test_tiny_model_dir_reuses_the_winner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A process that loses the rename race uses the folder that is already in place."""
-    import pipeline.models.tiny as tiny
+    import fixtures.tiny as tiny
 
     monkeypatch.setenv("PIX2VIDEO_CACHE", str(tmp_path))
-    winner = tmp_path / tiny._cache_name()
+    winner = tmp_path / tiny.cache_name()
     real_build = tiny.build_tiny_models
     calls: list[Path] = []
 
@@ -297,11 +297,11 @@ def test_real_sd2_tokenizer_file_set_loads(tiny_model_dir: Path) -> None:
 def test_write_sd2_depth_folder_round_trips(tmp_path: Path, tiny_models: DiffusionModels) -> None:
     """The writer's folder loads back to the same modules (same outputs), in the published file set,
     atomically: a target that exists and is not empty is refused and left as it was."""
-    from pipeline.models.tiny import _tiny_dpt
+    from fixtures.tiny import tiny_dpt
 
     m = tiny_models
     kwargs = dict(unet=m.unet, vae=m.vae, text_encoder=m.text_encoder, tokenizer=m.tokenizer)
-    out = write_sd2_depth_folder(tmp_path / "sd2", **kwargs, depth_estimator=_tiny_dpt())
+    out = write_sd2_depth_folder(tmp_path / "sd2", **kwargs, depth_estimator=tiny_dpt())
     assert {p.split("/")[0] for p in files_of(out)} == set(SD2_DEPTH_FILES)
     again = load_diffusion_models(str(out), device="cpu")
     def ids_of(tok):
@@ -318,7 +318,7 @@ def test_write_sd2_depth_folder_round_trips(tmp_path: Path, tiny_models: Diffusi
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "keep.txt").write_text("x")
     with pytest.raises(FileExistsError):
-        write_sd2_depth_folder(tmp_path / "full", **kwargs, depth_estimator=_tiny_dpt())
+        write_sd2_depth_folder(tmp_path / "full", **kwargs, depth_estimator=tiny_dpt())
     assert files_of(tmp_path / "full") == {"keep.txt"}
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary left
 
@@ -327,13 +327,13 @@ def test_writer_keeps_a_non_default_key(tmp_path: Path, tiny_models: DiffusionMo
     """A key the published file leaves out is written when the module's value is not the default."""
     from diffusers import AutoencoderKL
 
-    from pipeline.models.tiny import _tiny_dpt, tiny_vae_config
+    from fixtures.tiny import tiny_dpt, tiny_vae_config
 
     vae = AutoencoderKL(**{k: v for k, v in tiny_vae_config().items() if not k.startswith("_")}, scaling_factor=0.5)
     m = tiny_models
     out = write_sd2_depth_folder(
         tmp_path / "sd2", unet=m.unet, vae=vae, text_encoder=m.text_encoder, tokenizer=m.tokenizer,
-        depth_estimator=_tiny_dpt(), dtype=torch.float16,
+        depth_estimator=tiny_dpt(), dtype=torch.float16,
     )
     assert read_json(out / "vae" / "config.json")["scaling_factor"] == 0.5
     again = load_diffusion_models(str(out), device="cpu", dtype="float16")
@@ -397,7 +397,7 @@ def test_real_size_configs_have_published_numbers() -> None:
 
 
 def test_random_real_size_models_on_meta(tiny_model_dir: Path) -> None:
-    from pipeline.models.tiny import build_random_real_size_models
+    from fixtures.tiny import build_random_real_size_models
 
     m = build_random_real_size_models(device="meta")
     assert list(m.unet.config.block_out_channels) == [320, 640, 1280, 1280]

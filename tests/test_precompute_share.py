@@ -70,7 +70,7 @@ def test_a_cluster_that_may_add_nodes_gets_a_warning_not_a_refusal(caplog: pytes
 
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from pipeline.io.samples import write_sample_video
+    from fixtures.clips import write_sample_video
 
     root = tmp_path_factory.mktemp("share")
     for i in range(2):

@@ -17,7 +17,7 @@ OPTS = StorageOptions()
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from pipeline.io.samples import write_sample_video
+    from fixtures.clips import write_sample_video
 
     path = tmp_path_factory.mktemp("clip") / "a.mp4"
     write_sample_video(path, num_frames=2, width=64, height=64)

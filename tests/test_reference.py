@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.io.samples import moving_shapes
+from fixtures.clips import moving_shapes
 from pipeline.method.editor import EditConfig, Pix2Video
 from pipeline.method.injection import random_sources
 from pipeline.method.reference import reference_decode, reference_edit

@@ -80,7 +80,7 @@ def test_rerun_redoes_a_deleted_output_and_a_damaged_marker(ray_cluster: str, tm
     from test_dataset_ray import _options  # the suite's tiny run options
 
     from actors.runner import run_dataset
-    from pipeline.io.samples import write_sample_video
+    from fixtures.clips import write_sample_video
 
     clips = tmp_path / "clips"
     clips.mkdir()

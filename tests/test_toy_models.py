@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from pipeline.models.published import SD2_DEPTH_FILES
+from fixtures.published import SD2_DEPTH_FILES
 
 
 def _files(folder):

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from fixtures import clips as samples
 from pipeline.errors import InputError
 from pipeline.io import frames as frames_mod
-from pipeline.io import samples
 from pipeline.io import video as video_io
 from pipeline.io.depth import load_depth_folder
 from pipeline.io.video import (

@@ -1,1 +1,2 @@
-"""The models: loading by hub id or folder, depth (DPT), captions (BLIP), the builder of tiny folders."""
+"""The models: loading by hub id or folder (names like 'tiny' and 'toy' through the registry), depth (DPT),
+captions (BLIP)."""

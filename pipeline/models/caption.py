@@ -3,7 +3,7 @@
 Pix2Video inverts every frame with a text prompt that describes the input (the "source prompt");
 when the user gives none we caption the anchor frame. Default model:
 `Salesforce/blip-image-captioning-large`; any BLIP-for-captioning hub id or local folder works, and
-'tiny' is the tiny random BLIP of `pipeline.models.tiny` (meaningless captions; for tests, demos, benchmarks).
+'tiny' is the tiny random BLIP of `fixtures.tiny` (meaningless captions; for tests, demos, benchmarks).
 
 Captions are deterministic: greedy decoding, no sampling, a fixed token budget.
 """

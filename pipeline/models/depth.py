@@ -5,7 +5,7 @@
   DPT-hybrid MiDaS model) and `feature_extractor/` (the preprocessing) are used, exactly what
   diffusers' depth2img pipeline runs;
 - a standalone DPT checkpoint (hub id or folder with config.json), e.g. `Intel/dpt-hybrid-midas`;
-- 'tiny' — the tiny random DPT of `pipeline.models.tiny` (noise-like depth; for tests, demos, benchmarks).
+- 'tiny' — the tiny random DPT of `fixtures.tiny` (noise-like depth; for tests, demos, benchmarks).
 
 The output is the raw `predicted_depth` (relative inverse depth: larger = nearer) at the
 preprocessor's resolution (384x384 for SD2-depth). Resizing to the latent grid and min-max
@@ -47,7 +47,7 @@ def dpt_image_processor_class() -> type:
 def load_dpt_image_processor(model: str, subfolder: str | None = None) -> Any:
     """Load a DPT preprocessor config: the published SD2-depth one (DPTImageProcessor, size
     {"height": 384, "width": 384}, bilinear, rescale by 1/255, mean = std = 0.5; see
-    `pipeline.models.published.dpt_preprocessor_config`), and older snapshots that name
+    `fixtures.published.dpt_preprocessor_config`), and older snapshots that name
     `DPTFeatureExtractor` (gone in transformers 5) with an integer size: loading through the
     image-processor class directly (not AutoImageProcessor) ignores the class name, and an integer
     size is read as height = width = size."""

@@ -6,10 +6,10 @@ or a local folder in that checkpoint's published layout (`unet/`, `vae/`, `text_
 `DiffusionPipeline.from_pretrained`: that would also load the depth estimator and its preprocessor
 (the depth is computed elsewhere, `pipeline.models.depth`) and a `PNDMScheduler` we do not use (our
 DDIM is computed from fixed constants, see ALGORITHM.md), so the scheduler is not loaded at all. The
-published file set and config values are in `pipeline.models.published`; the tokenizer is the legacy
+published file set and config values are in `fixtures.published`; the tokenizer is the legacy
 file set (vocab.json, merges.txt, tokenizer_config.json, special_tokens_map.json: pad "!").
 
-`model="tiny"` means the tiny random-weight models of `pipeline.models.tiny`, built locally on first use.
+`model="tiny"` means the tiny random-weight models of `fixtures.tiny`, built locally on first use.
 Tiny models give noise-like pictures; they exist for tests, demos and benchmarks.
 
 Every failure a user can fix (no such folder, folder missing a component, hub id not reachable) is an
@@ -64,7 +64,7 @@ def resolve_model(model: str, part: str | None = None) -> str:
     committed toy-world folder; anything else is returned unchanged (a hub id or a local folder).
     `part` ('blip', 'clip'): the sub-folder of that name inside a tiny or toy folder."""
     if model == TINY:
-        from pipeline.models.tiny import tiny_model_dir
+        from fixtures.tiny import tiny_model_dir
 
         folder = str(tiny_model_dir())
     elif model == TOY:

@@ -2,7 +2,7 @@
 
 CLIP model: a hub id or local folder of a `CLIPModel` checkpoint, default
 `openai/clip-vit-large-patch14` (the paper's). `"tiny"` is the tiny random CLIP of
-`pipeline.models.tiny`: METRIC VALUES FROM THE TINY CLIP ARE MEANINGLESS, except as a test that the code runs.
+`fixtures.tiny`: METRIC VALUES FROM THE TINY CLIP ARE MEANINGLESS, except as a test that the code runs.
 """
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ def train_toy(
 ) -> Path:
     """Train every component under `output`; returns the written model folder. `scale` multiplies
     every component's step count; `clips`/`heldout`: scenes rendered (tests use a tiny fraction)."""
-    from pipeline.models.tiny import _write_clip_tokenizer
+    from fixtures.tiny import write_clip_tokenizer
     from pipeline.toy.data import heldout_set, training_set
     from pipeline.toy.train_unet import train_unet
     from pipeline.toy.train_vae import encode, finetune_decoder, psnr, train_vae
@@ -60,7 +60,7 @@ def train_toy(
     figures["vae_psnr_db"] = round(psnr(vae, held.frames), 2)
     _timed(figures, "vae", t)
 
-    tokenizer = _write_clip_tokenizer(out / "tokenizer", pad_token="!")
+    tokenizer = write_clip_tokenizer(out / "tokenizer", pad_token="!")
     t = time.time()
     latents_path = out / "unet" / "latents.pt"
     if latents_path.exists():
@@ -106,8 +106,8 @@ def write_toy_folder(folder: str | os.PathLike, models: dict[str, Any], dtype: t
     folder: stable-diffusion-2-depth at the top, `blip/` (captioner) and `clip/` (metrics) inside.
     `models`: vae, unet, text_encoder, tokenizer, depth, caption, clip (the last three as
     `train_depth`, `train_caption`, `train_clip` return them)."""
+    from fixtures.published import write_blip_folder, write_clip_folder, write_sd2_depth_folder
     from pipeline.io.atomic import atomic_path
-    from pipeline.models.published import write_blip_folder, write_clip_folder, write_sd2_depth_folder
     from pipeline.toy.train_caption import caption_processor
     from pipeline.toy.train_clip import clip_processor
 

@@ -42,10 +42,10 @@ def caption_processor(size: int = CAPTION_SIZE) -> Any:
     """A `BlipProcessor`: the PIL BLIP image processor at `size` and the tiny builder's BERT tokenizer."""
     from transformers import BlipProcessor
 
-    from pipeline.models.tiny import _pil_image_processor, bert_tokenizer
+    from fixtures.tiny import bert_tokenizer, pil_image_processor
 
     tok = bert_tokenizer()
-    image_processor = _pil_image_processor("BlipImageProcessor")(size={"height": size, "width": size})
+    image_processor = pil_image_processor("BlipImageProcessor")(size={"height": size, "width": size})
     return BlipProcessor(image_processor=image_processor, tokenizer=tok)
 
 
@@ -348,9 +348,9 @@ def evaluate_caption(
 
 def save_caption(model: Any, processor: Any, folder: str | os.PathLike, dtype: torch.dtype | None = None) -> Path:
     """Write a BLIP captioning folder in Salesforce/blip-image-captioning-large's file set
-    (`pipeline.models.published.write_blip_folder`; preprocessor at the model's input size) that
+    (`fixtures.published.write_blip_folder`; preprocessor at the model's input size) that
     `Captioner.from_model(folder)` loads. `processor`: `caption_processor()` (its tokenizer is written);
     `folder` must not exist or be empty."""
-    from pipeline.models.published import write_blip_folder
+    from fixtures.published import write_blip_folder
 
     return write_blip_folder(folder, model=model, tokenizer=processor.tokenizer, dtype=dtype)

@@ -47,10 +47,10 @@ def clip_processor(size: int = CLIP_SIZE) -> Any:
     """A `CLIPProcessor`: the PIL CLIP image processor at `size` and the tiny builder's CLIP tokenizer."""
     from transformers import CLIPProcessor
 
-    from pipeline.models.tiny import _pil_image_processor, clip_tokenizer
+    from fixtures.tiny import clip_tokenizer, pil_image_processor
 
     tok = clip_tokenizer(pad_token="<|endoftext|>")
-    image_processor = _pil_image_processor("CLIPImageProcessor")(
+    image_processor = pil_image_processor("CLIPImageProcessor")(
         size={"shortest_edge": size}, crop_size={"height": size, "width": size}
     )
     return CLIPProcessor(image_processor=image_processor, tokenizer=tok)
@@ -240,9 +240,9 @@ def evaluate_clip(
 
 def save_clip(model: Any, processor: Any, folder: str | os.PathLike, dtype: torch.dtype | None = None) -> Path:
     """Write a CLIPModel folder in openai/clip-vit-large-patch14's file set
-    (`pipeline.models.published.write_clip_folder`; preprocessor at the model's input size) that
+    (`fixtures.published.write_clip_folder`; preprocessor at the model's input size) that
     `ClipScorer.from_model(folder)` loads. `processor`: `clip_processor()` (its tokenizer is written);
     `folder` must not exist or be empty."""
-    from pipeline.models.published import write_clip_folder
+    from fixtures.published import write_clip_folder
 
     return write_clip_folder(folder, model=model, tokenizer=processor.tokenizer, dtype=dtype)

@@ -33,7 +33,7 @@ ORDINAL_MIN_RATIO = 0.05  # pixel pairs whose true disparities differ by less th
 def toy_dpt_config(size: int = DEPTH_SIZE) -> Any:
     """`tiny_dpt_config()` (the published DPT-hybrid keys and values) with wider layers, one BiT bottleneck
     block per stage (the published [3, 4, 9] would cost about twice the time per step), and a `size` input."""
-    from pipeline.models.tiny import tiny_dpt_config
+    from fixtures.tiny import tiny_dpt_config
 
     cfg = tiny_dpt_config(depths=BIT_DEPTHS)
     bb = cfg.backbone_config
@@ -189,11 +189,11 @@ def save_depth(
     model.safetensors) and `<folder>/feature_extractor/preprocessor_config.json` (the published
     DPTImageProcessor config at the model's input size, or `processor`, a config dict, when given): the two
     sub-folders of stable-diffusion-2-depth that `DepthEstimator.from_model(folder)` reads. The writing is
-    `pipeline.models.published`'s (`write_sd2_depth_folder` writes the same two, with the other components)."""
-    from pipeline.models.published import _dump, _save_transformers, dpt_hybrid_midas_config, dpt_preprocessor_config
+    `fixtures.published`'s (`write_sd2_depth_folder` writes the same two, with the other components)."""
+    from fixtures.published import dpt_hybrid_midas_config, dpt_preprocessor_config, dump_json, save_transformers
 
     folder = Path(folder)
-    _save_transformers(model, folder / "depth_estimator", dpt_hybrid_midas_config(), dtype)
+    save_transformers(model, folder / "depth_estimator", dpt_hybrid_midas_config(), dtype)
     cfg = processor if processor is not None else dpt_preprocessor_config(int(model.config.image_size))
-    _dump(folder / "feature_extractor" / "preprocessor_config.json", cfg)
+    dump_json(folder / "feature_extractor" / "preprocessor_config.json", cfg)
     return folder

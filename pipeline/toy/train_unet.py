@@ -27,7 +27,7 @@ CAPTION_DROPOUT = 0.1
 
 
 def toy_unet_config() -> dict[str, Any]:
-    from pipeline.models.tiny import sd2_depth_unet_config
+    from fixtures.tiny import sd2_depth_unet_config
 
     cfg = {k: v for k, v in sd2_depth_unet_config().items() if not k.startswith("_")}
     cfg.update(

@@ -23,7 +23,7 @@ SEED = 11
 
 
 def toy_vae_config() -> dict[str, Any]:
-    from pipeline.models.tiny import sd2_vae_config
+    from fixtures.tiny import sd2_vae_config
 
     cfg = {k: v for k, v in sd2_vae_config().items() if not k.startswith("_") and k != "scaling_factor"}
     cfg.update(block_out_channels=[16, 32, 64, 64], layers_per_block=1, norm_num_groups=16)
