@@ -220,7 +220,7 @@ def run_toy(args: argparse.Namespace) -> int:
     from pipeline.models.depth import DepthEstimator
     from pipeline.models.loading import load_diffusion_models, resolve_model
     from pipeline.quality.clip import ClipScorer
-    from pipeline.toy.benchmark import BENCH_SEED, VARIANTS, markdown_table, summarise, toy_ablation
+    from toyworld.benchmark import BENCH_SEED, VARIANTS, markdown_table, summarise, toy_ablation
 
     wanted = {(v.injection, v.latent_update) for v in variants(args.injections, args.latent_update)}
     grid = [v for v in VARIANTS if (v.injection, v.latent_update) in wanted]

@@ -5,7 +5,7 @@
 
 With the default `--model toy`, renders held-out clips of the toy world (objects the toy models never
 saw), writes them with a manifest (JSON lines: video, two target prompts that change one object's
-colour and texture, labels), runs `pix2video run` with the toy models committed in pipeline/toy/model/
+colour and texture, labels), runs `pix2video run` with the toy models committed in toyworld/model/
 (our own small SD2-depth, DPT, BLIP and CLIP, trained on that world) and writes the HTML report: the
 edits are recognisable and the metrics mean something within the toy world. It is not SD2's quality.
 With `--model tiny` the clips are 64x64 moving shapes and the pictures are noise-like: that shows the
@@ -81,8 +81,8 @@ def run(args: argparse.Namespace) -> int:
     _common.check_positive("steps", steps)
     folder = os.path.abspath(args.output)
     if toy:
-        from pipeline.toy import toy_model_dir
-        from pipeline.toy.dataset import write_toy_dataset
+        from toyworld import toy_model_dir
+        from toyworld.dataset import write_toy_dataset
 
         toy_model_dir()  # a checkout without the committed toy models says so before any work
         manifest_path = write_toy_dataset(folder, args.videos, frames)
@@ -109,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
         "--metrics",
     ]
     if toy:
-        from pipeline.toy.benchmark import TOY_UPDATE_WEIGHT
+        from toyworld.benchmark import TOY_UPDATE_WEIGHT
 
         argv += ["--update-weight", str(TOY_UPDATE_WEIGHT)]  # the published per-element step at 16x16 latents
     if args.num_cpus:
@@ -131,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"precompute store: {os.path.join(out, 'precompute')}/  (frames, depth, captions, inversions)")
     print(f"report:    {report}  (open in a browser: input and edit side by side, metrics)")
     if toy:
-        print("note: toy-world models (pipeline/toy): small models we trained on a synthetic world, not SD2.")
+        print("note: toy-world models (toyworld): small models we trained on a synthetic world, not SD2.")
     else:
         print("note: tiny random-weight models make noise-like pictures; they show the pipeline, not the method.")
     print(

@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from pipeline.toy.build import train_toy
+    from toyworld.build import train_toy
 
     _common.check_positive("scale", args.scale)
     if args.threads is not None:

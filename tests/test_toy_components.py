@@ -1,4 +1,4 @@
-"""The toy world's depth estimator, captioner and metric CLIP (pipeline/toy/train_{depth,caption,clip}.py):
+"""The toy world's depth estimator, captioner and metric CLIP (toyworld/train_{depth,caption,clip}.py):
 a few training steps on 16 frames, the saved folders load through the project's loaders, a run stopped
 part-way resumes from its checkpoint and ends where an uninterrupted one ends, and the measures mean what
 their docstrings say."""
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.toy.data import training_set
+from toyworld.data import training_set
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -22,7 +22,7 @@ def frames(tmp_path_factory):
 
 
 def _train(name):
-    from pipeline.toy import train_caption, train_clip, train_depth
+    from toyworld import train_caption, train_clip, train_depth
 
     return {
         "depth": lambda d, w, **kw: train_depth.train_depth(d, w, batch=2, **kw),
@@ -76,7 +76,7 @@ def test_resumed_run_continues_from_its_checkpoint(frames, tmp_path, monkeypatch
 
 def test_depth_folder_loads_through_depth_estimator(frames, tmp_path):
     from pipeline.models.depth import DepthEstimator
-    from pipeline.toy.train_depth import evaluate_depth, predict_depth, save_depth, train_depth
+    from toyworld.train_depth import evaluate_depth, predict_depth, save_depth, train_depth
 
     model = train_depth(frames, tmp_path, steps=2, batch=2)
     folder = save_depth(model, None, tmp_path / "toy")
@@ -93,7 +93,7 @@ def test_depth_folder_loads_through_depth_estimator(frames, tmp_path):
 
 def test_caption_folder_loads_through_captioner(frames, tmp_path):
     from pipeline.models.caption import Captioner
-    from pipeline.toy.train_caption import caption_processor, evaluate_caption, save_caption, train_caption
+    from toyworld.train_caption import caption_processor, evaluate_caption, save_caption, train_caption
 
     model = train_caption(frames, tmp_path, steps=2, batch=4)
     folder = save_caption(model, caption_processor(), tmp_path / "blip")
@@ -108,7 +108,7 @@ def test_caption_folder_loads_through_captioner(frames, tmp_path):
 
 def test_clip_folder_loads_through_clip_scorer(frames, tmp_path):
     from pipeline.quality.clip import ClipScorer
-    from pipeline.toy.train_clip import clip_processor, evaluate_clip, save_clip, train_clip
+    from toyworld.train_clip import clip_processor, evaluate_clip, save_clip, train_clip
 
     model = train_clip(frames, tmp_path, steps=2, batch=4)
     assert model.config.vision_config.hidden_act == "quick_gelu" == model.config.text_config.hidden_act
@@ -123,8 +123,8 @@ def test_clip_folder_loads_through_clip_scorer(frames, tmp_path):
 
 
 def test_training_pixels_are_the_saved_processors(frames):
-    from pipeline.toy.train_caption import caption_processor, pixel_values
-    from pipeline.toy.train_clip import clip_processor
+    from toyworld.train_caption import caption_processor, pixel_values
+    from toyworld.train_clip import clip_processor
 
     for proc in (caption_processor(), clip_processor()):
         want = proc.image_processor(images=list(frames.frames[:2]), return_tensors="pt")["pixel_values"]
@@ -132,7 +132,7 @@ def test_training_pixels_are_the_saved_processors(frames):
 
 
 def test_ordinal_accuracy():
-    from pipeline.toy.train_depth import ordinal_accuracy
+    from toyworld.train_depth import ordinal_accuracy
 
     rng = np.random.default_rng(0)
     d = rng.uniform(0.1, 1.0, (2, 16, 16)).astype(np.float32)
@@ -144,7 +144,7 @@ def test_ordinal_accuracy():
 
 
 def test_caption_scores():
-    from pipeline.toy.train_caption import caption_scores, parse_caption
+    from toyworld.train_caption import caption_scores, parse_caption
 
     truth = "a red striped ball and a yellow cube on a gray floor"
     assert parse_caption(truth) == ([("red", "striped", "ball"), ("yellow", "plain", "cube")], "gray")
@@ -156,7 +156,7 @@ def test_caption_scores():
 
 
 def test_retrieval_galleries_have_distinct_captions():
-    from pipeline.toy.train_clip import retrieval_galleries
+    from toyworld.train_clip import retrieval_galleries
 
     captions = [f"c{i // 3}" for i in range(60)]  # 20 captions, 3 frames each
     galleries = retrieval_galleries(captions, size=8, count=5)
@@ -169,7 +169,7 @@ def test_retrieval_galleries_have_distinct_captions():
 
 
 def test_augment_mirrors_frames_and_captions(frames):
-    from pipeline.toy.train_caption import augment, format_caption, mirrored_caption, parse_caption
+    from toyworld.train_caption import augment, format_caption, mirrored_caption, parse_caption
 
     c = "a red striped ball and a yellow cube on a gray floor"
     assert mirrored_caption(c) == "a yellow cube and a red striped ball on a gray floor"

@@ -20,7 +20,7 @@ def test_train_toy_writes_the_published_layout_and_resumes(tmp_path):
     from pipeline.models.depth import DepthEstimator
     from pipeline.models.loading import load_diffusion_models
     from pipeline.quality.clip import ClipScorer
-    from pipeline.toy.build import train_toy
+    from toyworld.build import train_toy
 
     folder = train_toy(tmp_path / "run", scale=0.001, clips=2, heldout=1)
     files = _files(folder)
@@ -52,7 +52,7 @@ def toy_editor():
 
 
 def test_committed_toy_folder_has_the_published_file_set():
-    from pipeline.toy import toy_model_dir
+    from toyworld import toy_model_dir
 
     folder = toy_model_dir()
     files = _files(folder)
@@ -70,7 +70,7 @@ def test_toy_colour_edit_is_recognisable_and_consistent(toy_editor):
     editing's."""
     from pipeline.method.editor import EditConfig
     from pipeline.models.depth import DepthEstimator
-    from pipeline.toy.benchmark import BENCH_SEED, TOY_UPDATE_WEIGHT, VARIANTS, edit_task, edit_variants
+    from toyworld.benchmark import BENCH_SEED, TOY_UPDATE_WEIGHT, VARIANTS, edit_task, edit_variants
 
     task = edit_task(BENCH_SEED, frames=8)
     depth = DepthEstimator.from_model("toy", device="cpu")(task.clip.frames)
@@ -85,7 +85,7 @@ def test_toy_colour_edit_is_recognisable_and_consistent(toy_editor):
 
 def test_toy_captioner_names_the_objects():
     from pipeline.models.caption import Captioner
-    from pipeline.toy.world import random_scene, render
+    from toyworld.world import random_scene, render
 
     clip = render(random_scene(1_000_017, frames=1))
     text = Captioner.from_model("toy", device="cpu")(clip.frames)[0]

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.toy.measures import score_edit, structure_iou, warp_error
-from pipeline.toy.trainer import Trainer
-from pipeline.toy.world import COLOURS, FLOORS, SHAPES, TEXTURES, colour_of, random_scene, render
+from toyworld.measures import score_edit, structure_iou, warp_error
+from toyworld.trainer import Trainer
+from toyworld.world import COLOURS, FLOORS, SHAPES, TEXTURES, colour_of, random_scene, render
 
 
 @pytest.fixture(scope="module")

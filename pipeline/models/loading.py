@@ -44,7 +44,7 @@ MODEL_HELP = (
     "diffusion model: a Hugging Face hub id or a local folder in the stable-diffusion-2-depth layout "
     f"(default {DEFAULT_MODEL}); 'tiny' = tiny random-weight models built locally without any download: "
     "they give noise-like pictures and exist for tests, demos and benchmarks only; 'toy' = our small models "
-    "trained on the synthetic toy world (pipeline/toy), committed in this layout: recognisable edits of toy "
+    "trained on the synthetic toy world (toyworld), committed in this layout: recognisable edits of toy "
     "clips, not SD2's quality"
 )
 CAPTION_MODEL_HELP = (
@@ -68,7 +68,7 @@ def resolve_model(model: str, part: str | None = None) -> str:
 
         folder = str(tiny_model_dir())
     elif model == TOY:
-        from pipeline.toy import toy_model_dir
+        from toyworld import toy_model_dir
 
         folder = str(toy_model_dir())
     else:

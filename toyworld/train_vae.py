@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.toy.data import FrameSet
-from pipeline.toy.trainer import Trainer, batch_rng, optimise
+from toyworld.data import FrameSet
+from toyworld.trainer import Trainer, batch_rng, optimise
 
 SCALING_FACTOR = 0.18215  # diffusers' default, which SD2's vae/config.json relies on
 SEED = 11

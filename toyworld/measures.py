@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.toy.world import COLOURS, FLOORS, colour_of, hsv
+from toyworld.world import COLOURS, FLOORS, colour_of, hsv
 
 # Hue classes a pixel can belong to: the object palette plus the floors that have a hue (brown),
 # so that a brown floor is never read as a red or yellow object.

@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.toy.data import FrameSet
-from pipeline.toy.trainer import Trainer, batch_rng
+from toyworld.data import FrameSet
+from toyworld.trainer import Trainer, batch_rng
 
 SEED = 21
 DEPTH_SIZE = 128  # DPT input (and output) resolution

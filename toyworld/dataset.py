@@ -13,8 +13,8 @@ import os
 import numpy as np
 
 from pipeline.io.atomic import atomic_path
-from pipeline.toy.benchmark import BENCH_SEED, EditTask, edit_task
-from pipeline.toy.world import TEXTURES, caption
+from toyworld.benchmark import BENCH_SEED, EditTask, edit_task
+from toyworld.world import TEXTURES, caption
 
 FPS = 8.0
 

@@ -9,7 +9,7 @@ grammar is one token).
 Loss: CLIP's symmetric cross-entropy over the batch's image-text similarities, with one change: frames of
 the same scene often share a caption, so each image's (and each caption's) target is spread uniformly over
 every batch item with the same caption instead of being only its own pair (no false negatives).
-Augmentation as the captioner's (`pipeline.toy.train_caption.augment`): left-right mirroring with the
+Augmentation as the captioner's (`toyworld.train_caption.augment`): left-right mirroring with the
 mirrored caption (objects named in reverse order) and translations of up to 12 pixels. And as the
 captioner, an auxiliary loss on the vision tower's patch tokens (`PatchAttributeHead`: which colour,
 texture and shape each patch shows, from the renderer's object masks; training only, not saved). The loss
@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.toy.data import FrameSet
-from pipeline.toy.train_caption import (
+from toyworld.data import FrameSet
+from toyworld.train_caption import (
     AUX_WEIGHT,
     PatchAttributeHead,
     attribute_tables,
@@ -34,7 +34,7 @@ from pipeline.toy.train_caption import (
     mirrored_caption,
     pixel_values,
 )
-from pipeline.toy.trainer import Trainer, batch_rng
+from toyworld.trainer import Trainer, batch_rng
 
 SEED = 41
 CLIP_SIZE = 128

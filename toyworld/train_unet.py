@@ -18,8 +18,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.toy.data import FrameSet
-from pipeline.toy.trainer import Trainer, batch_rng, optimise
+from toyworld.data import FrameSet
+from toyworld.trainer import Trainer, batch_rng, optimise
 
 SEED = 12
 TEXT_HIDDEN = 64

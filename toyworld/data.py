@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.io.atomic import atomic_path
-from pipeline.toy.world import ToyScene, caption, random_scene, render_frame
+from toyworld.world import ToyScene, caption, random_scene, render_frame
 
 HELDOUT_SEED = 1_000_000
 TRAIN_CLIPS = 600

@@ -1,7 +1,7 @@
 """The toy world: a synthetic video domain with ground truth (`world`), and the training of small
 models in the published stable-diffusion-2-depth layout on it (`build.train_toy`).
 
-The committed result lives in `pipeline/toy/model/` and is what `--model toy`, `--caption-model toy`
+The committed result lives in `toyworld/model/` and is what `--model toy`, `--caption-model toy`
 and `--clip-model toy` load, through the same loaders as the real checkpoints. It is not SD2: it is a
 world made to show and measure the method offline, on a CPU.
 """

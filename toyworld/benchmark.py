@@ -4,7 +4,7 @@ For each held-out scene (seeds the models never saw) one object's colour is edit
 prompt is the clip's caption, the target prompt the same caption with that object's colour replaced
 ("a red striped ball ..." -> "a blue striped ball ..."). The clip is inverted once and edited with
 every variant; each edit is scored with the paper's three metrics (CLIP-Text, CLIP-Image, Pixel-MSE;
-toy CLIP) and with `pipeline.toy.measures` (edit accuracy, structure IoU, true-flow warp error).
+toy CLIP) and with `toyworld.measures` (edit accuracy, structure IoU, true-flow warp error).
 
 Also here: `sample_accuracy`, the text-to-image check (from noise, true depth given: is the prompted
 colour inside each object's mask?).
@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.toy.measures import score_edit
-from pipeline.toy.world import COLOURS, ToyClip, caption, colour_of, random_scene, render
+from toyworld.measures import score_edit
+from toyworld.world import COLOURS, ToyClip, caption, colour_of, random_scene, render
 
 log = logging.getLogger(__name__)
 

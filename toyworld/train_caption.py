@@ -27,9 +27,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.toy.data import FrameSet
-from pipeline.toy.trainer import Trainer, batch_rng
-from pipeline.toy.world import COLOURS, SHAPES, TEXTURES
+from toyworld.data import FrameSet
+from toyworld.trainer import Trainer, batch_rng
+from toyworld.world import COLOURS, SHAPES, TEXTURES
 
 SEED = 31
 CAPTION_SIZE = 128  # vision input resolution: the frames' own (no resize)
@@ -277,7 +277,7 @@ def parse_caption(text: str) -> tuple[list[tuple[str, str, str]], str] | None:
 
 
 def format_caption(objects: Sequence[tuple[str, str, str]], floor: str) -> str:
-    """The inverse of `parse_caption` (the grammar of pipeline.toy.world.caption)."""
+    """The inverse of `parse_caption` (the grammar of toyworld.world.caption)."""
     words = [
         " ".join(w for w in (colour, "" if texture == "plain" else texture, shape) if w)
         for colour, texture, shape in objects

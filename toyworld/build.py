@@ -37,9 +37,9 @@ def train_toy(
     """Train every component under `output`; returns the written model folder. `scale` multiplies
     every component's step count; `clips`/`heldout`: scenes rendered (tests use a tiny fraction)."""
     from fixtures.tiny import write_clip_tokenizer
-    from pipeline.toy.data import heldout_set, training_set
-    from pipeline.toy.train_unet import train_unet
-    from pipeline.toy.train_vae import encode, finetune_decoder, psnr, train_vae
+    from toyworld.data import heldout_set, training_set
+    from toyworld.train_unet import train_unet
+    from toyworld.train_vae import encode, finetune_decoder, psnr, train_vae
 
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
@@ -74,7 +74,7 @@ def train_toy(
 
     models: dict[str, Any] = {"vae": vae, "unet": unet, "text_encoder": text, "tokenizer": tokenizer}
     # The image models the editor does not need: depth (DPT), captioner (BLIP), metric CLIP.
-    from pipeline.toy import train_caption, train_clip, train_depth
+    from toyworld import train_caption, train_clip, train_depth
 
     for name, module in (("depth", train_depth), ("caption", train_caption), ("clip", train_clip)):
         t = time.time()
@@ -88,8 +88,8 @@ def train_toy(
     # Text-to-image through the written float16 files and the real loader: from noise, true depth.
     from pipeline.method.editor import Pix2Video
     from pipeline.models.loading import load_diffusion_models
-    from pipeline.toy.benchmark import sample_accuracy
-    from pipeline.toy.data import HELDOUT_SEED
+    from toyworld.benchmark import sample_accuracy
+    from toyworld.data import HELDOUT_SEED
 
     t = time.time()
     editor = Pix2Video(load_diffusion_models(str(folder), device="cpu"))
@@ -108,8 +108,8 @@ def write_toy_folder(folder: str | os.PathLike, models: dict[str, Any], dtype: t
     `train_depth`, `train_caption`, `train_clip` return them)."""
     from fixtures.published import write_blip_folder, write_clip_folder, write_sd2_depth_folder
     from pipeline.io.atomic import atomic_path
-    from pipeline.toy.train_caption import caption_processor
-    from pipeline.toy.train_clip import clip_processor
+    from toyworld.train_caption import caption_processor
+    from toyworld.train_clip import clip_processor
 
     folder = Path(folder)
     with atomic_path(folder, folder=True, replace=True) as tmp:
