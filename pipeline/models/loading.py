@@ -10,7 +10,9 @@ published file set and config values are in `fixtures.published`; the tokenizer 
 file set (vocab.json, merges.txt, tokenizer_config.json, special_tokens_map.json: pad "!").
 
 `model="tiny"` means the tiny random-weight models of `fixtures.tiny`, built locally on first use.
-Tiny models give noise-like pictures; they exist for tests, demos and benchmarks.
+Tiny models give noise-like pictures; they exist for tests, demos and benchmarks. Such names ('tiny',
+'toy') are found through the registry of named model folders (`pipeline.models.registry`), so this
+module imports neither `fixtures` nor `toyworld`.
 
 Every failure a user can fix (no such folder, folder missing a component, hub id not reachable) is an
 `InputError` with one line that names the model and says what to give instead.
@@ -28,6 +30,7 @@ from typing import Any, TypeVar
 import torch
 
 from pipeline.errors import InputError, first_line
+from pipeline.models import registry
 
 DEFAULT_MODEL = "stabilityai/stable-diffusion-2-depth"
 DEFAULT_CAPTION_MODEL = "Salesforce/blip-image-captioning-large"
@@ -60,19 +63,14 @@ T = TypeVar("T")
 
 
 def resolve_model(model: str, part: str | None = None) -> str:
-    """'tiny' -> path of the tiny-model folder (built once into the cache, atomically); 'toy' -> the
-    committed toy-world folder; anything else is returned unchanged (a hub id or a local folder).
-    `part` ('blip', 'clip'): the sub-folder of that name inside a tiny or toy folder."""
-    if model == TINY:
-        from fixtures.tiny import tiny_model_dir
-
-        folder = str(tiny_model_dir())
-    elif model == TOY:
-        from toyworld import toy_model_dir
-
-        folder = str(toy_model_dir())
-    else:
+    """A registered name (`pipeline.models.registry`) -> its folder: 'tiny' -> the tiny-model folder
+    (built once into the cache, atomically), 'toy' -> the committed toy-world folder; anything else is
+    returned unchanged (a hub id or a local folder). `part` ('blip', 'clip'): the sub-folder of that
+    name inside a registered folder."""
+    found = registry.model_folder(model)
+    if found is None:
         return model
+    folder = str(found)
     return os.path.join(folder, part) if part else folder
 
 

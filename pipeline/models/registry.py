@@ -1,0 +1,40 @@
+"""Named model folders: names such as 'tiny' and 'toy' that mean a folder of ours rather than a hub id.
+
+A package registers a name with a Python entry point in the group `pix2video.models`, whose object is
+a function of no arguments that returns the folder (building it first if it has to). Ours, declared
+in pyproject.toml:
+
+    [project.entry-points."pix2video.models"]
+    tiny = "fixtures.tiny:tiny_model_dir"   # tiny random-weight models, built into a cache on first use
+    toy = "toyworld:toy_model_dir"          # the toy world's committed models
+
+So the loader (`pipeline.models.loading.resolve_model`) never imports the packages that make those
+folders, and another package can add a name without touching `pipeline/`. A name nobody registered
+is not a name: the loader treats it as a hub id or a local folder, as before.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from importlib.metadata import EntryPoint, entry_points
+from pathlib import Path
+
+GROUP = "pix2video.models"
+
+
+def registered() -> dict[str, EntryPoint]:
+    """The registered names and their entry points (not loaded)."""
+    return {ep.name: ep for ep in entry_points(group=GROUP)}
+
+
+def folder_function(name: str) -> Callable[[], Path] | None:
+    """The function registered under `name` (imported now), or None when nobody registered it."""
+    ep = registered().get(name)
+    return None if ep is None else ep.load()
+
+
+def model_folder(name: str) -> Path | None:
+    """The folder registered under `name` (its function is called: it may build the folder first), or
+    None when `name` is not a registered name."""
+    make = folder_function(name)
+    return None if make is None else Path(make())
