@@ -27,12 +27,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipeline.dataset import storage
+from pipeline.dataset.manifest import VideoJob
+from pipeline.dataset.storage import StorageOptions
 from pipeline.errors import first_line
 
-from . import storage
 from .editor import EditSpec, failed_row
-from .manifest import VideoJob
-from .storage import StorageOptions
 
 log = logging.getLogger(__name__)
 

@@ -22,12 +22,12 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.dataset import resume, storage
+from pipeline.dataset.manifest import Unit, short_hash
+from pipeline.dataset.storage import StorageOptions
 from pipeline.errors import first_line
 
-from . import resume, storage
-from .manifest import Unit, short_hash
 from .precompute import load_array, save_array
-from .storage import StorageOptions
 
 log = logging.getLogger(__name__)
 
@@ -273,7 +273,9 @@ class EditorActor:
         """The metric columns of a clip just written, from the frames in memory (the input's are the
         store's, at the working size, as `evaluate` resizes them); stored as `evaluate` stores them.
         A failure here costs the clip its metrics (the run's `evaluate` step retries), never its row."""
-        from .evaluation import load_scorer, score_written, stored_values
+        from pipeline.dataset.stored_metrics import score_written, stored_values
+
+        from .evaluation import load_scorer
 
         try:
             if self._scorer is None:

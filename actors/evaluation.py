@@ -4,7 +4,8 @@ For every clip with status ok (or filtered): CLIP-Text, CLIP-Image and Pixel-MSE
 the same three on the input video as the baseline (columns input_*); see pipeline/quality/metrics.py.
 Per-frame values go to OUTPUT/metrics/<key>.json, with the output's storage stamp (fsspec `ukey`:
 mtime locally, the ETag on S3) and the CLIP model: a rerun reuses a clip's values until its output is
-rewritten, its prompt or the CLIP model changes (or `overwrite`).
+rewritten, its prompt or the CLIP model changes (or `overwrite`). Those records, the bounds and the
+summary are the data layer's (`pipeline.dataset.stored_metrics`); this module is who computes them.
 
 Who computes what is left:
 - `run --metrics`: the editor actors, while each clip is in memory (EditorActor, `score_written`);
@@ -16,41 +17,33 @@ Who computes what is left:
 
 from __future__ import annotations
 
-import io
-import json
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from pipeline.dataset import storage
+from pipeline.dataset.results import clip_key
+from pipeline.dataset.storage import StorageOptions
+from pipeline.dataset.stored_metrics import (
+    apply_bounds,
+    is_fresh,
+    output_stamp,
+    read_clip_metrics,
+    read_video,
+    score_written,
+    stored_values,
+)
+from pipeline.dataset.tables import METRIC_COLUMNS, RESULTS, SCORED, read_table, with_metric_columns, write_table
 from pipeline.errors import InputError, first_line
 from pipeline.quality.clip import DEFAULT_CLIP_MODEL
-from pipeline.quality.metrics import METRIC_NAMES, Metrics, mean_metrics, within_bounds
-
-from . import storage
-from .results import clip_key
-from .storage import StorageOptions
-from .tables import (
-    FILTERED,
-    INPUT_PREFIX,
-    METRIC_COLUMNS,
-    OK,
-    RESULTS,
-    SCORED,
-    read_table,
-    with_metric_columns,
-    write_table,
-)
 
 if TYPE_CHECKING:
-    import numpy as np
     import pyarrow as pa
 
     from pipeline.quality.clip import ClipScorer
 
 log = logging.getLogger(__name__)
-
-METRICS_DIR = "metrics"  # OUTPUT/metrics/<key>.json: per-frame values and the means, edit and input
 
 
 @dataclass
@@ -66,78 +59,10 @@ class Evaluation:
     filtered: list[str] = field(default_factory=list)  # keys marked 'filtered' by `score_run`'s bounds
 
 
-def metrics_url(output: str, key: str) -> str:
-    return storage.join(output, METRICS_DIR, f"{key}.json")
-
-
-def read_clip_metrics(output: str, key: str, opts: StorageOptions) -> dict[str, Any] | None:
-    """The stored metrics of one clip ({'edit': ..., 'input': ..., 'clip_model': ...}) or None."""
-    try:
-        stored = json.loads(storage.read_bytes(metrics_url(output, key), opts))
-    except (FileNotFoundError, ValueError):
-        return None
-    return stored if isinstance(stored, dict) else None
-
-
-def output_stamp(url: str, opts: StorageOptions) -> str:
-    """Changes whenever the output is rewritten: fsspec's ukey (mtime-based locally, the ETag on S3)."""
-    fs, path = storage.filesystem(url, opts)
-    return str(fs.ukey(path))
-
-
-def read_video(url: str, opts: StorageOptions) -> np.ndarray:
-    """uint8 frames of a local or remote video (or local folder of frames)."""
-    from pipeline.io.video import read_frames
-
-    if storage.is_local(url):
-        return read_frames(url).frames
-    return read_frames(io.BytesIO(storage.read_bytes(url, opts))).frames
-
-
 def load_scorer(clip_model: str, device: str | None, dtype: str = "float32") -> ClipScorer:
     from pipeline.quality.clip import ClipScorer
 
     return ClipScorer.from_model(clip_model, device=device, dtype=dtype)
-
-
-def _is_fresh(stored: dict[str, Any] | None, clip_model: str, stamp: str, prompt: str) -> bool:
-    return stored is not None and (stored.get("clip_model"), stored.get("output_stamp"), stored.get("prompt")) == (
-        clip_model,
-        stamp,
-        prompt,
-    )
-
-
-def score_written(
-    output: str,
-    key: str,
-    row: dict[str, Any],
-    frames: np.ndarray,
-    input_frames: np.ndarray,
-    scorer: ClipScorer,
-    opts: StorageOptions,
-) -> dict[str, Any]:
-    """Score one clip whose output is written (`frames` as stored, `input_frames` the input video's),
-    store OUTPUT/metrics/<key>.json and return the stored record."""
-    from pipeline.quality.metrics import edit_metrics
-
-    edit, base = edit_metrics(frames, input_frames, row["prompt"], scorer)
-    stored = {
-        "clip_model": scorer.source,
-        "output": row["output"],
-        "output_stamp": output_stamp(row["output"], opts),
-        "video": row["video"],
-        "prompt": row["prompt"],
-        "edit": edit.to_dict(),
-        "input": base.to_dict(),
-    }
-    storage.write_bytes(metrics_url(output, key), json.dumps(stored).encode(), opts)
-    return stored
-
-
-def stored_values(stored: dict[str, Any]) -> dict[str, float | None]:
-    """The metric columns of a stored record."""
-    return {**Metrics.from_dict(stored["edit"]).row(), **Metrics.from_dict(stored["input"]).row(INPUT_PREFIX)}
 
 
 class MetricsActor:
@@ -258,7 +183,7 @@ def evaluate_run(
             ev.unreadable.append(key)
             continue
         stored = None if overwrite else read_clip_metrics(output, key, opts)
-        if _is_fresh(stored, clip_model, stamp, row["prompt"]):
+        if is_fresh(stored, clip_model, stamp, row["prompt"]):
             values[i] = stored_values(stored)
             ev.reused += 1
         else:
@@ -281,25 +206,6 @@ def evaluate_run(
     return ev
 
 
-def apply_bounds(
-    table: pa.Table, *, min_clip_text: float | None, max_pixel_mse: float | None
-) -> tuple[pa.Table, list[str]]:
-    """Mark ok rows outside the bounds as 'filtered' (their outputs stay on disk). Returns the new
-    table and the keys of the rows filtered."""
-    import pyarrow as pa
-
-    statuses = table.column("status").to_pylist()
-    outputs = table.column("output").to_pylist()
-    rows = table.select([c for c in METRIC_NAMES if c in table.column_names]).to_pylist()
-    filtered = []
-    for i, (status, row) in enumerate(zip(statuses, rows, strict=True)):
-        if status == OK and not within_bounds(row, min_clip_text=min_clip_text, max_pixel_mse=max_pixel_mse):
-            statuses[i] = FILTERED
-            filtered.append(clip_key(outputs[i]))
-    index = table.column_names.index("status")
-    return table.set_column(index, "status", pa.array(statuses, type=pa.string())), filtered
-
-
 def score_run(
     output: str,
     opts: StorageOptions,
@@ -319,12 +225,3 @@ def score_run(
         ev.table, ev.filtered = apply_bounds(ev.table, min_clip_text=min_clip_text, max_pixel_mse=max_pixel_mse)
         write_table(ev.table, ev.results, opts)
     return ev
-
-
-def summary_rows(table: pa.Table) -> list[tuple[str, dict[str, float | None]]]:
-    """[('edits (mean of N)', means), ('input videos (baseline)', means)] over the scored rows."""
-    rows = [r for r in table.to_pylist() if r.get("status") in SCORED and r.get("clip_image") is not None]
-    return [
-        (f"edits (mean of {len(rows)})", mean_metrics(rows)),
-        ("input videos (baseline)", mean_metrics(rows, prefix=INPUT_PREFIX)),
-    ]

@@ -29,11 +29,10 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.dataset import storage
+from pipeline.dataset.manifest import short_hash
+from pipeline.dataset.storage import StorageOptions
 from pipeline.errors import InputError, first_line
-
-from . import storage
-from .manifest import short_hash
-from .storage import StorageOptions
 
 log = logging.getLogger(__name__)
 

@@ -36,15 +36,16 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from . import resume, storage
+from pipeline.dataset import resume, storage
+from pipeline.dataset.manifest import Manifest, Unit, VideoJob
+from pipeline.dataset.results import build_table, keep_scores, previous_scores
+from pipeline.dataset.storage import StorageOptions
+from pipeline.dataset.tables import RESULTS, write_table
+
 from .cluster import leave_room_for_precompute
 from .dispatch import Dispatcher, Editors, Outcome, Precomputes
 from .editor import EditorActor, EditSpec
-from .manifest import Manifest, Unit, VideoJob
 from .precompute import TRANSIENT_ERRORS, PrecomputeSpec, precompute_video
-from .results import build_table, keep_scores, previous_scores
-from .storage import StorageOptions
-from .tables import RESULTS, write_table
 
 log = logging.getLogger(__name__)
 

@@ -150,7 +150,7 @@ _STORAGE_LOGGERS = ("botocore", "aiobotocore", "boto3", "s3fs", "fsspec", "urlli
 
 
 def storage_options(args: argparse.Namespace) -> Any:
-    from actors.storage import parse_storage_options
+    from pipeline.dataset.storage import parse_storage_options
 
     for name in _STORAGE_LOGGERS:
         logging.getLogger(name).setLevel(max(logging.getLogger(name).getEffectiveLevel(), logging.INFO))

@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from actors.evaluation import Evaluation
-    from actors.storage import StorageOptions
+    from pipeline.dataset.storage import StorageOptions
     from pipeline.quality.clip import ClipScorer
 
 TINY_NOTE = "note: the tiny CLIP gives meaningless metric values; they only show that the code runs"
@@ -78,8 +78,8 @@ def wants_metrics(args: argparse.Namespace) -> bool:
 
 
 def print_evaluation(verb: str, ev: Evaluation) -> None:
-    from actors.evaluation import summary_rows
-    from actors.tables import METRIC_COLUMNS
+    from pipeline.dataset.stored_metrics import summary_rows
+    from pipeline.dataset.tables import METRIC_COLUMNS
     from pipeline.models.loading import TINY
     from pipeline.quality.metrics import format_table
 

@@ -78,10 +78,10 @@ def read_templates(prompts: list[str], prompts_file: str | None) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from actors import storage
-    from actors.datasets import augment_manifest, augmented_table
-    from actors.manifest import load_manifest
-    from actors.tables import AUGMENTED, FILTERED, RESULTS, write_table
+    from pipeline.dataset import storage
+    from pipeline.dataset.datasets import augment_manifest, augmented_table
+    from pipeline.dataset.manifest import load_manifest
+    from pipeline.dataset.tables import AUGMENTED, FILTERED, RESULTS, write_table
 
     templates = read_templates(args.prompt, args.prompts)
     k = args.variants if args.variants is not None else len(templates)

@@ -63,10 +63,10 @@ def write_dataset(folder: str, videos: int, frames: int) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from actors.manifest import load_manifest
-    from actors.report import write_report
-    from actors.storage import StorageOptions
     from jobs.cli import build_parser
+    from pipeline.dataset.manifest import load_manifest
+    from pipeline.dataset.report import write_report
+    from pipeline.dataset.storage import StorageOptions
     from pipeline.models.loading import TINY, TOY
 
     if args.model not in (TINY, TOY):

@@ -34,11 +34,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from actors import storage
-    from actors.datasets import labels_table
-    from actors.manifest import load_manifest
     from actors.runner import precompute_dataset
-    from actors.tables import LABELS, write_table
+    from pipeline.dataset import storage
+    from pipeline.dataset.datasets import labels_table
+    from pipeline.dataset.manifest import load_manifest
+    from pipeline.dataset.tables import LABELS, write_table
 
     opts = _common.storage_options(args)
     run_opts = _common.run_options(args, opts)

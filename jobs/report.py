@@ -48,8 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from actors import storage
-    from actors.report import write_report
+    from pipeline.dataset import storage
+    from pipeline.dataset.report import write_report
 
     for name in ("preview_height", "preview_frames", "max_clips"):
         _common.check_positive(name.replace("_", "-"), getattr(args, name))

@@ -44,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from actors.manifest import load_manifest
+    from pipeline.dataset.manifest import load_manifest
 
     opts = _common.storage_options(args)
     run_opts = _common.run_options(args, opts)

@@ -21,8 +21,8 @@ import os
 import shlex
 import sys
 
-from actors.storage import SECRET_NAME
 from jobs import _common
+from pipeline.dataset.storage import SECRET_NAME
 from pipeline.errors import InputError, first_line
 
 log = logging.getLogger(__name__)

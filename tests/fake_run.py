@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-from actors.storage import StorageOptions
-from actors.tables import RESULTS, write_table
-from actors.tables import RESULTS_SCHEMA as SCHEMA
 from fixtures.clips import moving_shapes
+from pipeline.dataset.storage import StorageOptions
+from pipeline.dataset.tables import RESULTS, write_table
+from pipeline.dataset.tables import RESULTS_SCHEMA as SCHEMA
 from pipeline.io.video import write_video
 
 FRAMES, SIZE, FPS = 4, 64, 8.0

@@ -9,8 +9,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from actors.manifest import load_manifest
-from actors.storage import StorageOptions
+from pipeline.dataset.manifest import load_manifest
+from pipeline.dataset.storage import StorageOptions
 from pipeline.errors import InputError
 
 OPTS = StorageOptions()

@@ -22,10 +22,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from actors.manifest import load_manifest
 from actors.runner import RunOptions, run_dataset
-from actors.storage import StorageOptions
 from jobs.cli import main as cli
+from pipeline.dataset.manifest import load_manifest
+from pipeline.dataset.storage import StorageOptions
 
 ROOT = Path(__file__).resolve().parents[1]
 FRAMES = 3
@@ -371,8 +371,8 @@ def test_calls_are_cut_by_manifest_order_not_by_timing() -> None:
     import itertools
 
     from actors.dispatch import Groups
-    from actors.manifest import VideoJob
     from actors.runner import MAX_VIDEOS_PER_CALL, _grouping
+    from pipeline.dataset.manifest import VideoJob
     from pipeline.method.editor import EditConfig
 
     sizes = {"a": 64, "b": 64, "c": 128, "d": 64, "e": 64, "f": 64, "g": 64}
@@ -473,9 +473,9 @@ def test_editor_call_with_a_bad_video_fails_only_its_rows(dataset: Path, tmp_pat
     without a caption). The shared edit raises, the call falls back to one video at a time, and only
     the bad video's row fails; the good one is written and marked as usual."""
     from actors.editor import EditorActor, EditSpec
-    from actors.manifest import Unit
     from actors.precompute import precompute_video
     from actors.runner import settings_fingerprint
+    from pipeline.dataset.manifest import Unit
 
     opts = _options(tmp_path)
     spec = opts.precompute_spec()

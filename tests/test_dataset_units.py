@@ -11,9 +11,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from actors import resume, storage
-from actors.manifest import derive_id, load_manifest, safe_name, unit_key
-from actors.storage import StorageOptions, parse_storage_options, redact
+from pipeline.dataset import resume, storage
+from pipeline.dataset.manifest import derive_id, load_manifest, safe_name, unit_key
+from pipeline.dataset.storage import StorageOptions, parse_storage_options, redact
 from pipeline.errors import InputError
 
 OPTS = StorageOptions()
@@ -110,8 +110,8 @@ def test_labels_named_like_result_columns_are_usage_errors(tmp_path: Path, capsy
     """Issue 8 item 5: reserved names come from the one results schema, metric columns included; a
     clash is one line and exit 2 before any work (no output written). A label only clashes with the
     tables its verb writes: `caption` is fine for `run`, not for `relabel` (labels.parquet has one)."""
-    from actors.tables import LABELS, RESULTS, RESULTS_SCHEMA, reserved
     from jobs.cli import main
+    from pipeline.dataset.tables import LABELS, RESULTS, RESULTS_SCHEMA, reserved
 
     _touch_videos(tmp_path, ["a.mp4"])
     assert {"group_size", "clip_text", "input_pixel_mse"} <= reserved(RESULTS)
@@ -193,8 +193,8 @@ def test_resume_three_functions(tmp_path: Path) -> None:
 
 
 def test_augment_template_choice_is_seeded_and_distinct(tmp_path: Path) -> None:
-    from actors.datasets import choose
     from jobs.augment import read_templates
+    from pipeline.dataset.datasets import choose
 
     f = tmp_path / "t.txt"
     f.write_text("# comment\n{caption}, snow\n\nwatercolor\n")

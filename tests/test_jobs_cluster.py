@@ -169,9 +169,9 @@ TWO_NODES = textwrap.dedent(
     import json, os, sys, threading, time
     import ray
     from ray.cluster_utils import Cluster
-    from actors.manifest import load_manifest
+    from pipeline.dataset.manifest import load_manifest
     from actors.runner import RunOptions, run_dataset
-    from actors.storage import StorageOptions
+    from pipeline.dataset.storage import StorageOptions
     from pipeline.method.editor import EditConfig
 
     manifest_path, out = sys.argv[1], sys.argv[2]

@@ -17,11 +17,12 @@ import pytest
 from fake_run import make_run
 from PIL import Image
 
-from actors.evaluation import apply_bounds, evaluate_run
-from actors.tables import METRIC_COLUMNS as COLUMNS
+from actors.evaluation import evaluate_run
 from fixtures.clips import moving_shapes
 from jobs._metrics import after_run
 from jobs.cli import main
+from pipeline.dataset.stored_metrics import apply_bounds
+from pipeline.dataset.tables import METRIC_COLUMNS as COLUMNS
 from pipeline.errors import InputError
 from pipeline.quality import clip as C
 from pipeline.quality import flow as FL
@@ -186,7 +187,7 @@ def test_evaluate_refuses_a_folder_without_results(tmp_path, capsys):
 def test_filtering_marks_rows_and_counts_them(tmp_path, tiny_model_dir, capsys):
     import argparse
 
-    from actors.storage import StorageOptions
+    from pipeline.dataset.storage import StorageOptions
 
     out = tmp_path / "run"
     make_run(out)

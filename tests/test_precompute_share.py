@@ -103,10 +103,10 @@ def test_precompute_share_on_a_cluster_whose_gpus_go_to_editors(
     """The session's instance has 2 logical GPUs; editors take 1 each by default."""
     from test_dataset_ray import _options  # the suite's tiny run options
 
-    from actors.manifest import load_manifest
     from actors.runner import run_dataset
-    from actors.storage import StorageOptions
     from jobs.cli import main as cli
+    from pipeline.dataset.manifest import load_manifest
+    from pipeline.dataset.storage import StorageOptions
 
     common = ["run", "--manifest", str(clips), "--prompt", "x", "--model", "tiny", "--size", "64x64"]
     common += ["--steps", "1", "--no-progress", "--precompute-gpus", "0.25"]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from actors.precompute import META, PrecomputeSpec, load_array, precompute_video, store_url
-from actors.storage import StorageOptions
+from pipeline.dataset.storage import StorageOptions
 
 OPTS = StorageOptions()
 

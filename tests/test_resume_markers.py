@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from actors import resume, storage
-from actors.manifest import load_manifest
-from actors.storage import StorageOptions
+from pipeline.dataset import resume, storage
+from pipeline.dataset.manifest import load_manifest
+from pipeline.dataset.storage import StorageOptions
 
 OPTS = StorageOptions()
 
@@ -60,7 +60,7 @@ def test_unreadable_marker_is_not_done_and_said_once(
     for u in (a, b):  # damaged markers (a disk that filled up, an editor by hand)
         Path(resume.marker_url(out, u.key)).write_bytes(blob)
 
-    with caplog.at_level(logging.WARNING, logger="actors.resume"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.dataset.resume"):
         done, stale = resume.done_rows(out, "s", OPTS)
     assert list(done) == [c.key] and stale == 0
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]

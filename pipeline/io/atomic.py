@@ -4,7 +4,7 @@ Everything that writes a local output (videos, frame folders, model folders, sto
 writes a hidden temporary sibling (`.name.tmp-<12 hex>`, same folder, so the rename stays on one
 file system) and renames it into place only when it is complete. A failed write leaves no
 temporary behind and an existing target as it was. A killed process can leave a temporary:
-`TEMP_NAME` matches them, for whoever sweeps (see `actors.storage.remove_stale_temporaries`).
+`TEMP_NAME` matches them, for whoever sweeps (see `pipeline.dataset.storage.remove_stale_temporaries`).
 """
 
 from __future__ import annotations

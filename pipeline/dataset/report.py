@@ -22,10 +22,10 @@ from pipeline.errors import InputError
 from pipeline.quality.metrics import METRIC_NAMES, METRIC_TITLES, PLOT_TITLES, format_value
 
 from . import storage
-from .evaluation import read_clip_metrics, read_video, summary_rows
 from .manifest import safe_name
 from .results import clip_key
 from .storage import StorageOptions
+from .stored_metrics import read_clip_metrics, read_video, summary_rows
 from .tables import INPUT_PREFIX, RESULTS, SCORED, read_table
 
 if TYPE_CHECKING:

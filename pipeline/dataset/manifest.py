@@ -321,7 +321,7 @@ def load_manifest(
     `prompts` (from `--prompt`) apply to every video, after the manifest's own prompts.
     With `require_prompts=False` (relabel) a video gets one unit with the empty prompt;
     `use_manifest_prompts=False` (augment) ignores the manifest's `prompt` column.
-    `tables`: the tables the labels will be joined to (actors.tables); a label named like one of
+    `tables`: the tables the labels will be joined to (pipeline.dataset.tables); a label named like one of
     their own columns is a usage error here, before any work.
     """
     extra = [p for p in (prompts or []) if p.strip()]

@@ -4,7 +4,7 @@ stage and the manifest's carried columns. Written as parquet (pandas, pyarrow, H
 Per-video stages (decode, depth, caption, load, invert) are charged to the video's first row, so the
 sum of a `seconds_*` column is the time spent on that stage in the run.
 
-The schema and the label join are in actors/tables.py. A rerun rebuilds the table from the markers
+The schema and the label join are in pipeline/dataset/tables.py. A rerun rebuilds the table from the markers
 and keeps what `evaluate` and `augment --min-clip-text/--max-pixel-mse` added to the rows whose
 outputs it did not rewrite (metric columns, status 'filtered'): `previous_scores`, `keep_scores`.
 """
