@@ -29,6 +29,7 @@ from typing import Any
 
 from pipeline.dataset import storage
 from pipeline.dataset.manifest import VideoJob
+from pipeline.dataset.record import PrecomputeRecord
 from pipeline.dataset.storage import StorageOptions
 from pipeline.errors import first_line
 
@@ -39,12 +40,12 @@ log = logging.getLogger(__name__)
 CALLS_PER_EDITOR = 2  # one running, one queued, so an editor never waits for the driver's round trip
 STALL_WARNING_S = 300
 
-Entry = tuple[VideoJob, dict[str, Any]]  # a precomputed video: its job and its meta
+Entry = tuple[VideoJob, PrecomputeRecord]  # a precomputed video: its job and its record
 
 
-def items(job: VideoJob, meta: dict[str, Any]) -> int:
+def items(job: VideoJob, meta: PrecomputeRecord) -> int:
     """A video's frames x pending prompts: what it adds to the engine's batches."""
-    return int(meta.get("num_frames") or 1) * len(job.units)
+    return int(meta.num_frames or 1) * len(job.units)
 
 
 class Precomputes:
@@ -69,17 +70,17 @@ class Precomputes:
         try:
             meta = ray.get(ref)
         except Exception as e:  # retries exhausted: a system or network failure
-            meta = {"status": "failed", "error": f"precompute failed: {type(e).__name__}: {first_line(e)}"}
-        if meta.get("error"):
-            meta["error"] = storage.redact(meta["error"], self.opts)
+            meta = PrecomputeRecord.failed(f"precompute failed: {type(e).__name__}: {first_line(e)}")
+        if meta.error:
+            meta.error = storage.redact(meta.error, self.opts)
         return job, meta
 
-    def stream(self, jobs: list[VideoJob], limit: int, on_done: Any = None) -> dict[str, dict[str, Any]]:
+    def stream(self, jobs: list[VideoJob], limit: int, on_done: Any = None) -> dict[str, PrecomputeRecord]:
         """Precompute `jobs` alone (relabel): at most `limit` in flight; metas by video name."""
         import ray
 
         waiting = collections.deque(jobs)
-        metas: dict[str, dict[str, Any]] = {}
+        metas: dict[str, PrecomputeRecord] = {}
         while waiting or self.inflight:
             while waiting and len(self.inflight) < limit:
                 self.submit(waiting.popleft())
@@ -116,7 +117,7 @@ class Groups:
         self.closed: collections.deque[list[Entry]] = collections.deque()
         self.retries: collections.deque[Entry] = collections.deque()  # after an editor death: alone, first
 
-    def arrive(self, job: VideoJob, meta: dict[str, Any] | None) -> None:
+    def arrive(self, job: VideoJob, meta: PrecomputeRecord | None) -> None:
         """A video's precompute finished: `meta` if it is ready to edit, None if it failed."""
         self.arrived[self.position[job.name]] = None if meta is None else (job, meta)
         while self.next in self.arrived:
@@ -159,8 +160,8 @@ class Groups:
         return bool(self.ready() or self.open or self.arrived)
 
 
-def _size(meta: dict[str, Any]) -> tuple[Any, Any]:
-    return meta.get("height"), meta.get("width")
+def _size(meta: PrecomputeRecord) -> tuple[int | None, int | None]:
+    return meta.height, meta.width
 
 
 class Editors:
@@ -329,8 +330,8 @@ class Dispatcher:
 
     def _precomputed(self, ref: Any) -> None:
         job, meta = self.precomputes.finish(ref)
-        if meta.get("status") != "ok":
-            self._fail(job, meta, meta.get("error") or "precompute failed")
+        if not meta.ok:
+            self._fail(job, meta, meta.error or "precompute failed")
             self.groups.arrive(job, None)
             return
         self.groups.arrive(job, meta)
@@ -386,7 +387,7 @@ class Dispatcher:
             self.rows[r.pop("key")] = r
         self.progress.video_done(rows)
 
-    def _fail(self, job: VideoJob, meta: dict[str, Any] | None, error: str) -> None:
+    def _fail(self, job: VideoJob, meta: PrecomputeRecord | None, error: str) -> None:
         error = storage.redact(error, self.opts)
         self._finish(job, [failed_row(u, meta, error) | {"attempts": job.attempts} for u in job.units])
 

@@ -13,6 +13,7 @@ options of the cluster (`num_gpus=1` on GPU clusters, `max_restarts`).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import tempfile
@@ -24,12 +25,16 @@ import numpy as np
 
 from pipeline.dataset import resume, storage
 from pipeline.dataset.manifest import Unit, short_hash
+from pipeline.dataset.record import PrecomputeRecord
 from pipeline.dataset.storage import StorageOptions
 from pipeline.errors import first_line
 
 from .precompute import load_array, save_array
 
 log = logging.getLogger(__name__)
+
+# A video's per-video stages on its rows after the first (they are charged once).
+_PAID = {"seconds_decode": 0.0, "seconds_depth": 0.0, "seconds_caption": 0.0}
 
 
 @dataclass(frozen=True)
@@ -48,7 +53,7 @@ class EditSpec:
 class _Prepared:
     """One video of a call, ready to edit: its units still to do, encoded frames and inversion."""
 
-    meta: dict[str, Any]
+    meta: PrecomputeRecord
     units: list[Unit]
     attempt: int
     video: Any  # pipeline.method.editor.Video
@@ -100,7 +105,7 @@ class EditorActor:
 
     def edit_videos(
         self,
-        videos: list[tuple[dict[str, Any], list[Unit]]],
+        videos: list[tuple[PrecomputeRecord, list[Unit]]],
         spec: EditSpec,
         attempts: list[int] | None = None,
     ) -> dict[str, Any]:
@@ -156,7 +161,7 @@ class EditorActor:
         return {"rows": rows, "idle": idle, "busy": self._last_end - started, "pid": os.getpid()}
 
     def _fail(
-        self, meta: dict[str, Any], units: list[Unit], attempt: int, e: Exception, rows: list[dict[str, Any]]
+        self, meta: PrecomputeRecord, units: list[Unit], attempt: int, e: Exception, rows: list[dict[str, Any]]
     ) -> None:
         """Failed rows for those of `units` that have no row yet: failures are data."""
         from pipeline.errors import InputError
@@ -166,16 +171,16 @@ class EditorActor:
         done = {r["key"] for r in rows}
         rows += [_row(u, meta, status="failed", error=msg, attempts=attempt) for u in units if u.key not in done]
 
-    def _prepare(self, meta: dict[str, Any], units: list[Unit], spec: EditSpec, attempt: int) -> _Prepared:
+    def _prepare(self, meta: PrecomputeRecord, units: list[Unit], spec: EditSpec, attempt: int) -> _Prepared:
         """Load one video from the store, encode it, and get its inversion (stored, or computed)."""
         t0 = time.perf_counter()
-        frames = load_array(meta["frames"], self.opts)
-        depth = load_array(meta["depth"], self.opts)
+        frames = load_array(meta.frames, self.opts)
+        depth = load_array(meta.depth, self.opts)
         video = self.editor.prepare(frames, list(depth), video_id=units[0].id)
         del frames
         seconds_load = time.perf_counter() - t0
 
-        source_prompt = units[0].source_prompt or meta.get("caption") or ""
+        source_prompt = units[0].source_prompt or meta.caption or ""
         t0 = time.perf_counter()
         zT = self._inversion(meta, video, source_prompt, spec)
         seconds_invert = time.perf_counter() - t0
@@ -238,9 +243,9 @@ class EditorActor:
                 write_video(
                     local,
                     self.editor.decode(z, config.decode_batch),
-                    meta["fps"],
-                    width=meta["width"],
-                    height=meta["height"],
+                    meta.fps,
+                    width=meta.width,
+                    height=meta.height,
                 )
                 storage.put_file(local, url, self.opts)
                 # --metrics: the frames as stored (after H.264, what `evaluate` would read back).
@@ -250,7 +255,7 @@ class EditorActor:
             first = not p.charged
             row = _row(
                 unit,
-                meta if first else meta | {"seconds_decode": 0.0, "seconds_depth": 0.0, "seconds_caption": 0.0},
+                meta if first else dataclasses.replace(meta, **_PAID),
                 status="ok",
                 prompt=prompt_of[unit.key],
                 source_prompt=p.source_prompt,
@@ -268,7 +273,7 @@ class EditorActor:
             p.charged = True
 
     def _score(
-        self, spec: EditSpec, unit: Unit, row: dict[str, Any], written: np.ndarray, meta: dict[str, Any]
+        self, spec: EditSpec, unit: Unit, row: dict[str, Any], written: np.ndarray, meta: PrecomputeRecord
     ) -> dict[str, Any]:
         """The metric columns of a clip just written, from the frames in memory (the input's are the
         store's, at the working size, as `evaluate` resizes them); stored as `evaluate` stores them.
@@ -280,21 +285,21 @@ class EditorActor:
         try:
             if self._scorer is None:
                 self._scorer = load_scorer(spec.clip_model, str(self.models.device))
-            source = load_array(meta["frames"], self.opts)
+            source = load_array(meta.frames, self.opts)
             stored = score_written(spec.output, unit.key, row, written, source, self._scorer, self.opts)
         except Exception as e:  # noqa: BLE001 - metrics are an extra; the edit is done
             log.warning("no metrics for %s: %s: %s", unit.key, type(e).__name__, first_line(e))
             return {}
         return stored_values(stored)
 
-    def _inversion(self, meta: dict[str, Any], video: Any, source_prompt: str, spec: EditSpec) -> Any:
+    def _inversion(self, meta: PrecomputeRecord, video: Any, source_prompt: str, spec: EditSpec) -> Any:
         """zT for this video: from the precompute store when an earlier run saved it, else computed
         (and saved, so a rerun with new prompts skips the inversion)."""
         import torch
 
         config = spec.config
         key = short_hash(repr((spec.model, self.models.dtype, config.steps, source_prompt)), 12)
-        url = storage.join(meta["store"], f"inversion-{key}.npy")
+        url = storage.join(meta.store, f"inversion-{key}.npy")
         if spec.reuse_inversion:
             try:
                 return torch.from_numpy(load_array(url, self.opts)).to(self.models.device)
@@ -322,25 +327,25 @@ class EditorActor:
         os._exit(1)
 
 
-def _row(unit: Unit, meta: dict[str, Any], *, status: str, **fields: Any) -> dict[str, Any]:
+def _row(unit: Unit, meta: PrecomputeRecord, *, status: str, **fields: Any) -> dict[str, Any]:
     """A results row (without the carried columns, which the driver adds from the manifest)."""
     row = {
         "key": unit.key,
         "id": unit.id,
         "video": unit.video,
         "prompt": unit.prompt,
-        "source_prompt": unit.source_prompt or meta.get("caption"),
+        "source_prompt": unit.source_prompt or meta.caption,
         "status": status,
         "error": None,
         "output": None,
-        "num_frames": meta.get("num_frames"),
-        "fps": meta.get("fps"),
-        "width": meta.get("width"),
-        "height": meta.get("height"),
+        "num_frames": meta.num_frames,
+        "fps": meta.fps,
+        "width": meta.width,
+        "height": meta.height,
         "group_size": None,  # videos edited in the same call (sharing UNet batches); None if failed
-        "seconds_decode": meta.get("seconds_decode", 0.0),
-        "seconds_depth": meta.get("seconds_depth", 0.0),
-        "seconds_caption": meta.get("seconds_caption", 0.0),
+        "seconds_decode": meta.seconds_decode,
+        "seconds_depth": meta.seconds_depth,
+        "seconds_caption": meta.seconds_caption,
         "seconds_load": 0.0,
         "seconds_invert": 0.0,
         "seconds_edit": 0.0,
@@ -350,6 +355,6 @@ def _row(unit: Unit, meta: dict[str, Any], *, status: str, **fields: Any) -> dic
     return row
 
 
-def failed_row(unit: Unit, meta: dict[str, Any] | None, error: str) -> dict[str, Any]:
+def failed_row(unit: Unit, meta: PrecomputeRecord | None, error: str) -> dict[str, Any]:
     """A failed results row made on the driver (precompute failed, or the editor kept dying)."""
-    return _row(unit, meta or {}, status="failed", error=error)
+    return _row(unit, meta or PrecomputeRecord(), status="failed", error=error)

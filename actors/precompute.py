@@ -19,6 +19,7 @@ the runner wraps it with `ray.remote` and Ray's retry options.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import io
 import json
@@ -31,7 +32,9 @@ import numpy as np
 
 from pipeline.dataset import storage
 from pipeline.dataset.manifest import short_hash
+from pipeline.dataset.record import PrecomputeRecord
 from pipeline.dataset.storage import StorageOptions
+from pipeline.dataset.tables import OK
 from pipeline.errors import InputError, first_line
 
 log = logging.getLogger(__name__)
@@ -139,8 +142,21 @@ def _locations(store: str) -> dict[str, str]:
     }
 
 
-def _failed(name: str, video: str, error: str, timings: dict[str, float]) -> dict[str, Any]:
-    return {"name": name, "video": video, "status": "failed", "error": error, **timings}
+def _stored(store: str, video: str, spec: PrecomputeSpec, opts: StorageOptions) -> PrecomputeRecord | None:
+    """The store's record when it holds this video at these settings; None: (re)build it."""
+    try:
+        data = json.loads(storage.read_bytes(storage.join(store, META), opts))
+    except FileNotFoundError:
+        return None
+    except ValueError:  # a damaged meta.json (JSONDecodeError, UnicodeDecodeError): the store is not there
+        log.warning("%s: unreadable, so this video's precompute store is rebuilt", storage.join(store, META))
+        return None
+    if not isinstance(data, dict):
+        return None
+    meta = PrecomputeRecord.from_json(data)
+    if meta.video != video or meta.spec != spec.identity():
+        return None  # same name, other video or settings: rebuild
+    return meta
 
 
 def precompute_video(
@@ -150,33 +166,22 @@ def precompute_video(
     spec: PrecomputeSpec,
     opts: StorageOptions,
     refresh: bool = False,
-) -> dict[str, Any]:
-    """Fill the store for one video and return its meta (small: it goes back to the driver).
+) -> PrecomputeRecord:
+    """Fill the store for one video and return its record (small: it goes back to the driver).
 
     `refresh` (--overwrite) ignores what the store holds and rebuilds it.
 
-    A bad video (missing, corrupt, empty, too long) is data: the meta says `status: failed` with a
+    A bad video (missing, corrupt, empty, too long) is data: the record says `status: failed` with a
     one-line error. Network errors are raised, so Ray retries them.
     """
     store = store_url(spec, name)
     timings = {"seconds_decode": 0.0, "seconds_depth": 0.0, "seconds_caption": 0.0}
-    meta: dict[str, Any] | None = None
-    try:
-        if refresh:
-            raise FileNotFoundError(store)
-        meta = json.loads(storage.read_bytes(storage.join(store, META), opts))
-        if not isinstance(meta, dict) or meta.get("video") != video or meta.get("spec") != spec.identity():
-            meta = None  # same name, other video or settings: rebuild
-        else:
-            meta |= _locations(store) | timings  # this run spent nothing on it
-    except FileNotFoundError:
-        pass
-    except ValueError:  # a damaged meta.json (JSONDecodeError, UnicodeDecodeError): the store is not there
-        log.warning("%s: unreadable, so this video's precompute store is rebuilt", storage.join(store, META))
-        meta = None
-    caption_ok = meta is not None and meta.get("caption") and meta.get("caption_of") == _caption_of(spec)
+    meta = None if refresh else _stored(store, video, spec, opts)
+    if meta is not None:
+        meta = dataclasses.replace(meta, **_locations(store), **timings)  # this run spent nothing on it
+    caption_ok = meta is not None and meta.caption and meta.caption_of == _caption_of(spec)
     if meta is not None and (not need_caption or caption_ok):
-        return meta | {"cached": True}
+        return dataclasses.replace(meta, cached=True)
 
     try:
         frames: np.ndarray | None = None
@@ -199,36 +204,37 @@ def precompute_video(
             depth = estimator(frames, batch_size=spec.depth_batch)
             save_array(storage.join(store, "depth.npy"), depth.astype(np.float32, copy=False), opts)
             timings["seconds_depth"] = time.perf_counter() - t0
-            meta = {
-                "name": name,
-                "video": video,
-                "spec": spec.identity(),
+            meta = PrecomputeRecord(
+                name=name,
+                video=video,
+                spec=spec.identity(),
                 **_locations(store),
-                "num_frames": int(len(frames)),
-                "fps": fps,
-                "width": int(width),
-                "height": int(height),
-                "src_width": int(src_w),
-                "src_height": int(src_h),
-                "caption": None,
-            }
+                num_frames=int(len(frames)),
+                fps=fps,
+                width=int(width),
+                height=int(height),
+                src_width=int(src_w),
+                src_height=int(src_h),
+                caption=None,
+            )
         if need_caption:
             if frames is None:
-                frames = load_array(meta["frames"], opts)
+                frames = load_array(meta.frames, opts)
             captioner = _captioner(spec.caption_model, spec.device, spec.dtype)
             t0 = time.perf_counter()
             anchor = frames[-1] if spec.anchor_last else frames[0]
-            meta["caption"] = captioner(anchor[None])[0]
-            meta["caption_of"] = _caption_of(spec)
+            meta.caption = captioner(anchor[None])[0]
+            meta.caption_of = _caption_of(spec)
             timings["seconds_caption"] = time.perf_counter() - t0
-        meta |= {"status": "ok", "error": None, **timings}
-        storage.write_bytes(storage.join(store, META), json.dumps(meta).encode(), opts)
-        return meta | {"cached": False}
+        meta = dataclasses.replace(meta, status=OK, error=None, **timings)
+        storage.write_bytes(storage.join(store, META), meta.dumps(), opts)
+        return dataclasses.replace(meta, cached=False)
     except InputError as e:
-        return _failed(name, video, str(e), timings)
+        return PrecomputeRecord.failed(str(e), name=name, video=video, **timings)
     except TRANSIENT_ERRORS:
         raise
     except FileNotFoundError:
-        return _failed(name, video, f"{video}: no such file; check the URL", timings)
+        return PrecomputeRecord.failed(f"{video}: no such file; check the URL", name=name, video=video, **timings)
     except Exception as e:  # a video that breaks a model must not stop the other videos
-        return _failed(name, video, f"{video}: {type(e).__name__}: {first_line(e)}", timings)
+        error = f"{video}: {type(e).__name__}: {first_line(e)}"
+        return PrecomputeRecord.failed(error, name=name, video=video, **timings)

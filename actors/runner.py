@@ -38,6 +38,7 @@ from typing import Any
 
 from pipeline.dataset import resume, storage
 from pipeline.dataset.manifest import Manifest, Unit, VideoJob
+from pipeline.dataset.record import PrecomputeRecord
 from pipeline.dataset.results import build_table, keep_scores, previous_scores
 from pipeline.dataset.storage import StorageOptions
 from pipeline.dataset.tables import RESULTS, write_table
@@ -365,8 +366,8 @@ def _drive(jobs: list[VideoJob], opts: RunOptions, settings: str) -> Outcome:
 
 def precompute_dataset(
     manifest: Manifest, opts: RunOptions, *, need_caption: bool = True
-) -> list[tuple[VideoJob, dict[str, Any]]]:
-    """Precompute only (relabel): every video's meta, ok or failed, in manifest order."""
+) -> list[tuple[VideoJob, PrecomputeRecord]]:
+    """Precompute only (relabel): every video's record, ok or failed, in manifest order."""
     import ray
 
     resume.check_output_location(opts.output)

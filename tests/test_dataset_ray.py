@@ -373,6 +373,7 @@ def test_calls_are_cut_by_manifest_order_not_by_timing() -> None:
     from actors.dispatch import Groups
     from actors.runner import MAX_VIDEOS_PER_CALL, _grouping
     from pipeline.dataset.manifest import VideoJob
+    from pipeline.dataset.record import PrecomputeRecord
     from pipeline.method.editor import EditConfig
 
     sizes = {"a": 64, "b": 64, "c": 128, "d": 64, "e": 64, "f": 64, "g": 64}
@@ -382,7 +383,7 @@ def test_calls_are_cut_by_manifest_order_not_by_timing() -> None:
         groups, calls = Groups(jobs, limit, target), []
         for i in order:
             job = jobs[i]
-            meta = {"width": sizes[job.name], "height": sizes[job.name], "num_frames": FRAMES}
+            meta = PrecomputeRecord(width=sizes[job.name], height=sizes[job.name], num_frames=FRAMES)
             groups.arrive(job, None if job.name in failed else meta)
             while groups.ready():
                 calls.append([j.name for j, _ in groups.pop()])

@@ -14,26 +14,34 @@ from typing import Any
 import pyarrow as pa
 
 from .manifest import Manifest, Unit, VideoJob, unit_key
+from .record import PrecomputeRecord
 from .tables import AUGMENTED_SCHEMA, LABELS_SCHEMA, OK, from_rows, join_labels
 
 
-def labels_table(manifest: Manifest, metas: list[tuple[VideoJob, dict[str, Any]]]) -> pa.Table:
-    """One row per video (its precompute meta, ok or failed), then the manifest's labels."""
+def labels_table(manifest: Manifest, metas: list[tuple[VideoJob, PrecomputeRecord]]) -> pa.Table:
+    """One row per video (its precompute record, ok or failed), then the manifest's labels."""
     rows = []
     for job, meta in metas:
-        ok = meta.get("status") == OK
+        ok = meta.status == OK
         rows.append(
             {
-                **{k: meta.get(k) for k in ("num_frames", "fps", "width", "height", "src_width", "src_height")},
-                **{k: meta.get(k, 0.0) for k in ("seconds_decode", "seconds_depth", "seconds_caption")},
+                "num_frames": meta.num_frames,
+                "fps": meta.fps,
+                "width": meta.width,
+                "height": meta.height,
+                "src_width": meta.src_width,
+                "src_height": meta.src_height,
+                "seconds_decode": meta.seconds_decode,
+                "seconds_depth": meta.seconds_depth,
+                "seconds_caption": meta.seconds_caption,
                 "id": job.id,
                 "video": job.video,
                 "status": "ok" if ok else "failed",
-                "error": meta.get("error"),
-                "caption": meta.get("caption"),
+                "error": meta.error,
+                "caption": meta.caption,
                 "source_prompt": job.source_prompt,
-                "frames": meta.get("frames") if ok else None,
-                "depth": meta.get("depth") if ok else None,
+                "frames": meta.frames if ok else None,
+                "depth": meta.depth if ok else None,
             }
         )
     table = from_rows(rows, LABELS_SCHEMA)
