@@ -13,6 +13,7 @@ import os
 import sys
 from typing import Any
 
+from jobs._session import connect_ray, shutdown_ray
 from pipeline.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,16 @@ def add_device_arguments(group: Any, what: str, dtype_help: str) -> None:
     group.add_argument(
         "--dtype", default="float32", choices=("float32", "float16", "bfloat16"), help=f"{dtype_help} (default float32)"
     )
+
+
+def add_clip_arguments(parser: argparse.ArgumentParser, *, device: bool) -> None:
+    """--clip-model (and --device/--dtype for verbs that have no model flags of their own)."""
+    from jobs._metrics import add_clip_model_argument
+
+    g = parser.add_argument_group("metrics")
+    add_clip_model_argument(g)
+    if device:
+        add_device_arguments(g, "CLIP", "CLIP's dtype")
 
 
 def add_edit_arguments(parser: argparse.ArgumentParser, *, switches: bool = True) -> None:
@@ -257,32 +268,6 @@ def _default_config() -> Any:
     from pipeline.method.editor import EditConfig
 
     return EditConfig()
-
-
-def connect_ray(args: argparse.Namespace) -> bool:
-    """Connect to Ray as the flags say; True when a local instance was started here."""
-    from actors.cluster import connect, describe_cluster
-
-    started = connect(
-        args.address,
-        num_cpus=args.num_cpus,
-        num_gpus=args.num_gpus,
-        runtime_env={"env_vars": quiet_env()},
-    )
-    log.info("Ray: %s%s", describe_cluster(), " (started here, on 127.0.0.1)" if started else "")
-    return started
-
-
-def quiet_env() -> dict[str, str]:
-    """Environment for Ray workers: model-loading progress bars off (they would flood the driver's log)."""
-    return {"HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error", "TQDM_DISABLE": "1"}
-
-
-def shutdown_ray(started: bool) -> None:
-    if started:
-        import ray
-
-        ray.shutdown()
 
 
 def execute(args: argparse.Namespace, manifest: Any, run_opts: Any, verb: str) -> tuple[Any, list[str]]:

@@ -38,16 +38,6 @@ def add_clip_model_argument(group: Any) -> None:
     group.add_argument("--clip-model", default=None, help=CLIP_MODEL_HELP + CLIP_DEFAULT_NOTE)
 
 
-def add_clip_arguments(parser: argparse.ArgumentParser, *, device: bool) -> None:
-    """--clip-model (and --device/--dtype for verbs that have no model flags of their own)."""
-    g = parser.add_argument_group("metrics")
-    add_clip_model_argument(g)
-    if device:
-        from jobs import _common
-
-        _common.add_device_arguments(g, "CLIP", "CLIP's dtype")
-
-
 def add_metrics_arguments(
     parser: argparse.ArgumentParser, *, filtering: bool = False, metrics_help: str = RUN_METRICS_HELP
 ) -> None:
@@ -100,13 +90,13 @@ def evaluate(args: argparse.Namespace, opts: StorageOptions, verb: str, *, overw
     """`evaluate` and `report --metrics`: score what is left of the run in args.output on Ray (a local
     instance is started only when some clip needs scoring, and stopped after), then print the result."""
     from actors.evaluation import evaluate_run
-    from jobs import _common
+    from jobs import _session
 
     started = False
 
     def connect() -> None:
         nonlocal started
-        started = _common.connect_ray(args)
+        started = _session.connect_ray(args)
 
     try:
         ev = evaluate_run(
@@ -120,7 +110,7 @@ def evaluate(args: argparse.Namespace, opts: StorageOptions, verb: str, *, overw
             connect=connect,
         )
     finally:
-        _common.shutdown_ray(started)
+        _session.shutdown_ray(started)
     print_evaluation(verb, ev)
     return ev
 

@@ -24,7 +24,7 @@ from jobs import _common, _metrics
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("output", metavar="OUTPUT", help="output folder or URL of a finished run/augment")
-    _metrics.add_clip_arguments(parser, device=True)
+    _common.add_clip_arguments(parser, device=True)
     parser.add_argument(
         "--overwrite", action="store_true", help="recompute every clip, even those with up-to-date metrics"
     )

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from jobs import _common
+from jobs import _common, _session
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +43,11 @@ def run(args: argparse.Namespace) -> int:
     opts = _common.storage_options(args)
     run_opts = _common.run_options(args, opts)
     manifest = load_manifest(args.manifest, opts, require_prompts=False, tables=(LABELS,))
-    started = _common.connect_ray(args)
+    started = _session.connect_ray(args)
     try:
         metas = precompute_dataset(manifest, run_opts, need_caption=True)
     finally:
-        _common.shutdown_ray(started)
+        _session.shutdown_ray(started)
     table = labels_table(manifest, metas)
     url = storage.join(run_opts.output, LABELS)
     write_table(table, url, opts)

@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--metrics", action="store_true", help="compute missing metrics first (as `pix2video evaluate`)"
     )
-    _metrics.add_clip_arguments(parser, device=True)
+    _common.add_clip_arguments(parser, device=True)
     g = parser.add_argument_group("previews")
     g.add_argument("--preview-height", type=int, default=192, metavar="PX", help="height of the previews (default 192)")
     g.add_argument(
