@@ -1,1 +1,3 @@
-"""Ray: who runs where. Precompute tasks, editor actors, streaming, retries and resume."""
+"""Ray only: who runs where. The runner and its dispatcher, the precompute task, the editor actor, the
+pool of metric actors, cluster checks and the reaper of a local instance. The data they move (manifest,
+tables, records, resume markers, storage, report) is `pipeline.dataset`'s."""

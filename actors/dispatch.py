@@ -6,7 +6,7 @@ Split the way datatrove's Ray executor splits its `ray.wait` loop, one small par
     Groups        what is ready: precomputed videos, cut into editor calls by manifest order
     Editors       who edits: calls in flight per editor, which editors are alive, the probes of dead ones
     Dispatcher    the loop: start precomputes, send ready calls to free editors, wait, and hand each
-                  finished ref to the part it belongs to (a meta, a call's rows, an editor death, a probe)
+                  finished ref to the part it belongs to (a record, a call's rows, an editor death, a probe)
 
 Grouping is fixed by the manifest (issue 8 item 7): a call's videos are consecutive videos of the
 manifest (those whose precompute succeeded) of one working size, until the call is full
@@ -50,7 +50,7 @@ def items(job: VideoJob, meta: PrecomputeRecord) -> int:
 
 class Precomputes:
     """The precompute stage: one Ray task per video (Ray retries system and network failures); at
-    most `limit()` in flight. `finish(ref)` gives (job, meta) with a failed meta for a task that
+    most `limit()` in flight. `finish(ref)` gives (job, record) with a failed record for a task that
     raised after its retries."""
 
     def __init__(self, task: Any, spec: Any, opts: StorageOptions, *, need_caption: bool | None, refresh: bool):
@@ -76,7 +76,7 @@ class Precomputes:
         return job, meta
 
     def stream(self, jobs: list[VideoJob], limit: int, on_done: Any = None) -> dict[str, PrecomputeRecord]:
-        """Precompute `jobs` alone (relabel): at most `limit` in flight; metas by video name."""
+        """Precompute `jobs` alone (relabel): at most `limit` in flight; records by video name."""
         import ray
 
         waiting = collections.deque(jobs)
@@ -103,7 +103,7 @@ class Groups:
     """Precomputed videos, cut into editor calls in manifest order (see the module's docstring).
 
     `arrive` takes each precompute's result in whatever order they finish; a video joins a call only
-    once every video before it in the manifest has arrived, so the cut depends on the metas alone.
+    once every video before it in the manifest has arrived, so the cut depends on the records alone.
     """
 
     def __init__(self, jobs: list[VideoJob], limit: int, target: float) -> None:

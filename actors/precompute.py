@@ -7,6 +7,7 @@ the store's completion marker):
     OUTPUT/precompute/<video name>/<spec key>/frames.npy    uint8 [N,H,W,3] at the working size
                                               depth.npy     float32 [N,h,w] raw DPT depth
                                               meta.json     frame count, fps, sizes, caption, timings
+                                                            (a PrecomputeRecord, pipeline/dataset/record.py)
                                               inversion-<key>.npy   (editor's cache of zT, optional)
 
 The spec key hashes everything that changes the stored values: for frames the size and frame limit;

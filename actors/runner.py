@@ -1,7 +1,7 @@
 """The driver loop: precompute tasks stream ahead of a pool of editor actors, with backpressure.
 
     manifest ─► what is left? ─► precompute tasks (≤ `ahead` videos in flight or waiting)
-                                   │  meta (small; frames and depth are in the store)
+                                   │  PrecomputeRecord (small; frames and depth are in the store)
                                    ▼
        calls cut in manifest order ─► editor actors (≤ 2 calls each: one running, one queued, so
                                    │             an actor never waits for the driver's round trip;
