@@ -20,8 +20,9 @@ import torch
 
 from .ddim import DDIMSchedule, ddim_step
 from .injection import FeatureStore, InjectionPlan, random_sources
+from .steps import ANCHOR, INJECTION_SOURCES, PREVIOUS, RANDOM_EARLIER, classifier_free_guidance, latent_update
 
-INJECTIONS = ("anchor+prev", "anchor", "prev", "random", "none")
+INJECTIONS = tuple(INJECTION_SOURCES)
 SCHEDULES = ("auto", "sequential", "wavefront")
 
 
@@ -68,12 +69,23 @@ class EngineSettings:
         return 1 if self.guidance_scale == 1 else 2
 
     @property
+    def sources(self) -> tuple[str, ...]:
+        """What the frames after the anchor attend to (`steps.INJECTION_SOURCES`)."""
+        return INJECTION_SOURCES[self.injection]
+
+    @property
     def uses_anchor(self) -> bool:
-        return self.injection in ("anchor+prev", "anchor", "random")
+        return ANCHOR in self.sources
 
     @property
     def uses_prev(self) -> bool:
-        return self.injection in ("anchor+prev", "prev", "random")
+        """Whether the previous-frame store is used: one rolling slot, or one slot per frame for the
+        random-earlier ablation."""
+        return PREVIOUS in self.sources or RANDOM_EARLIER in self.sources
+
+    @property
+    def random_earlier(self) -> bool:
+        return RANDOM_EARLIER in self.sources
 
 
 class DenoiseEngine:
@@ -144,53 +156,81 @@ class DenoiseEngine:
         return ready
 
     def _plan(self, items: list[tuple[int, int, int]], sources: list[list[int]]) -> InjectionPlan | None:
-        s, store = self.settings, self.store
-        if s.injection == "none":
+        """What the injection processors do with each row of one UNet call (see `InjectionPlan`).
+
+        `items` are in row order, anchor frames first; `sources[job]` are the random ablation's draws."""
+        if not self.settings.sources:  # "none": ordinary attention everywhere, nothing recorded
             return None
-        branches = range(s.branches)
-        random_mode = s.injection == "random"
         anchors = [(j, k) for j, f, k in items if f == 0]
-        others = [(j, f, k) for j, f, k in items if f > 0]
+        later = [(j, f, k) for j, f, k in items if f > 0]
         # The row layout InjectionProcessor slices on: plain (anchor) rows first, then injected rows.
         assert all(f == 0 for _, f, _ in items[: len(anchors)]), "anchor items must come first"
-        device = self.unet.device
-
-        def index(values: list[int]) -> torch.Tensor:
-            return torch.tensor(values, dtype=torch.long, device=device)
-
-        plan = InjectionPlan(n_plain=len(anchors) * s.branches)
+        plan = InjectionPlan(n_plain=len(anchors) * self.settings.branches)
         if anchors:
-            if s.uses_anchor:
-                plan.record_anchor = index([store.anchor_index(j, k, b) for j, k in anchors for b in branches])
-            if s.uses_prev:
-                plan.record_prev_plain = index([store.prev_index(j, 0, k, b) for j, k in anchors for b in branches])
-        if others:
-            if s.uses_anchor:
-                plan.read_anchor = index([store.anchor_index(j, k, b) for j, f, k in others for b in branches])
-            if s.uses_prev:
-                src = [(j, sources[j][f] if random_mode else 0, k) for j, f, k in others]
-                dst = [(j, f if random_mode else 0, k) for j, f, k in others]
-                plan.read_prev = index([store.prev_index(j, sl, k, b) for j, sl, k in src for b in branches])
-                plan.write_prev = index([store.prev_index(j, sl, k, b) for j, sl, k in dst for b in branches])
+            self._plan_anchor_rows(plan, anchors)
+        if later:
+            self._plan_later_rows(plan, later, sources)
         return plan
+
+    def _rows(self, keys: list[tuple[int, int, int]], row_of: Callable[[int, int, int, int], int]) -> torch.Tensor:
+        """Store rows `row_of(job, slot, step, branch)` for every (job, slot, step) key and branch, in
+        batch-row order (each key's branches adjacent)."""
+        rows = [row_of(j, slot, k, b) for j, slot, k in keys for b in range(self.settings.branches)]
+        return torch.tensor(rows, dtype=torch.long, device=self.unet.device)
+
+    def _plan_anchor_rows(self, plan: InjectionPlan, anchors: list[tuple[int, int]]) -> None:
+        """The anchor attends to itself and is recorded: as the anchor, and as frame 1's previous frame
+        (slot 0, which is also position 0 of the random ablation's one-slot-per-frame store)."""
+        store = self.store
+        keys = [(j, 0, k) for j, k in anchors]
+        if self.settings.uses_anchor:
+            plan.record_anchor = self._rows(keys, lambda j, _slot, k, b: store.anchor_index(j, k, b))
+        if self.settings.uses_prev:
+            plan.record_prev_plain = self._rows(keys, store.prev_index)
+
+    def _plan_later_rows(
+        self, plan: InjectionPlan, later: list[tuple[int, int, int]], sources: list[list[int]]
+    ) -> None:
+        """A later frame reads its sources (`EngineSettings.sources`) and leaves its own features for the
+        next frame: in the one rolling slot, or, for the random ablation, in its own slot."""
+        s, store = self.settings, self.store
+        if s.uses_anchor:
+            keys = [(j, 0, k) for j, _, k in later]
+            plan.read_anchor = self._rows(keys, lambda j, _slot, k, b: store.anchor_index(j, k, b))
+        if s.uses_prev:
+            read = [(j, sources[j][f] if s.random_earlier else 0, k) for j, f, k in later]
+            write = [(j, f if s.random_earlier else 0, k) for j, f, k in later]
+            plan.read_prev = self._rows(read, store.prev_index)
+            plan.write_prev = self._rows(write, store.prev_index)
 
     @torch.no_grad()
     def _step(self, jobs, z, items, sources, x0_prev) -> None:
+        """One UNet call for `items` ((job, frame position, step) each), then each item's guidance, DDIM
+        step and latent update; the new latents go back into `z`."""
         s, sched = self.settings, self.schedule
         unet = self.unet
         dtype, device = unet.dtype, unet.device
         nb = s.branches
-        # Row layout, the contract with InjectionPlan: the plain rows (anchor frames) first, then the
-        # injected rows (later frames); each item's CFG branches are adjacent (unconditional, conditional).
+
+        # 1. Row layout, the contract with InjectionPlan: the plain rows (anchor frames) first, then the
+        #    injected rows (later frames); each item's CFG branches adjacent (unconditional, conditional).
         items = [item for item in items if item[1] == 0] + [item for item in items if item[1] > 0]
+
+        # 2. The UNet input: each item's latent with its frame's depth conditioning as a fifth channel.
         latents = torch.stack([z[j][f] for j, f, _ in items])
         depth = torch.stack([jobs[j].depth[f] for j, f, _ in items])
         sample = torch.cat([latents.to(dtype), depth.to(dtype)], dim=1).repeat_interleave(nb, dim=0)
+
+        # 3. Timesteps τ_k and text embeddings (negative prompt, target prompt) per row.
         t = torch.tensor([sched.denoise_timestep(k) for _, _, k in items], dtype=torch.long)
         embeddings = [
             emb for j, _, _ in items for emb in ((jobs[j].uncond, jobs[j].cond) if nb == 2 else (jobs[j].cond,))
         ]
+
+        # 4. Feature injection: which rows attend to what, and what each row leaves for later frames.
         self.store.plan = self._plan(items, sources)
+
+        # 5. Predict the noise.
         self.unet_calls += 1
         try:
             eps = unet(
@@ -198,24 +238,28 @@ class DenoiseEngine:
             ).sample.float()
         finally:
             self.store.plan = None
+
+        # 6. Classifier-free guidance.
         if nb == 2:
             eps = eps.view(len(items), 2, *eps.shape[1:])
-            eps = eps[:, 0] + s.guidance_scale * (eps[:, 1] - eps[:, 0])
+            eps = classifier_free_guidance(eps[:, 0], eps[:, 1], s.guidance_scale)
+
+        # 7. DDIM step from τ_k to τ_k − Δ: x̂0, and the new latent.
         shape = (-1, 1, 1, 1)
         a = sched.alpha(t).view(shape).to(device)
         b = sched.alpha(t - sched.delta).view(shape).to(device)
         new, x0 = ddim_step(latents, eps, a, b)
         ddim_only = new
+
+        # 8. Latent update, frames after the anchor at steps 0..K_u: towards the previous frame's x̂0 at
+        #    the same step; then this frame's x̂0 (as computed, before the update) is the next frame's.
         if x0_prev is not None:
             jk = (torch.tensor([j for j, _, _ in items]), torch.tensor([k for _, _, k in items]))
-            previous = x0_prev[jk]
-            n = x0[0].numel()
-            update = torch.tensor(
-                [f > 0 and k <= s.update_last_step for _, f, k in items], device=device
-            ).view(shape)
-            # Gradient of λ·mean((x̂0 - x̂0_prev)²) w.r.t. x̂0, applied to z (the reference's "guidance").
-            new = torch.where(update, new - s.update_weight * (2.0 / n) * (x0 - previous), new)
+            update = torch.tensor([f > 0 and k <= s.update_last_step for _, f, k in items], device=device)
+            new = latent_update(new, x0, x0_prev[jk], s.update_weight, where=update)
             x0_prev[jk] = x0
+
+        # 9. Keep the new latents (and trace the step).
         for row, (j, f, k) in enumerate(items):
             z[j][f] = new[row]
             if self.trace is not None:

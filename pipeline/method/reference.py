@@ -15,6 +15,7 @@ import torch
 
 from .ddim import TRAIN_TIMESTEPS, alphas_cumprod
 from .injection import decoder_self_attention_names, random_sources
+from .steps import ANCHOR, INJECTION_SOURCES, PREVIOUS, RANDOM_EARLIER, classifier_free_guidance, latent_update
 
 if TYPE_CHECKING:
     from pipeline.models.loading import DiffusionModels
@@ -60,7 +61,7 @@ def reference_edit(
     video_id: str = "",
 ) -> list[torch.Tensor]:
     """Final latents [N,4,h,w] per prompt, in frame order. `frames` uint8 [N,H,W,3] at the edit size;
-    `depth` the conditioning [N,1,H/8,W/8] (`editor.depth_conditioning`)."""
+    `depth` the conditioning [N,1,H/f,W/f], f the VAE's scale factor (`editor.depth_conditioning`)."""
     unet, vae, dev = models.unet, models.vae, models.device
     S, g, lam = config.steps, config.guidance_scale, config.update_weight
     K_u = S // 2 if config.update_last_step is None else config.update_last_step
@@ -110,28 +111,22 @@ def reference_edit(
             out = {}
             # Steps 2-3: the anchor (position 0), then every later frame in order.
             for pos, i in enumerate(order):
-                if pos == 0 or config.injection == "none":
-                    sources = []
-                else:
-                    anchor, prev = history[0], history[pos - 1]
-                    sources = {
-                        "anchor+prev": [anchor, prev],
-                        "anchor": [anchor],
-                        "prev": [prev],
-                        "random": [anchor, history[draws[pos]]],
-                    }[config.injection]
+                sources = []  # the anchor: ordinary attention
+                if pos > 0:
+                    recorded = {ANCHOR: history[0], PREVIOUS: history[pos - 1], RANDOM_EARLIER: history[draws[pos]]}
+                    sources = [recorded[name] for name in INJECTION_SOURCES[config.injection]]
                 z, feats, x0s = zT[i], {}, []
                 for k in range(S):
                     t = (S - 1 - k) * delta
                     state.update(step=k, record=feats, sources=sources)
                     eps_u, eps_c = eps_of(z.expand(2, -1, -1, -1), i, t, e).chunk(2)
-                    eps = eps_u + g * (eps_c - eps_u)
+                    eps = classifier_free_guidance(eps_u, eps_c, g)
                     a, b = abar(t), abar(t - delta)
                     x0 = (z - (1 - a).sqrt() * eps) / a.sqrt()
                     z = b.sqrt() * x0 + (1 - b).sqrt() * eps
                     # The latent update: frames after the anchor, steps 0..K_u.
                     if pos > 0 and config.latent_update and k <= K_u:
-                        z = z - lam * (2 / x0.numel()) * (x0 - x0_prev[k])
+                        z = latent_update(z, x0, x0_prev[k], lam)
                     x0s.append(x0)
                 history.append(feats)
                 x0_prev = x0s
