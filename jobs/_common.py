@@ -101,7 +101,13 @@ def add_edit_arguments(parser: argparse.ArgumentParser, *, switches: bool = True
     if switches:
         g.add_argument("--injection", default="anchor+prev", help="anchor+prev | anchor | prev | random | none")
         g.add_argument("--no-latent-update", dest="latent_update", action="store_false", help="skip the latent update")
-    g.add_argument("--update-weight", type=float, default=100.0, help="λ of the latent update (default 100)")
+    g.add_argument(
+        "--update-weight",
+        type=float,
+        default=100.0,
+        help="λ of the latent update (default 100, the published value): each latent element moves by "
+        "λ·2/(4·64·64)·(x̂0 − x̂0_prev), the published step at SD2's 512² size, the same at every size",
+    )
     g.add_argument(
         "--update-last-step",
         type=int,

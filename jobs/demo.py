@@ -108,10 +108,6 @@ def run(args: argparse.Namespace) -> int:
         "1",
         "--metrics",
     ]
-    if toy:
-        from toyworld.benchmark import TOY_UPDATE_WEIGHT
-
-        argv += ["--update-weight", str(TOY_UPDATE_WEIGHT)]  # the published per-element step at 16x16 latents
     if args.num_cpus:
         argv += ["--num-cpus", str(args.num_cpus)]
     if not args.progress:

@@ -12,6 +12,7 @@ from fixtures.clips import moving_shapes
 from pipeline.method.ddim import DDIMSchedule
 from pipeline.method.editor import EditConfig, Pix2Video
 from pipeline.method.injection import FeatureStore, InjectionPlan, InjectionProcessor
+from pipeline.method.steps import REFERENCE_LATENT_ELEMENTS
 
 STEPS = 6
 
@@ -157,7 +158,9 @@ def test_same_run_twice_is_bit_identical(editor, clip):
     assert torch.equal(a, b)
 
 
-def test_latent_update_is_exactly_the_published_step(editor, clip):
+def test_latent_update_is_the_published_per_element_step(editor, clip):
+    """z moves by exactly -λ·(2/n_ref)·(x̂0 - x̂0_prev) at steps 0..K_u after the anchor, never otherwise:
+    the published step of SD2's 64x64 latents (n_ref = 4·64·64), here at the tiny model's 8x8."""
     frames, depth = clip
     records = []
     config = EditConfig(steps=STEPS, update_weight=100.0)
@@ -165,7 +168,8 @@ def test_latent_update_is_exactly_the_published_step(editor, clip):
     zT = editor.invert(video, "shapes", config)
     editor.edit(video, zT, ["a red ball"], config, trace=records.append)
     x0 = {(r.frame, r.step): r.x0 for r in records}
-    n = x0[0, 0].numel()
+    assert x0[0, 0].numel() == 4 * 8 * 8
+    n = REFERENCE_LATENT_ELEMENTS
     last = STEPS // 2
     for r in records:
         delta = r.z - r.z_ddim

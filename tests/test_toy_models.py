@@ -70,12 +70,12 @@ def test_toy_colour_edit_is_recognisable_and_consistent(toy_editor):
     editing's."""
     from pipeline.method.editor import EditConfig
     from pipeline.models.depth import DepthEstimator
-    from toyworld.benchmark import BENCH_SEED, TOY_UPDATE_WEIGHT, VARIANTS, edit_task, edit_variants
+    from toyworld.benchmark import BENCH_SEED, VARIANTS, edit_task, edit_variants
 
     task = edit_task(BENCH_SEED, frames=8)
     depth = DepthEstimator.from_model("toy", device="cpu")(task.clip.frames)
     method, per_frame = VARIANTS[0], next(v for v in VARIANTS if v.injection == "none")
-    cfg = EditConfig(steps=20, update_weight=TOY_UPDATE_WEIGHT)
+    cfg = EditConfig(steps=20)
     rows = {r["variant"]: r for r in edit_variants(toy_editor, task, depth, [method, per_frame], cfg)}
     ours, theirs = rows[method.label], rows[per_frame.label]
     assert ours["edit_accuracy"] >= 0.75, ours

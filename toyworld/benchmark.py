@@ -26,10 +26,6 @@ from toyworld.world import COLOURS, ToyClip, caption, colour_of, random_scene, r
 log = logging.getLogger(__name__)
 
 BENCH_SEED = 2_000_000  # held-out scenes for edits (training uses 0.., data.heldout_set 1_000_000..)
-# The latent update moves each element by λ·2/n·(x̂0 - x̂0_prev), n = the latent's size. The published
-# λ = 100 was set for SD2's 64x64 latents; at the toy world's 16x16 the same λ pulls 16 times harder
-# (and measurably hurts, BENCHMARKS.md). This λ gives the published per-element step at 16x16.
-TOY_UPDATE_WEIGHT = 100.0 * (16 * 16) / (64 * 64)
 
 
 @dataclass(frozen=True)

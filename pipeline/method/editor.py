@@ -39,7 +39,7 @@ class EditConfig:
     negative_prompt: str = ""
     injection: str = "anchor+prev"  # anchor+prev | anchor | prev | random | none
     latent_update: bool = True
-    update_weight: float = 100.0  # λ
+    update_weight: float = 100.0  # λ: each latent element moves by λ·2/(4·64·64)·(x̂0 - x̂0_prev), at every size
     update_last_step: int | None = None  # K_u; None = steps // 2
     reverse: bool = False  # anchor = last frame, edit backwards
     seed: int = 0  # only the 'random' injection ablation draws anything: from (seed, video id, prompt)

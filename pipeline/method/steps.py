@@ -3,7 +3,7 @@
 
 - `INJECTION_SOURCES`: which recorded features the frames after the anchor attend to, per variant;
 - `classifier_free_guidance`: ε = ε_u + g·(ε_c − ε_u);
-- `latent_update`: z ← z − λ·(2/n)·(x̂0 − x̂0_prev), n = one frame's latent element count.
+- `latent_update`: z ← z − λ·(2/n_ref)·(x̂0 − x̂0_prev), n_ref = SD2's latent element count at 512².
 
 The DDIM move itself is `ddim.ddim_step`.
 """
@@ -11,6 +11,12 @@ The DDIM move itself is `ddim.ddim_step`.
 from __future__ import annotations
 
 import torch
+
+# n_ref: the element count of one frame's latent in SD2 at 512² (4 channels x 64 x 64), where the
+# published λ = 100 was set. The published step divides by the latent's own count n, so the same λ
+# pulled 16x harder at 16x16 latents and 1.5x softer at 768x512; dividing by n_ref instead keeps the
+# per-element step of the published setting at every size, and equals it exactly at 64x64.
+REFERENCE_LATENT_ELEMENTS = 4 * 64 * 64
 
 # Names of the recorded features a frame after the anchor can attend to (K and V of its decoder
 # self-attention layers, in this order; its own tokens are never among them).
@@ -41,15 +47,15 @@ def latent_update(
     weight: float,
     where: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """The latent update (the paper's "guidance"): z − λ·(2/n)·(x̂0 − x̂0_prev).
+    """The latent update (the paper's "guidance"): z − λ·(2/n_ref)·(x̂0 − x̂0_prev).
 
     `z`, `x0`, `x0_prev`: [B,C,h,w], one frame per row (`x0_prev` is the previous frame's x̂0 at the
-    same step); n = C·h·w, one frame's element count. This is the gradient of λ·mean((x̂0 − x̂0_prev)²)
-    with respect to x̂0, applied to z, as the published code does. `where` ([B] bool): the rows that
-    get the update; the others come back unchanged.
+    same step). The published code moves z by the gradient of λ·mean((x̂0 − x̂0_prev)²) with respect to
+    x̂0, λ·(2/n)·(x̂0 − x̂0_prev) with n = C·h·w; here n is `REFERENCE_LATENT_ELEMENTS` whatever the
+    size: bit for bit the published step at SD2's 64x64 latents, the same per-element step at any other.
+    `where` ([B] bool): the rows that get the update; the others come back unchanged.
     """
-    n = x0[0].numel()
-    moved = z - weight * (2.0 / n) * (x0 - x0_prev)
+    moved = z - weight * (2.0 / REFERENCE_LATENT_ELEMENTS) * (x0 - x0_prev)
     if where is None:
         return moved
     return torch.where(where.view(-1, *([1] * (z.dim() - 1))), moved, z)
