@@ -3,10 +3,12 @@
     pix2video ablate clip.mp4 --prompt "a car made of lego" -o ablation/
     pix2video ablate clip.mp4 --prompt "..." --injections anchor+prev,none --latent-update on
 
-Variants (ALGORITHM.md, "Ablation switches"; paper Fig. 5 and Table 1): self-attention injection from
+Variants (docs/METHOD.md, "Ablation switches"; paper Fig. 5 and Table 1): self-attention injection from
 anchor + previous frame (the method), anchor only, previous only, anchor + a random earlier frame, or
-none (per-frame editing), each with the latent update on and off. The models are loaded, the input
-prepared (depth, caption) and inverted once; only the editing runs per variant.
+none (per-frame editing), each with the latent update on and off; then the paper's per-frame baseline,
+SDEdit at --sdedit-strength (0.8), every frame noised with fresh noise and denoised on its own. The
+models are loaded, the input prepared (depth, caption) and inverted once; only the editing runs per
+variant.
 
 Writes to OUTDIR: one mp4 per variant, and the table as table.csv, table.md and table.json (with the
 settings and per-frame values). The first row is the input video itself, the baseline.
@@ -36,6 +38,7 @@ log = logging.getLogger(__name__)
 
 INJECTIONS = ("anchor+prev", "anchor", "prev", "random", "none")  # the paper's order, the method first
 INPUT_LABEL = "input video"
+SDEDIT_STRENGTH = 0.8  # the paper's per-frame SDEdit baseline (diffusers' depth2img default strength too)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -72,6 +75,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=("both", "on", "off"),
         help="latent update variants (default both)",
     )
+    v.add_argument(
+        "--sdedit-strength",
+        type=float,
+        default=SDEDIT_STRENGTH,
+        metavar="S",
+        help="the paper's per-frame baseline as one more row: SDEdit, each frame noised to strength S with fresh "
+        f"noise from --seed and denoised alone with the prompt (default {SDEDIT_STRENGTH:g}; 0 leaves the row out)",
+    )
     _common.add_model_arguments(parser)
     _common.add_edit_arguments(parser, switches=False)
     m = parser.add_argument_group("metrics")
@@ -101,6 +112,17 @@ def variants(injections: str, latent_update: str) -> list[Variant]:
         raise InputError(f"--injections {injections!r}: give a comma-separated list of {', '.join(INJECTIONS)}")
     updates = {"both": (True, False), "on": (True,), "off": (False,)}[latent_update]
     return [Variant(n, u) for n in dict.fromkeys(names) for u in updates]
+
+
+def sdedit_strength(value: float) -> float | None:
+    """--sdedit-strength: the SDEdit row's strength, or None (0: no such row)."""
+    if not 0.0 <= value <= 1.0:  # NaN fails this too
+        raise InputError(f"--sdedit-strength must be between 0 and 1 (0 leaves the SDEdit row out), got {value:g}")
+    return value or None
+
+
+def sdedit_label(strength: float) -> str:
+    return f"per-frame SDEdit (strength {strength:g})"
 
 
 def table_rows(results: list[tuple[str, Metrics]]) -> list[dict[str, Any]]:
@@ -149,6 +171,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.prompt.strip():
         raise InputError("--prompt is empty: say what the video should become")
     grid = variants(args.injections, args.latent_update)
+    sdedit = sdedit_strength(args.sdedit_strength)
     base = _common.edit_config(args, injection="anchor+prev", latent_update=True)
     out_dir = Path(args.output)
     if out_dir.exists() and not out_dir.is_dir():
@@ -169,16 +192,22 @@ def run(args: argparse.Namespace) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     outputs: dict[str, str] = {}
     settings: dict[str, dict[str, Any]] = {}
+    def add_row(label: str, slug: str, latents: Any, setting: dict[str, Any]) -> None:
+        frames = list(editor.decode(latents, base.decode_batch))
+        path = write_output(out_dir / f"{slug}.mp4", frames, data.fps, data.names)
+        results.append((label, video_metrics(np.stack(frames), args.prompt, scorer, flows=flows)))
+        outputs[label] = path.name
+        settings[label] = setting
+
     for v in grid:
         cfg = replace(base, injection=v.injection, latent_update=v.latent_update)
         bar = tqdm(total=n, unit="frame", desc=v.label, disable=not args.progress)
         (latents,) = editor.edit(video, zT, [args.prompt], cfg, on_frame_done=lambda _j, _f, bar=bar: bar.update())
         bar.close()
-        frames = list(editor.decode(latents, cfg.decode_batch))
-        path = write_output(out_dir / f"{v.slug}.mp4", frames, data.fps, data.names)
-        results.append((v.label, video_metrics(np.stack(frames), args.prompt, scorer, flows=flows)))
-        outputs[v.label] = path.name
-        settings[v.label] = {"injection": v.injection, "latent_update": v.latent_update}
+        add_row(v.label, v.slug, latents, {"injection": v.injection, "latent_update": v.latent_update})
+    if sdedit is not None:  # the paper's per-frame baseline: no inversion, fresh noise per frame
+        (latents,) = editor.sdedit(video, [args.prompt], base, strength=sdedit)
+        add_row(sdedit_label(sdedit), "sdedit", latents, {"sdedit_strength": sdedit})
 
     title = f"Ablation on {Path(args.input).name} ({n} frames, {width}x{height}): {args.prompt!r}"
     rows = table_rows(results)
@@ -206,7 +235,7 @@ def run(args: argparse.Namespace) -> int:
     }
     (out_dir / "table.json").write_text(json.dumps(report, indent=1, allow_nan=False), encoding="utf-8")
     seconds = time.perf_counter() - started
-    print(f"wrote {out_dir}/table.csv, table.md, table.json and {len(grid)} videos ({seconds:.1f} s)")
+    print(f"wrote {out_dir}/table.csv, table.md, table.json and {len(outputs)} videos ({seconds:.1f} s)")
     if clip_model(args) == TINY or args.model == TINY:
         print(TINY_NOTE + " (and tiny diffusion models give noise-like pictures)")
     return 0
@@ -220,10 +249,13 @@ def run_toy(args: argparse.Namespace) -> int:
     from pipeline.models.depth import DepthEstimator
     from pipeline.models.loading import load_diffusion_models, resolve_model
     from pipeline.quality.clip import ClipScorer
-    from toyworld.benchmark import BENCH_SEED, VARIANTS, markdown_table, summarise, toy_ablation
+    from toyworld.benchmark import BENCH_SEED, VARIANTS, Variant, markdown_table, summarise, toy_ablation
 
     wanted = {(v.injection, v.latent_update) for v in variants(args.injections, args.latent_update)}
-    grid = [v for v in VARIANTS if (v.injection, v.latent_update) in wanted]
+    grid = [v for v in VARIANTS if v.sdedit_strength is None and (v.injection, v.latent_update) in wanted]
+    sdedit = sdedit_strength(args.sdedit_strength)
+    if sdedit is not None:  # the per-frame SDEdit baseline, one more row
+        grid.append(Variant(sdedit_label(sdedit), "none", False, sdedit_strength=sdedit))
     out_dir = Path(args.output)
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"-o {args.output}: exists and is not a folder; give a folder for the ablation outputs")

@@ -36,11 +36,12 @@ def ablation(tmp_path_factory, tiny_model_dir) -> tuple[Path, str]:
 def test_every_variant_is_in_the_printed_and_written_tables(ablation):
     out, printed = ablation
     labels = ["input video"] + [v.label for v in variants(",".join(INJECTIONS), "both")]
-    assert len(labels) == 11  # baseline + 5 injections x update on/off
+    labels.append("per-frame SDEdit (strength 0.8)")
+    assert len(labels) == 12  # baseline + 5 injections x update on/off + the per-frame SDEdit baseline
     lines = printed.splitlines()
     header = next(i for i, line in enumerate(lines) if "CLIP-Text ↑" in line)
     assert "CLIP-Image ↑" in lines[header] and "Pixel-MSE ↓" in lines[header]
-    assert [line.split("  ")[0].strip() for line in lines[header + 1 : header + 12]] == labels
+    assert [line.split("  ")[0].strip() for line in lines[header + 1 : header + 13]] == labels
     assert "meaningless" in printed
 
     with open(out / "table.csv", newline="") as f:
@@ -48,20 +49,22 @@ def test_every_variant_is_in_the_printed_and_written_tables(ablation):
     assert [r["variant"] for r in rows] == labels
     assert all(float(r["clip_image"]) <= 1.0 + 1e-6 and float(r["pixel_mse"]) >= 0 for r in rows)
     markdown = (out / "table.md").read_text()
-    assert markdown.count("\n| ") == 12 and "| anchor+prev, update |" in markdown
+    assert markdown.count("\n| ") == 13 and "| anchor+prev, update |" in markdown
     report = json.loads((out / "table.json").read_text())
     assert report["config"]["steps"] == 2 and report["source_prompt"] == "shapes"
     assert [r["variant"] for r in report["rows"]] == labels
     assert len(report["rows"][1]["per_frame"]["clip_text"]) == 3
+    assert report["rows"][-1]["sdedit_strength"] == 0.8 and report["rows"][-1]["output"] == "sdedit.mp4"
 
 
 def test_each_variant_wrote_its_own_video(ablation):
     out, _ = ablation
     report = json.loads((out / "table.json").read_text())
     videos = {r["variant"]: read_frames(out / r["output"]).frames for r in report["rows"][1:]}
-    assert len(videos) == 10 and all(v.shape == (3, 64, 64, 3) for v in videos.values())
+    assert len(videos) == 11 and all(v.shape == (3, 64, 64, 3) for v in videos.values())
     method, per_frame = videos["anchor+prev, update"], videos["none, no update"]
     assert not np.array_equal(method[1:], per_frame[1:])  # injection and update change the later frames
+    assert not np.array_equal(videos["per-frame SDEdit (strength 0.8)"], per_frame)  # no inversion: fresh noise
     assert not np.array_equal(videos["anchor+prev, update"], videos["anchor+prev, no update"])
 
 
@@ -77,3 +80,10 @@ def test_bad_injection_is_refused_before_any_work(tmp_path, capsys):
     assert main(["ablate", str(video), "--prompt", "x", "--injections", "sideways", *FAST]) == 2
     err = capsys.readouterr().err
     assert "--injections" in err and len(err.strip().splitlines()) == 1
+
+
+def test_bad_sdedit_strength_is_refused_before_any_work(tmp_path, capsys):
+    video = write_sample_video(tmp_path / "clip.mp4", num_frames=2, width=64, height=64)
+    assert main(["ablate", str(video), "--prompt", "x", "--sdedit-strength", "1.5", *FAST]) == 2
+    err = capsys.readouterr().err
+    assert "--sdedit-strength" in err and len(err.strip().splitlines()) == 1

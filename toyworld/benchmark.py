@@ -33,7 +33,10 @@ class Variant:
     label: str
     injection: str
     latent_update: bool
+    sdedit_strength: float | None = None  # set: the per-frame SDEdit baseline (`Pix2Video.sdedit`) instead
 
+
+SDEDIT_STRENGTH = 0.8  # the paper's per-frame baseline; also diffusers' depth2img default strength
 
 VARIANTS = (
     Variant("Pix2Video (anchor+prev, update)", "anchor+prev", True),
@@ -42,6 +45,7 @@ VARIANTS = (
     Variant("anchor+random", "random", True),
     Variant("none (per-frame)", "none", False),
     Variant("update off (anchor+prev)", "anchor+prev", False),
+    Variant(f"per-frame SDEdit (strength {SDEDIT_STRENGTH:g})", "none", False, sdedit_strength=SDEDIT_STRENGTH),
 )
 
 
@@ -74,7 +78,8 @@ def edit_variants(
     scorer: Any | None = None,
 ) -> list[dict[str, Any]]:
     """Invert once, edit with every variant (`config`, an EditConfig, with the variant's injection and
-    update), score each edit. One row per variant (+ 'input' first)."""
+    update; SDEdit variants from the clean latents, noised with `config.seed`), score each edit. One
+    row per variant (+ 'input' first)."""
     from dataclasses import replace
 
     from pipeline.method.editor import EditConfig
@@ -85,8 +90,11 @@ def edit_variants(
     zT = editor.invert(video, task.source_prompt, base)
     rows = [_row("input video", clip.frames, task, scorer)]
     for v in variants:
-        cfg = replace(base, injection=v.injection, latent_update=v.latent_update)
-        latents = editor.edit(video, zT, [task.target_prompt], cfg)[0]
+        if v.sdedit_strength is not None:
+            latents = editor.sdedit(video, [task.target_prompt], base, strength=v.sdedit_strength)[0]
+        else:
+            cfg = replace(base, injection=v.injection, latent_update=v.latent_update)
+            latents = editor.edit(video, zT, [task.target_prompt], cfg)[0]
         frames = np.stack(list(editor.decode(latents)))
         rows.append(_row(v.label, frames, task, scorer))
         rows[-1]["frames"] = frames

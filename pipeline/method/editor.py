@@ -12,6 +12,7 @@ in `engine.py`, the attention change is the processor in `injection.py`.
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -26,6 +27,7 @@ from .ddim import DDIMSchedule, ddim_step
 from .engine import AUTO_SCHEDULE, INJECTIONS, SCHEDULES, DenoiseEngine, EditJob, EngineSettings, StepTrace
 from .injection import FeatureStore, install
 
+from .steps import classifier_free_guidance
 if TYPE_CHECKING:
     from pipeline.models.loading import DiffusionModels
 
@@ -261,6 +263,56 @@ class Pix2Video:
             z = latents[start : start + batch] / self.scaling_factor
             x = vae.decode(z.to(self.dtype)).sample.float().clamp(-1, 1)
             pixels = ((x + 1) / 2 * 255).floor().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    @torch.no_grad()
+    def sdedit(
+        self, video: Video, prompts: Sequence[str], config: EditConfig, strength: float = 0.8
+    ) -> list[torch.Tensor]:
+        """The paper's per-frame baseline: SDEdit (with depth, as SD2-depth's own image-to-image), every
+        frame on its own. Each frame's clean latent is noised to the step `strength` gives, with fresh
+        Gaussian noise per frame (`sdedit_noise`: from `config.seed`, the video id and the frame index),
+        then denoised alone with each target prompt: guidance as configured; no inversion, no feature
+        injection, no latent update. Final latents [N,4,h,w] per prompt, in frame order.
+
+        As diffusers' image-to-image pipelines: of S steps the last ⌊S·strength⌋ run, starting at their
+        first timestep. Strength 1 starts at τ_0 (980 of 1000: nearly pure noise, the frame survives
+        through depth and √ᾱ(τ_0) ≈ 0.08 of its latent); 0 runs nothing and returns the clean latents.
+        """
+        config.validate()
+        if isinstance(strength, bool) or not isinstance(strength, int | float) or not 0.0 <= strength <= 1.0:
+            raise InputError(f"SDEdit strength must be between 0 and 1, got {strength!r}")
+        if not prompts or any(not p.strip() for p in prompts):
+            raise InputError("every target prompt must be a non-empty text")
+        sched = DDIMSchedule.create(config.steps)
+        first = config.steps - min(int(config.steps * strength), config.steps)
+        if first == config.steps:
+            return [video.latents.clone() for _ in prompts]
+        # Ordinary attention everywhere: with no plan the injection processors neither read nor record.
+        self.store.plan = None
+        unet, device, g = self.models.unet, self.device, config.guidance_scale
+        branches = 1 if g == 1 else 2  # g = 1: the unconditional branch cancels out
+        alpha = sched.alpha(sched.denoise_timestep(first)).to(device)
+        noisy = alpha.sqrt() * video.latents + (1 - alpha).sqrt() * sdedit_noise(video, config.seed).to(device)
+        uncond, cond = self.encode_text([config.negative_prompt]), self.encode_text(prompts)
+        results = []
+        for p in range(len(prompts)):
+            out = []
+            for start in range(0, video.num_frames, config.max_batch):
+                z = noisy[start : start + config.max_batch]
+                depth = video.depth[start : start + config.max_batch]
+                n = z.shape[0]
+                emb = [uncond.expand(n, -1, -1), cond[p : p + 1].expand(n, -1, -1)][-branches:]
+                emb = torch.cat(emb)
+                for k in range(first, config.steps):
+                    t = sched.denoise_timestep(k)
+                    sample = torch.cat([z.to(self.dtype), depth], dim=1).repeat(branches, 1, 1, 1)
+                    eps = unet(sample, t, emb).sample.float()
+                    if branches == 2:
+                        eps = classifier_free_guidance(*eps.chunk(2), g)
+                    z, _ = ddim_step(z, eps, sched.alpha(t).to(device), sched.alpha(t - sched.delta).to(device))
+                out.append(z)
+            results.append(torch.cat(out))
+        return results
+
             yield from pixels
 
     def __call__(
@@ -277,3 +329,15 @@ class Pix2Video:
         zT = self.invert(video, source_prompt, config)
         (latents,) = self.edit(video, zT, [prompt], config)
         return np.stack(list(self.decode(latents, config.decode_batch)))
+
+
+def sdedit_noise(video: Video, seed: int) -> torch.Tensor:
+    """SDEdit's noise, [N,4,h,w] float32 on the CPU: one Gaussian draw per frame, seeded from (seed, video
+    id, frame index) alone, so a frame gets the same noise whatever else is edited with it, on any device."""
+    shape = video.latents.shape[1:]
+    out = []
+    for i in range(video.num_frames):
+        # str seeds hash with SHA-512 (stable across runs and machines), as `injection.random_sources`.
+        frame_seed = random.Random(f"{seed}\x00{video.id}\x00{i}").getrandbits(63)
+        out.append(torch.randn(shape, generator=torch.Generator().manual_seed(frame_seed)))
+    return torch.stack(out)
