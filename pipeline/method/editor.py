@@ -256,14 +256,6 @@ class Pix2Video:
         return out
 
     @torch.no_grad()
-    def decode(self, latents: torch.Tensor, batch: int = 4) -> Iterator[np.ndarray]:
-        """Step 5: VAE decode, clamp, and truncate to uint8 as the reference does."""
-        vae = self.models.vae
-        for start in range(0, latents.shape[0], batch):
-            z = latents[start : start + batch] / self.scaling_factor
-            x = vae.decode(z.to(self.dtype)).sample.float().clamp(-1, 1)
-            pixels = ((x + 1) / 2 * 255).floor().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-    @torch.no_grad()
     def sdedit(
         self, video: Video, prompts: Sequence[str], config: EditConfig, strength: float = 0.8
     ) -> list[torch.Tensor]:
@@ -313,6 +305,14 @@ class Pix2Video:
             results.append(torch.cat(out))
         return results
 
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor, batch: int = 4) -> Iterator[np.ndarray]:
+        """Step 5: VAE decode, clamp, and truncate to uint8 as the reference does."""
+        vae = self.models.vae
+        for start in range(0, latents.shape[0], batch):
+            z = latents[start : start + batch] / self.scaling_factor
+            x = vae.decode(z.to(self.dtype)).sample.float().clamp(-1, 1)
+            pixels = ((x + 1) / 2 * 255).floor().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
             yield from pixels
 
     def __call__(
