@@ -54,7 +54,7 @@ class PrecomputeSpec:
     output: str
     model: str  # the diffusion model; its depth_estimator/ gives depth ("tiny" works)
     caption_model: str
-    size: tuple[int, int] | None = None  # (W, H); None = pipeline.io.frames.default_size per video
+    size: tuple[int, int] | None = None  # (W, H); None = the model's default size per video (ModelSizes)
     max_frames: int | None = None
     anchor_last: bool = False  # EditConfig.reverse: the anchor is the last frame
     device: str | None = None
@@ -193,9 +193,12 @@ def precompute_video(
             if len(frames) == 0:
                 raise InputError(f"{video}: video has no frames")
             src_h, src_w = frames.shape[1:3]
-            from pipeline.io.frames import default_size, resize_frames
+            from pipeline.io.frames import resize_frames
+            from pipeline.models.loading import resolve_model
+            from pipeline.models.sizes import read_model_sizes
 
-            width, height = spec.size or default_size(src_w, src_h)
+            # No --size: the model's working size on the short side (its folder's, else SD2's 512).
+            width, height = spec.size or read_model_sizes(resolve_model(spec.model)).default_size(src_w, src_h)
             frames = resize_frames(frames, width, height)
             save_array(storage.join(store, "frames.npy"), frames, opts)
             timings["seconds_decode"] = time.perf_counter() - t0

@@ -69,7 +69,13 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, caption: bool = True
     add_device_arguments(
         g, "the models", "model dtype: float32 reproduces the reference, the others are faster on a GPU"
     )
-    g.add_argument("--size", metavar="WxH", help="working size, multiples of 64 (default: 512 on the short side)")
+    g.add_argument(
+        "--size",
+        metavar="WxH",
+        help="working size, sides multiples of the model's VAE factor x 2^(UNet downsamplings) (64 for SD2); "
+        "default: the model folder's working size on the short side (model_index.json '_working_size'), "
+        "else 512",
+    )
     g.add_argument("--max-frames", type=int, metavar="N", help="fail videos longer than N frames (default: no limit)")
 
 
@@ -210,9 +216,22 @@ def caption_model(args: argparse.Namespace) -> str:
     return args.model if args.model in BUILTIN else DEFAULT_CAPTION_MODEL
 
 
-def parse_size(text: str | None) -> tuple[int, int] | None:
+def model_sizes(model: str) -> Any:
+    """The `--model`'s VAE factor, size multiple and working size (`pipeline.models.sizes.ModelSizes`),
+    from its config files: no weights are loaded, so a bad --size fails in seconds."""
+    from pipeline.models.loading import resolve_model
+    from pipeline.models.sizes import read_model_sizes
+
+    return read_model_sizes(resolve_model(model))
+
+
+def parse_size(text: str | None, model: str | None = None) -> tuple[int, int] | None:
+    """--size as (width, height), sides multiples of the model's size multiple (SD2's 64 without
+    `model`); None when not given."""
     if not text:
         return None
+    if model is not None:
+        return model_sizes(model).parse_size(text)
     from pipeline.io.frames import parse_size as parse
 
     return parse(text)
@@ -252,7 +271,7 @@ def run_options(args: argparse.Namespace, opts: Any) -> Any:
         model=args.model,
         caption_model=caption_model(args),
         config=edit_config(args) if hasattr(args, "steps") else _default_config(),
-        size=parse_size(args.size),
+        size=parse_size(args.size, args.model),
         max_frames=args.max_frames,
         device=args.device,
         dtype=args.dtype,

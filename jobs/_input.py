@@ -25,14 +25,15 @@ class PreparedInput:
 def read_input(args: argparse.Namespace) -> PreparedInput:
     """The cheap, checkable part first: frames, edit size, given depth maps and prompts."""
     from pipeline.io.depth import load_depth_folder
-    from pipeline.io.frames import default_size, resize_frames
+    from pipeline.io.frames import resize_frames
     from pipeline.io.video import read_frames
 
     if args.source_prompt is not None and not args.source_prompt.strip():
         raise InputError("--source-prompt is empty: describe the input video, or leave the flag out to caption it")
-    size = _common.parse_size(args.size)
+    sizes = _common.model_sizes(args.model)  # the size multiple and working size, from config files only
+    size = sizes.parse_size(args.size) if args.size else None
     clip = read_frames(args.input, max_frames=args.max_frames)
-    frames = resize_frames(clip.frames, *(size or default_size(clip.frames.shape[2], clip.frames.shape[1])))
+    frames = resize_frames(clip.frames, *(size or sizes.default_size(clip.frames.shape[2], clip.frames.shape[1])))
     depth = load_depth_folder(args.depth, clip.names) if args.depth else None
     return PreparedInput(frames, depth, args.source_prompt, clip.fps, clip.names)
 

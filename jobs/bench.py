@@ -32,7 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="tiny",
         help=f"'tiny' (default), '{RANDOM_SD2}' (real-size SD2-depth UNet + VAE, random weights), or a model id/folder",
     )
-    parser.add_argument("--size", default="64x64", metavar="WxH", help="frame size, multiples of 64 (default 64x64)")
+    parser.add_argument(
+        "--size", default="64x64", metavar="WxH", help="frame size, multiples of the model's (SD2: 64; default 64x64)"
+    )
     parser.add_argument("--frames", type=int, default=8, help="frames in the generated video (default 8)")
     parser.add_argument("--steps", type=int, default=50, help="DDIM steps (default 50)")
     parser.add_argument("--prompts", type=int, default=1, help="target prompts edited from one inversion (default 1)")
@@ -74,12 +76,14 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
     from fixtures.clips import moving_shapes
     from fixtures.tiny import build_random_real_size_models
-    from pipeline.io.frames import parse_size
     from pipeline.method.editor import EditConfig, Pix2Video
     from pipeline.method.engine import AUTO_SCHEDULE
     from pipeline.models.loading import load_diffusion_models, resolve_model
+    from pipeline.models.sizes import ModelSizes, read_model_sizes
 
-    width, height = parse_size(args.size)
+    # The random real-size models are SD2's shapes; a folder says its own (VAE factor, size multiple).
+    sizes = ModelSizes() if args.model == RANDOM_SD2 else read_model_sizes(resolve_model(args.model))
+    width, height = sizes.parse_size(args.size)
     if args.model == RANDOM_SD2:
         models = build_random_real_size_models(args.dtype, args.device)
     else:

@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     # Every value and the output location before the video is read or a model loaded: a bad
     # output must not cost the whole edit, and must never overwrite the input or the user's files.
     _common.check_positive("max-frames", args.max_frames)
-    _common.parse_size(args.size)
+    _common.parse_size(args.size, args.model)
     check_output(args.output, inputs=[p for p in (args.input, args.depth) if p])
     started = time.perf_counter()
     data = read_input(args)

@@ -110,6 +110,7 @@ def write_toy_folder(folder: str | os.PathLike, models: dict[str, Any], dtype: t
     from pipeline.io.atomic import atomic_path
     from toyworld.train_caption import caption_processor
     from toyworld.train_clip import clip_processor
+    from toyworld.world import SIZE
 
     folder = Path(folder)
     with atomic_path(folder, folder=True, replace=True) as tmp:
@@ -121,6 +122,7 @@ def write_toy_folder(folder: str | os.PathLike, models: dict[str, Any], dtype: t
             tokenizer=models["tokenizer"],
             depth_estimator=models["depth"],
             dtype=dtype,
+            working_size=SIZE,  # `--model toy` edits at the world's frame size by default, not SD2's 512
         )
         write_blip_folder(tmp / "blip", model=models["caption"], tokenizer=caption_processor().tokenizer, dtype=dtype)
         write_clip_folder(tmp / "clip", model=models["clip"], tokenizer=clip_processor().tokenizer, dtype=dtype)

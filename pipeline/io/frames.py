@@ -1,8 +1,9 @@
 """Frame sizes: parsing ``WxH``, the default working size, and resizing.
 
-Stable Diffusion's VAE downsamples by 8 and the UNet by a further 8 (three down blocks), so the
-latent grid only lines up with the image when both sides are multiples of 64. Every size that
-reaches the model goes through :func:`parse_size` or :func:`default_size`.
+Stable Diffusion 2's VAE downsamples by 8 and the UNet by a further 8 (three down blocks), so the
+latent grid only lines up with the image when both sides are multiples of 64. Other models have other
+factors: `pipeline.models.sizes` reads a model's multiple and working size from its configs and passes
+them here. Every size that reaches the model goes through :func:`parse_size` or :func:`default_size`.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from PIL import Image
 
 from pipeline.errors import InputError
 
-SIZE_MULTIPLE = 64
+SIZE_MULTIPLE = 64  # SD2's: VAE factor 8 x 2**3 UNet downsamplings
 DEFAULT_SHORT_SIDE = 512  # SD2-depth was trained at 512 px
 # Larger than this per side is no working size (4096x4096 RGB frames are 48 MiB each before the
 # models' activations): a typo like 64000x64000 would otherwise end in an out-of-memory traceback.
@@ -23,36 +24,38 @@ MAX_SIDE = 4096
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*[xX×]\s*(\d+)\s*$")
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    """Parse ``"512x384"`` into ``(width, height)``; both must be positive multiples of 64."""
+def parse_size(text: str, multiple: int = SIZE_MULTIPLE) -> tuple[int, int]:
+    """Parse ``"512x384"`` into ``(width, height)``; both must be positive multiples of `multiple`."""
     match = _SIZE_RE.match(str(text))
     if match is None:
         raise InputError(f"size {text!r}: expected WIDTHxHEIGHT such as 512x384")
     width, height = int(match.group(1)), int(match.group(2))
-    if width <= 0 or height <= 0 or width % SIZE_MULTIPLE or height % SIZE_MULTIPLE:
-        raise InputError(
-            f"size {width}x{height}: width and height must be multiples of {SIZE_MULTIPLE} (e.g. 512x384)"
-        )
+    if width <= 0 or height <= 0 or width % multiple or height % multiple:
+        example = f"{8 * multiple}x{6 * multiple}"
+        raise InputError(f"size {width}x{height}: width and height must be multiples of {multiple} (e.g. {example})")
     if width > MAX_SIDE or height > MAX_SIDE:
         raise InputError(f"size {width}x{height}: at most {MAX_SIDE} per side (the method works at 512 to 1024)")
     return width, height
 
 
-def _round_to_multiple(value: float) -> int:
+def _round_to_multiple(value: float, multiple: int) -> int:
     # Round half up (not Python's banker's rounding) so the result does not depend on parity.
-    return max(SIZE_MULTIPLE, int(value / SIZE_MULTIPLE + 0.5) * SIZE_MULTIPLE)
+    return max(multiple, int(value / multiple + 0.5) * multiple)
 
 
-def default_size(width: int, height: int) -> tuple[int, int]:
-    """The working size for a ``width`` x ``height`` video: 512 on the short side, aspect kept.
+def default_size(
+    width: int, height: int, short_side: int = DEFAULT_SHORT_SIDE, multiple: int = SIZE_MULTIPLE
+) -> tuple[int, int]:
+    """The working size for a ``width`` x ``height`` video: `short_side` (512) on the short side, aspect
+    kept.
 
-    Each side is rounded to the nearest multiple of 64 (at least 64), so the aspect ratio is only
-    approximately kept: 640x360 -> 896x512, 1080x1920 -> 512x896, 640x480 -> 704x512.
+    Each side is rounded to the nearest multiple of `multiple` (64; at least that), so the aspect ratio
+    is only approximately kept: 640x360 -> 896x512, 1080x1920 -> 512x896, 640x480 -> 704x512.
     """
     if width <= 0 or height <= 0:
         raise ValueError(f"default_size: width and height must be positive, got {width}x{height}")
-    scale = DEFAULT_SHORT_SIDE / min(width, height)
-    return _round_to_multiple(width * scale), _round_to_multiple(height * scale)
+    scale = short_side / min(width, height)
+    return _round_to_multiple(width * scale, multiple), _round_to_multiple(height * scale, multiple)
 
 
 def resize_frames(frames: np.ndarray, width: int, height: int) -> np.ndarray:

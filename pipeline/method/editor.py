@@ -22,12 +22,13 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.errors import InputError
+from pipeline.models.sizes import ModelSizes
 
 from .ddim import DDIMSchedule, ddim_step
 from .engine import AUTO_SCHEDULE, INJECTIONS, SCHEDULES, DenoiseEngine, EditJob, EngineSettings, StepTrace
 from .injection import FeatureStore, install
-
 from .steps import classifier_free_guidance
+
 if TYPE_CHECKING:
     from pipeline.models.loading import DiffusionModels
 
@@ -84,8 +85,8 @@ class EditConfig:
 class Video:
     """A video ready for the UNet: clean latents and depth conditioning, on the model's device."""
 
-    latents: torch.Tensor  # z0, [N,4,H/8,W/8] float32
-    depth: torch.Tensor  # [N,1,H/8,W/8], min-max normalised to [-1,1] per frame, model dtype
+    latents: torch.Tensor  # z0, [N,4,H/f,W/f] float32, f the VAE's scale factor (8 for SD2)
+    depth: torch.Tensor  # [N,1,H/f,W/f], min-max normalised to [-1,1] per frame, model dtype
     height: int
     width: int
     id: str = ""  # the video's id: with the prompt, what the 'random' ablation's draws depend on
@@ -96,12 +97,16 @@ class Video:
         return self.latents.shape[0]
 
 
-def depth_conditioning(depth: Sequence[np.ndarray] | torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Raw depth (any resolution, larger = nearer) → [N,1,H/8,W/8] in [-1,1], SD2-depth's convention."""
+def depth_conditioning(
+    depth: Sequence[np.ndarray] | torch.Tensor, height: int, width: int, vae_factor: int = 8
+) -> torch.Tensor:
+    """Raw depth (any resolution, larger = nearer) → [N,1,H/f,W/f] in [-1,1], SD2-depth's convention;
+    f = `vae_factor`, the VAE's pixels per latent cell (8 for SD2)."""
     maps = [torch.as_tensor(np.asarray(d, dtype=np.float32)) for d in depth]
+    size = (height // vae_factor, width // vae_factor)
     out = []
     for d in maps:
-        d = F.interpolate(d[None, None], size=(height // 8, width // 8), mode="bicubic", align_corners=False)
+        d = F.interpolate(d[None, None], size=size, mode="bicubic", align_corners=False)
         lo, hi = d.amin(), d.amax()
         # A flat depth map carries no information; mid-grey rather than a division by zero.
         out.append(2.0 * (d - lo) / (hi - lo) - 1.0 if hi > lo else torch.zeros_like(d))
@@ -113,6 +118,8 @@ class Pix2Video:
 
     def __init__(self, models: DiffusionModels) -> None:
         self.models = models
+        # The VAE's scale factor and the size multiple, from the loaded modules' configs.
+        self.sizes = ModelSizes.from_configs(models.vae.config, models.unet.config)
         self.store = FeatureStore()
         install(models.unet, self.store)
         self.last_engine: DenoiseEngine | None = None  # for statistics: store size, UNet calls
@@ -149,8 +156,9 @@ class Pix2Video:
         n, height, width, _ = frames.shape
         if n == 0:
             raise InputError("the video has no frames")
-        if height % 64 or width % 64:
-            raise InputError(f"frame size {width}x{height}: width and height must be multiples of 64")
+        multiple = self.sizes.multiple
+        if height % multiple or width % multiple:
+            raise InputError(f"frame size {width}x{height}: width and height must be multiples of {multiple}")
         if len(depth) != n:
             raise InputError(f"got {len(depth)} depth maps for {n} frames")
         vae = self.models.vae
@@ -159,7 +167,7 @@ class Pix2Video:
             x = torch.from_numpy(frames[start : start + batch]).to(self.device).permute(0, 3, 1, 2)
             x = (x.float() / 127.5 - 1.0).to(self.dtype)
             latents.append(vae.encode(x).latent_dist.mean.float() * self.scaling_factor)
-        cond = depth_conditioning(depth, height, width).to(self.device, self.dtype)
+        cond = depth_conditioning(depth, height, width, self.sizes.vae_factor).to(self.device, self.dtype)
         return Video(latents=torch.cat(latents), depth=cond, height=height, width=width, id=video_id)
 
     @torch.no_grad()

@@ -55,7 +55,8 @@ def pixel_mse_scores(
     """Per consecutive pair: MSE (0-255 scale, all channels) between output t+1 and output t warped
     by the input's flow, over consistent pixels. [N-1]; NaN for a pair with no consistent pixel.
 
-    Input frames are resized to the output size first (the editor works at multiples of 64).
+    Input frames are resized to the output size first (the editor works at multiples of the model's
+    size multiple, 64 for SD2).
     `flows` (from `input_flows`) lets a caller reuse the input's flow for many outputs.
     """
     output_frames = check_frames(output_frames, "output frames")
