@@ -1,4 +1,4 @@
-"""`pix2video ablate`: every variant of ALGORITHM.md on one tiny video, Table 1 printed and written."""
+"""`pix2video ablate`: every variant of docs/METHOD.md on one tiny video, Table 1 printed and written."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The properties ALGORITHM.md says must stay true, on the tiny model (CPU, float32)."""
+"""The properties docs/METHOD.md says must stay true, on the tiny model (CPU, float32)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Depth files: one `<name>.npy` per frame (the `--depth` folder of `edit`), any resolution, larger =
-nearer; the editor resizes and normalises them (ALGORITHM.md, "Encoding")."""
+nearer; the editor resizes and normalises them (docs/METHOD.md, step 2)."""
 
 from __future__ import annotations
 

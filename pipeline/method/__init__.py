@@ -1,1 +1,1 @@
-"""The method (Pix2Video, ALGORITHM.md): DDIM, injection, the batched engine, the editor, the plain reference."""
+"""The method (Pix2Video, docs/METHOD.md): DDIM, injection, the batched engine, the editor, the plain reference."""

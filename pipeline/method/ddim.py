@@ -1,4 +1,4 @@
-"""DDIM as the Pix2Video reference runs it (ALGORITHM.md, "Scheduler").
+"""DDIM as the Pix2Video reference runs it (docs/METHOD.md, "The scheduler").
 
 The constants are fixed here rather than read from the checkpoint's scheduler config: that config says
 `steps_offset: 1` and names PNDM, while the reference uses DDIM with offset 0 and

@@ -1,9 +1,9 @@
-"""Pix2Video (Ceylan, Huang, Mitra, ICCV 2023), top to bottom as in ALGORITHM.md.
+"""Pix2Video (Ceylan, Huang, Mitra, ICCV 2023), top to bottom as in docs/METHOD.md.
 
-    video = editor.prepare(frames, depth)            # encode frames, depth conditioning
-    zT = editor.invert(video, source_prompt, cfg)    # step 1: DDIM inversion, every frame on its own
-    latents = editor.edit(video, zT, prompts, cfg)   # steps 2-3: anchor, then every later frame
-    frames = editor.decode(latents[0])               # step 5
+    video = editor.prepare(frames, depth)            # step 2: encode frames, depth conditioning
+    zT = editor.invert(video, source_prompt, cfg)    # step 3: DDIM inversion, every frame on its own
+    latents = editor.edit(video, zT, prompts, cfg)   # steps 4-7: anchor, then every later frame
+    frames = editor.decode(latents[0])               # step 8
 
 `edit` runs all prompts of a video against one inversion; the stepping itself is the batched engine
 in `engine.py`, the attention change is the processor in `injection.py`.
@@ -172,7 +172,7 @@ class Pix2Video:
 
     @torch.no_grad()
     def invert(self, video: Video, source_prompt: str, config: EditConfig) -> torch.Tensor:
-        """Step 1: DDIM inversion of each frame with the source prompt, conditional branch only."""
+        """Step 3: DDIM inversion of each frame with the source prompt, conditional branch only."""
         config.validate()
         key = ("inversion", source_prompt, config.steps)
         if key in video.cache:
@@ -203,7 +203,7 @@ class Pix2Video:
         on_frame_done: Callable[[int, int], None] | None = None,
         trace: Callable[[StepTrace], None] | None = None,
     ) -> list[torch.Tensor]:
-        """Steps 2-3 for every prompt: final latents [N,4,h,w] per prompt, in frame order.
+        """Steps 4-7 for every prompt: final latents [N,4,h,w] per prompt, in frame order.
 
         `on_frame_done(prompt_index, frame_index)` is called as each frame finishes; `trace` gets
         every (prompt, frame, step) item's x̂0 and latents (frame = position in edit order).
@@ -315,7 +315,7 @@ class Pix2Video:
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor, batch: int = 4) -> Iterator[np.ndarray]:
-        """Step 5: VAE decode, clamp, and truncate to uint8 as the reference does."""
+        """Step 8: VAE decode, clamp, and truncate to uint8 as the reference does."""
         vae = self.models.vae
         for start in range(0, latents.shape[0], batch):
             z = latents[start : start + batch] / self.scaling_factor

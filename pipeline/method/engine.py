@@ -1,7 +1,7 @@
 """The batched step engine: denoise many (job, frame, step) items per UNet call.
 
 A job is one (video, prompt) edit. Item (frame i, step k) of a job depends only on (i, k-1),
-(i-1, k) and (anchor, k) (ALGORITHM.md, "Memory and order"). The engine keeps, per job, the next
+(i-1, k) and (anchor, k) (docs/METHOD.md, "Memory and order"). The engine keeps, per job, the next
 step of every frame; an item is ready when its frame's previous step is done and the previous frame
 has passed step k. Each tick runs up to `max_batch` ready items as one UNet call, every item with its
 own timestep, depth, prompt embeddings, stores and latent update.

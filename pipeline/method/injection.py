@@ -1,4 +1,4 @@
-"""Self-attention feature injection: one attention processor plus a small store (ALGORITHM.md, step 3).
+"""Self-attention feature injection: one attention processor plus a small store (docs/METHOD.md, step 5).
 
 The processor is installed with diffusers' `set_attn_processor` on the nine decoder self-attention
 layers (`up_blocks.*.attentions.*.transformer_blocks.0.attn1`); every other attention keeps diffusers'

@@ -1,4 +1,4 @@
-"""Pix2Video as a plain loop, one frame and one step at a time: ALGORITHM.md steps 1-5, in order.
+"""Pix2Video as a plain loop, one frame and one step at a time: docs/METHOD.md steps 2-8, in order.
 
 This is the oracle the batched engine (`engine.py`) is tested against. It shares no batching, no
 store and no plan with the engine: features live in a dict keyed by (step, branch, layer), and one
@@ -86,11 +86,11 @@ def reference_edit(
          for k, p in saved.items()}
     )
     try:
-        # Encoding: the VAE mean of each frame, scaled.
+        # 2. Encoding: the VAE mean of each frame, scaled (the depth comes conditioned, the text below).
         x = torch.from_numpy(np.asarray(frames)).to(dev).permute(0, 3, 1, 2).float() / 127.5 - 1
         z0 = [vae.encode(x[i : i + 1].to(unet.dtype)).latent_dist.mean.float() * s for i in range(len(x))]
 
-        # Step 1: DDIM inversion of every frame on its own, source prompt, conditional branch only.
+        # 3. DDIM inversion of every frame on its own, source prompt, conditional branch only.
         e_src, zT = text(source_prompt), []
         for i, z in enumerate(z0):
             for k in range(S):
@@ -109,7 +109,8 @@ def reference_edit(
             history: list[Features] = []  # every frame's recorded inputs, by position in edit order
             x0_prev: list[torch.Tensor] = []  # the previous frame's x̂0 at every step
             out = {}
-            # Steps 2-3: the anchor (position 0), then every later frame in order.
+            # 4-5. The anchor (position 0) with ordinary attention, then every later frame in order,
+            # attending to its injection sources; every frame's layer inputs are recorded.
             for pos, i in enumerate(order):
                 sources = []  # the anchor: ordinary attention
                 if pos > 0:
@@ -119,12 +120,13 @@ def reference_edit(
                 for k in range(S):
                     t = (S - 1 - k) * delta
                     state.update(step=k, record=feats, sources=sources)
+                    # 6. Classifier-free guidance, then the DDIM step (x̂0, and z at the next timestep).
                     eps_u, eps_c = eps_of(z.expand(2, -1, -1, -1), i, t, e).chunk(2)
                     eps = classifier_free_guidance(eps_u, eps_c, g)
                     a, b = abar(t), abar(t - delta)
                     x0 = (z - (1 - a).sqrt() * eps) / a.sqrt()
                     z = b.sqrt() * x0 + (1 - b).sqrt() * eps
-                    # The latent update: frames after the anchor, steps 0..K_u.
+                    # 7. The latent update: frames after the anchor, steps 0..K_u.
                     if pos > 0 and config.latent_update and k <= K_u:
                         z = latent_update(z, x0, x0_prev[k], lam)
                     x0s.append(x0)
@@ -139,7 +141,7 @@ def reference_edit(
 
 @torch.no_grad()
 def reference_decode(models: DiffusionModels, latents: torch.Tensor) -> np.ndarray:
-    """Step 5: x = vae.decode(z / s), clamp to [-1, 1], floor((x + 1) / 2 · 255), one frame at a time."""
+    """Step 8: x = vae.decode(z / s), clamp to [-1, 1], floor((x + 1) / 2 · 255), one frame at a time."""
     vae = models.vae
     frames = []
     for z in latents:

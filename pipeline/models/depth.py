@@ -9,7 +9,7 @@
 
 The output is the raw `predicted_depth` (relative inverse depth: larger = nearer) at the
 preprocessor's resolution (384x384 for SD2-depth). Resizing to the latent grid and min-max
-normalisation belong to the editor (ALGORITHM.md, "Encoding").
+normalisation belong to the editor (docs/METHOD.md, step 2).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ or a local folder in that checkpoint's published layout (`unet/`, `vae/`, `text_
 `tokenizer/`, ...) and returns the four pieces the editor needs. It deliberately does not go through
 `DiffusionPipeline.from_pretrained`: that would also load the depth estimator and its preprocessor
 (the depth is computed elsewhere, `pipeline.models.depth`) and a `PNDMScheduler` we do not use (our
-DDIM is computed from fixed constants, see ALGORITHM.md), so the scheduler is not loaded at all. The
+DDIM is computed from fixed constants, see docs/METHOD.md), so the scheduler is not loaded at all. The
 published file set and config values are in `fixtures.published`; the tokenizer is the legacy
 file set (vocab.json, merges.txt, tokenizer_config.json, special_tokens_map.json: pad "!").
 
