@@ -298,7 +298,11 @@ class EditorActor:
         import torch
 
         config = spec.config
-        key = short_hash(repr((spec.model, self.models.dtype, config.steps, source_prompt)), 12)
+        # Everything zT depends on besides the store's frames and depth (keyed by the store's folder):
+        # not the injection, guidance or latent update, so runs that vary those share one inversion.
+        # The device kind too: a store shared by CPU and GPU runs (--precompute-store) keeps one of each.
+        device = torch.device(self.models.device).type
+        key = short_hash(repr((spec.model, self.models.dtype, config.steps, source_prompt, device)), 12)
         url = storage.join(meta.store, f"inversion-{key}.npy")
         if spec.reuse_inversion:
             try:

@@ -14,8 +14,12 @@ The spec key hashes everything that changes the stored values: for frames the si
 for depth (and the caption) also the model, the dtype, the kind of device it ran on and the depth
 batch size. A rerun with other prompts reuses the store; a rerun with another size, or a float16 or
 GPU run after a float32 CPU one, gets a store of its own (and so does the editor's inversion cache
-in it). A `meta.json` that cannot be read makes the store "not there": it is rebuilt. The task itself is plain Python;
-the runner wraps it with `ray.remote` and Ray's retry options.
+in it, whose file name hashes the model, dtype, steps and source prompt: the inversion is the
+per-frame DDIM inversion whatever the method's other options, so runs with another --injection or
+without the latent update reuse it). `--precompute-store URL` puts the store elsewhere than
+OUTPUT/precompute, so that runs of one manifest into several outputs share it. A `meta.json` that
+cannot be read makes the store "not there": it is rebuilt. The task itself is plain Python; the
+runner wraps it with `ray.remote` and Ray's retry options.
 """
 
 from __future__ import annotations
@@ -60,6 +64,7 @@ class PrecomputeSpec:
     device: str | None = None
     dtype: str = "float32"
     depth_batch: int = 8
+    root: str | None = None  # the store's root URL (--precompute-store); None: OUTPUT/precompute
 
     def identity(self) -> dict[str, Any]:
         """What the stored frames and depth depend on (JSON-shaped, to compare with meta.json)."""
@@ -89,7 +94,8 @@ def device_kind(device: str | None) -> str:
 
 
 def store_url(spec: PrecomputeSpec, name: str) -> str:
-    return storage.join(spec.output, PRECOMPUTE, name, spec.key())
+    root = spec.root or storage.join(spec.output, PRECOMPUTE)
+    return storage.join(root, name, spec.key())
 
 
 # One model per worker process: Ray reuses worker processes for tasks of the same function, so the

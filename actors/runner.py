@@ -77,6 +77,7 @@ class RunOptions:
     storage: StorageOptions = field(default_factory=StorageOptions)
     progress: bool = True
     clip_model: str | None = None  # --metrics: the editors score each clip as they write it (CLIP model)
+    precompute_store: str | None = None  # --precompute-store: a store shared between outputs; None: OUTPUT/precompute
     fault: dict[str, Any] | None = None  # tests only: see EditorActor._maybe_crash
 
     def precompute_spec(self) -> PrecomputeSpec:
@@ -91,6 +92,7 @@ class RunOptions:
             # even when --device cuda puts the editors on GPUs.
             device=self.device if self.precompute_gpus > 0 else "cpu",
             dtype=self.dtype,
+            root=self.precompute_store,
         )
 
 
@@ -220,6 +222,14 @@ def _clear_markers(output: str, units: list[Unit], opts: StorageOptions) -> None
         fs.rm(existing)
 
 
+def _locate_store(opts: RunOptions) -> None:
+    """--precompute-store: checked as the output is (one line before any work) and made absolute.
+    Its stale temporaries are left alone: other runs may be writing there now."""
+    if opts.precompute_store:
+        resume.check_output_location(opts.precompute_store, "--precompute-store")
+        opts.precompute_store = storage.normalize(opts.precompute_store)
+
+
 def run_dataset(manifest: Manifest, opts: RunOptions, *, connect: Callable[[], object] | None = None) -> RunSummary:
     """Edit every (video, prompt) of `manifest` that is not done yet; write results.parquet.
 
@@ -229,6 +239,7 @@ def run_dataset(manifest: Manifest, opts: RunOptions, *, connect: Callable[[], o
     started = time.perf_counter()
     resume.check_output_location(opts.output)  # before any work: a read-only output is one line
     opts.output = storage.normalize(opts.output)
+    _locate_store(opts)
     settings = settings_fingerprint(opts)
     # An interrupted run may leave temporaries of unfinished writes; they were never outputs.
     storage.remove_stale_temporaries(opts.output)
@@ -373,6 +384,7 @@ def precompute_dataset(
     resume.check_output_location(opts.output)
     leave_room_for_precompute(0, 0.0, 0.0, opts.precompute_gpus, opts.precompute_cpus, fixed_count=True)
     opts.output = storage.normalize(opts.output)
+    _locate_store(opts)
     jobs = manifest.videos()
     stage = Precomputes(
         _precompute_task(opts), opts.precompute_spec(), opts.storage, need_caption=need_caption, refresh=opts.overwrite

@@ -29,6 +29,13 @@ def add_io_arguments(parser: argparse.ArgumentParser, *, prompts: bool = True) -
         "or glob of videos (then give --prompt)",
     )
     parser.add_argument("--output", required=True, metavar="URL", help="output folder or prefix (local or s3://)")
+    parser.add_argument(
+        "--precompute-store",
+        metavar="URL",
+        help="where the precompute store is (frames, depth, captions, inversions; default OUTPUT/precompute): "
+        "runs of one manifest into other outputs can share one, e.g. to compare --injection variants "
+        "without decoding, estimating depth, captioning or inverting again",
+    )
     if prompts:
         parser.add_argument(
             "--prompt",
@@ -286,6 +293,7 @@ def run_options(args: argparse.Namespace, opts: Any) -> Any:
         storage=opts,
         progress=bool(args.progress),
         clip_model=_metrics.clip_model(args) if _metrics.wants_metrics(args) else None,
+        precompute_store=getattr(args, "precompute_store", None) or None,
     )
 
 

@@ -72,3 +72,40 @@ def test_damaged_meta_rebuilds_the_store(tmp_path: Path, clip: Path, tiny_model_
     assert again["status"] == "ok" and not again["cached"], again
     assert meta.read_bytes() != blob  # rewritten whole
     assert precompute_video("a", str(clip), True, spec, OPTS)["cached"]
+
+
+def test_a_store_elsewhere_is_shared_between_outputs(tmp_path: Path, clip: Path, tiny_model_dir: Path) -> None:
+    """--precompute-store: two runs into other outputs read one store (same settings: same folder), and
+    the store's key does not depend on where it is."""
+    from actors.runner import RunOptions
+    from pipeline.method.editor import EditConfig
+
+    shared = str(tmp_path / "store")
+    first = RunOptions(
+        output=str(tmp_path / "a"), model="tiny", caption_model="tiny", config=EditConfig(), size=(64, 64)
+    )
+    first.precompute_store = shared
+    second = dataclasses.replace(first, output=str(tmp_path / "b"), config=EditConfig(injection="none"))
+    spec_a, spec_b = first.precompute_spec(), second.precompute_spec()
+    assert store_url(spec_a, "a") == store_url(spec_b, "a") == f"{shared}/a/{spec_a.key()}"
+    assert spec_a.key() == dataclasses.replace(spec_a, root=None).key()
+    assert store_url(dataclasses.replace(spec_a, root=None), "a") == f"{tmp_path / 'a'}/precompute/a/{spec_a.key()}"
+
+    made = precompute_video("a", str(clip), True, spec_a, OPTS)
+    assert made["status"] == "ok" and not made["cached"] and made["store"].startswith(shared)
+    reused = precompute_video("a", str(clip), True, spec_b, OPTS)
+    assert reused["cached"] and reused["caption"] == made["caption"]
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()  # nothing under the outputs
+
+
+def test_an_unwritable_store_is_one_line_before_any_work(tmp_path: Path, clip: Path, capsys) -> None:
+    from jobs.cli import main
+
+    (tmp_path / "file").write_text("not a folder")
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(f"video,prompt\n{clip},a red car\n")
+    argv = ["run", "--manifest", str(manifest), "--output", str(tmp_path / "out"), "--model", "tiny"]
+    assert main([*argv, "--precompute-store", str(tmp_path / "file" / "store"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "--precompute-store" in err and "is a file, not a folder" in err
+    assert not (tmp_path / "out").exists()

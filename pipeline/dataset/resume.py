@@ -31,10 +31,11 @@ MARKERS = "markers"
 VIDEOS = "videos"
 
 
-def check_output_location(output: str) -> None:
+def check_output_location(output: str, flag: str = "--output") -> None:
     """A local output folder that cannot be written (read-only, no permission, under a file) is a
     usage error before any work, not a traceback after every video failed. Probes with a temporary
-    file where the folder is, or would be created, removed at once. Object stores are not probed."""
+    file where the folder is, or would be created, removed at once. Object stores are not probed.
+    `flag`: the option the error names (--output, --precompute-store)."""
     from pipeline.errors import InputError
     from pipeline.io.atomic import temp_sibling
 
@@ -45,14 +46,14 @@ def check_output_location(output: str) -> None:
     while not ancestor.exists() and ancestor != ancestor.parent:
         ancestor = ancestor.parent
     if not ancestor.is_dir():
-        raise InputError(f"--output {output}: {ancestor} is a file, not a folder; choose another output")
+        raise InputError(f"{flag} {output}: {ancestor} is a file, not a folder; choose another location")
     probe = temp_sibling(ancestor / "probe")
     try:
         probe.open("xb").close()
     except OSError as e:
         reason = e.strerror or type(e).__name__
         raise InputError(
-            f"--output {output}: cannot write in {ancestor} ({reason}); choose a writable location"
+            f"{flag} {output}: cannot write in {ancestor} ({reason}); choose a writable location"
         ) from None
     probe.unlink(missing_ok=True)
 
