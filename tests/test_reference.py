@@ -1,7 +1,8 @@
 """The batched engine against the plain reference loop (pipeline/method/reference.py), the oracle.
 
 Tiny model, CPU, float32, few steps: every schedule, every injection variant, --reverse, several
-prompts and several videos in one engine call.
+prompts and several videos in one engine call; a masked edit (blended with the inversion trajectory)
+beside an unmasked one, and the anchor refresh.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import pytest
 import torch
 
 from fixtures.clips import moving_shapes
+from pipeline.method.blend import latent_mask
 from pipeline.method.editor import EditConfig, Pix2Video
 from pipeline.method.injection import random_sources
 from pipeline.method.reference import reference_decode, reference_edit
@@ -43,19 +45,32 @@ def clips() -> list[tuple[str, np.ndarray, list[np.ndarray], tuple[str, ...]]]:
     return out
 
 
-def engine_edit(editor: Pix2Video, clips, config: EditConfig) -> list[list[torch.Tensor]]:
+def box_mask(num_frames: int) -> np.ndarray:
+    """A box that moves one pixel a frame: white = edit."""
+    mask = np.zeros((num_frames, 64, 64), dtype=bool)
+    for i in range(num_frames):
+        mask[i, 12 + i : 36 + i, 20:44] = True
+    return mask
+
+
+MASKS = {"clip-a": box_mask(5)}  # clip-a masked, clip-b not, in one engine call
+
+
+def engine_edit(editor: Pix2Video, clips, config: EditConfig, masks: dict | None = None) -> list[list[torch.Tensor]]:
     videos = []
     for video_id, frames, depth, prompts in clips:
-        video = editor.prepare(frames, depth, video_id=video_id)
+        video = editor.prepare(frames, depth, video_id=video_id, mask=(masks or {}).get(video_id))
         videos.append((video, editor.invert(video, SOURCE, config), list(prompts)))
     return editor.edit_many(videos, config)
 
 
-def reference(editor: Pix2Video, clips, config: EditConfig) -> list[list[torch.Tensor]]:
+def reference(editor: Pix2Video, clips, config: EditConfig, masks: dict | None = None) -> list[list[torch.Tensor]]:
     out = []
     for video_id, frames, depth, prompts in clips:
         cond = editor.prepare(frames, depth).depth  # the depth conditioning only; the rest is the reference's
-        out.append(reference_edit(editor.models, frames, cond, SOURCE, prompts, config, video_id=video_id))
+        mask = (masks or {}).get(video_id)
+        mask = None if mask is None else latent_mask(mask, editor.sizes.vae_factor)
+        out.append(reference_edit(editor.models, frames, cond, SOURCE, prompts, config, video_id=video_id, mask=mask))
     return out
 
 
@@ -94,6 +109,53 @@ def test_engine_equals_reference(editor, clips, references, injection, schedule,
 def test_engine_equals_reference_reversed(editor, clips, references, schedule, max_batch):
     config = EditConfig(steps=STEPS, reverse=True, schedule=schedule, max_batch=max_batch)
     assert_same(engine_edit(editor, clips, config), references("anchor+prev", reverse=True))
+
+
+@pytest.fixture(scope="module")
+def variants(editor, clips) -> dict:
+    """The reference's latents for the masked and anchor-refresh cases, computed once per config."""
+    cache: dict = {}
+
+    def get(masked: bool = False, **fields) -> list[list[torch.Tensor]]:
+        key = (masked, tuple(sorted(fields.items())))
+        if key not in cache:
+            cache[key] = reference(editor, clips, EditConfig(steps=STEPS, **fields), MASKS if masked else None)
+        return cache[key]
+
+    return get
+
+
+@pytest.mark.parametrize(("schedule", "max_batch", "reverse"), [("sequential", 1, False), ("wavefront", 8, True)])
+def test_engine_equals_reference_masked(editor, clips, variants, schedule, max_batch, reverse):
+    """Blended latent diffusion in both: outside the mask the inversion's latent at every step."""
+    config = EditConfig(steps=STEPS, schedule=schedule, max_batch=max_batch, reverse=reverse)
+    assert_same(engine_edit(editor, clips, config, MASKS), variants(True, reverse=reverse))
+
+
+@pytest.mark.parametrize(
+    ("injection", "schedule", "max_batch"),
+    [
+        ("anchor+prev", "sequential", 1),
+        ("anchor+prev", "wavefront", 64),
+        ("anchor", "wavefront", 3),
+        ("random", "wavefront", 3),
+    ],
+)
+def test_engine_equals_reference_with_anchor_refresh(editor, clips, variants, injection, schedule, max_batch):
+    config = EditConfig(steps=STEPS, injection=injection, anchor_refresh=2, schedule=schedule, max_batch=max_batch)
+    assert_same(engine_edit(editor, clips, config), variants(injection=injection, anchor_refresh=2))
+
+
+def test_masks_and_refresh_change_the_edit(references, variants):
+    """The two comparisons above can fail: a mask and a refresh each move the latents well past ATOL,
+    and only where they act (the refresh from position 3 on, the first frame after frame 2)."""
+    default = references("anchor+prev")
+    masked = variants(True)
+    assert (masked[0][0] - default[0][0]).abs().max() > 20 * ATOL
+    torch.testing.assert_close(masked[1][0], default[1][0])  # the unmasked clip is untouched
+    refreshed = variants(injection="anchor+prev", anchor_refresh=2)
+    torch.testing.assert_close(refreshed[0][0][:3], default[0][0][:3])
+    assert (refreshed[0][0][3:] - default[0][0][3:]).abs().max() > 20 * ATOL
 
 
 def test_engine_equals_reference_without_update_and_guidance_one(editor, clips):

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from pipeline.errors import InputError
 from pipeline.models.sizes import ModelSizes
 
+from .blend import composite, latent_mask, pixel_mask
 from .ddim import DDIMSchedule, ddim_step
 from .engine import AUTO_SCHEDULE, INJECTIONS, SCHEDULES, DenoiseEngine, EditJob, EngineSettings, StepTrace
 from .injection import FeatureStore, install
@@ -50,6 +51,10 @@ class EditConfig:
     max_batch: int = 8  # wavefront: (frame, step, prompt) items per UNet call
     inversion_batch: int = 8  # frames per UNet call during inversion
     decode_batch: int = 4  # frames per VAE call
+    # K > 0: frames K, 2K, ... (edit order) become the anchor of the frames after them; no effect on the
+    # injections that do not attend to the anchor (prev, none)
+    anchor_refresh: int = 0
+    mask_feather: int | None = None  # masked edits: pixels the mask is feathered by; None = the VAE factor
 
     def validate(self) -> None:
         if self.schedule not in SCHEDULES:
@@ -67,6 +72,10 @@ class EditConfig:
             raise InputError(f"update_last_step must be -1 (never) or a step index, got {self.update_last_step}")
         if self.max_batch < 1 or self.inversion_batch < 1 or self.decode_batch < 1:
             raise InputError("batch sizes must be at least 1")
+        for name in ("anchor_refresh", "mask_feather"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                raise InputError(f"--{name.replace('_', '-')} must be a whole number of at least 0, got {value!r}")
 
     def engine_settings(self) -> EngineSettings:
         schedule = AUTO_SCHEDULE if self.schedule == "auto" else self.schedule
@@ -78,6 +87,7 @@ class EditConfig:
             update_last_step=self.steps // 2 if self.update_last_step is None else self.update_last_step,
             max_batch=1 if schedule == "sequential" else self.max_batch,
             seed=self.seed,
+            anchor_refresh=self.anchor_refresh,
         )
 
 
@@ -91,10 +101,37 @@ class Video:
     width: int
     id: str = ""  # the video's id: with the prompt, what the 'random' ablation's draws depend on
     cache: dict = field(default_factory=dict, repr=False)
+    # Masked edits only: the binary edit mask (bool [N,H,W] at the edit size, white = edit) and the
+    # input frames the decoded edit is composited over (the caller's array, not a copy).
+    mask: np.ndarray | None = field(default=None, repr=False)
+    frames: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def num_frames(self) -> int:
         return self.latents.shape[0]
+
+    def segment(self, start: int, stop: int) -> Video:
+        """Frames [start, stop) as a video of their own (a shot): views of the same tensors, a cache
+        of its own (its inversion is its own)."""
+        if not 0 <= start < stop <= self.num_frames:
+            raise ValueError(f"segment [{start}, {stop}) is outside the video's {self.num_frames} frames")
+        cut = slice(start, stop)
+        return Video(
+            latents=self.latents[cut],
+            depth=self.depth[cut],
+            height=self.height,
+            width=self.width,
+            id=self.id,
+            mask=None if self.mask is None else self.mask[cut],
+            frames=None if self.frames is None else self.frames[cut],
+        )
+
+    def trajectory_of(self, zT: torch.Tensor) -> torch.Tensor | None:
+        """The inversion trajectory recorded with `zT` (masked videos; see `Pix2Video.invert`), or None."""
+        for key, value in self.cache.items():
+            if key[0] == "inversion" and value is zT:
+                return self.cache.get(("trajectory", *key[1:]))
+        return None
 
 
 def depth_conditioning(
@@ -145,11 +182,19 @@ class Pix2Video:
 
     @torch.no_grad()
     def prepare(
-        self, frames: np.ndarray, depth: Sequence[np.ndarray] | torch.Tensor, batch: int = 4, *, video_id: str = ""
+        self,
+        frames: np.ndarray,
+        depth: Sequence[np.ndarray] | torch.Tensor,
+        batch: int = 4,
+        *,
+        video_id: str = "",
+        mask: np.ndarray | None = None,
     ) -> Video:
         """Encode frames (uint8 [N,H,W,3], already at the edit size) with the VAE mean; condition depth.
 
-        `video_id` names the video for the 'random' injection ablation's draws (see `Video.id`)."""
+        `video_id` names the video for the 'random' injection ablation's draws (see `Video.id`).
+        `mask` (bool [N,H,W] at the edit size, True = edit; `pipeline.io.masks.read_mask`) makes every
+        edit of this video a masked one (`blend.py`): its inversion then keeps its trajectory."""
         frames = np.asarray(frames)
         if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
             raise InputError(f"frames must be a uint8 array [N,H,W,3], got {frames.dtype} {frames.shape}")
@@ -161,6 +206,10 @@ class Pix2Video:
             raise InputError(f"frame size {width}x{height}: width and height must be multiples of {multiple}")
         if len(depth) != n:
             raise InputError(f"got {len(depth)} depth maps for {n} frames")
+        if mask is not None:
+            mask = np.asarray(mask, dtype=bool)
+            if mask.shape != (n, height, width):
+                raise InputError(f"the mask is {mask.shape} but the frames are {(n, height, width)}; one per frame")
         vae = self.models.vae
         latents = []
         for start in range(0, n, batch):
@@ -168,30 +217,65 @@ class Pix2Video:
             x = (x.float() / 127.5 - 1.0).to(self.dtype)
             latents.append(vae.encode(x).latent_dist.mean.float() * self.scaling_factor)
         cond = depth_conditioning(depth, height, width, self.sizes.vae_factor).to(self.device, self.dtype)
-        return Video(latents=torch.cat(latents), depth=cond, height=height, width=width, id=video_id)
+        return Video(
+            latents=torch.cat(latents),
+            depth=cond,
+            height=height,
+            width=width,
+            id=video_id,
+            mask=mask,
+            frames=frames if mask is not None else None,
+        )
 
     @torch.no_grad()
     def invert(self, video: Video, source_prompt: str, config: EditConfig) -> torch.Tensor:
-        """Step 3: DDIM inversion of each frame with the source prompt, conditional branch only."""
+        """Step 3: DDIM inversion of each frame with the source prompt, conditional branch only.
+
+        A masked video (`prepare(mask=...)`) also keeps the trajectory, the latent after every
+        inversion step but the last, for the blending (`blend.trajectory_index`): float32 on the CPU,
+        S latents per frame (3.2 MiB per frame at 512² and 50 steps), only for masked videos."""
         config.validate()
         key = ("inversion", source_prompt, config.steps)
         if key in video.cache:
             return video.cache[key]
         sched = DDIMSchedule.create(config.steps)
         emb = self.encode_text([source_prompt])
-        out = []
+        keep = video.mask is not None
+        out, trajectory = [], []
         for start in range(0, video.num_frames, config.inversion_batch):
             z = video.latents[start : start + config.inversion_batch].clone()
             depth = video.depth[start : start + config.inversion_batch]
+            path = [z.cpu()] if keep else []
             for k in range(config.steps):
                 t = sched.invert_timestep(k)
                 eps = self.models.unet(
                     torch.cat([z.to(self.dtype), depth], dim=1), t, emb.expand(z.shape[0], -1, -1)
                 ).sample.float()
                 z, _ = ddim_step(z, eps, sched.alpha(t - sched.delta).to(z.device), sched.alpha(t).to(z.device))
+                if keep and k < config.steps - 1:
+                    path.append(z.cpu())
             out.append(z)
+            if keep:
+                trajectory.append(torch.stack(path, dim=1))
         video.cache[key] = zT = torch.cat(out)
+        if keep:
+            video.cache[("trajectory", *key[1:])] = torch.cat(trajectory)
         return zT
+
+    def invert_shots(
+        self, video: Video, shots: Sequence[int], source_prompts: Sequence[str], config: EditConfig
+    ) -> list[tuple[Video, torch.Tensor]]:
+        """Each shot (`pipeline.io.shots`: first frames, `[0]` for one) as a video of its own with its
+        inversion under its own source prompt: the (shot video, zT) pairs `edit_shots` takes."""
+        from pipeline.io.shots import shot_ranges
+
+        if len(source_prompts) != len(shots):
+            raise InputError(f"got {len(source_prompts)} source prompts for {len(shots)} shots")
+        out = []
+        for (start, stop), source in zip(shot_ranges(shots, video.num_frames), source_prompts, strict=True):
+            shot = video if (start, stop) == (0, video.num_frames) else video.segment(start, stop)
+            out.append((shot, self.invert(shot, source, config)))
+        return out
 
     @torch.no_grad()
     def edit(
@@ -239,9 +323,28 @@ class Pix2Video:
             order = (torch.arange(n - 1, -1, -1) if config.reverse else torch.arange(n)).to(zT.device)
             orders.append(order)
             cond = self.encode_text(prompts)
+            mask = background = None
+            if video.mask is not None:  # a masked edit: blend with the inversion's trajectory (blend.py)
+                background = video.trajectory_of(zT)
+                if background is None:
+                    raise InputError(
+                        "a masked edit needs the inversion's trajectory: invert this video with "
+                        "Pix2Video.invert after prepare(mask=...) (a stored zT has none)"
+                    )
+                mask = latent_mask(video.mask, self.sizes.vae_factor).to(zT.device)[order]
             for p in range(len(prompts)):
                 jobs.append(
-                    EditJob(zT[order], video.depth[order], cond[p], uncond, video_id=video.id, prompt=prompts[p])
+                    EditJob(
+                        zT[order],
+                        video.depth[order],
+                        cond[p],
+                        uncond,
+                        video_id=video.id,
+                        prompt=prompts[p],
+                        mask=mask,
+                        background=background,
+                        frame_of=order.tolist() if mask is not None else None,
+                    )
                 )
                 owner.append((index, p))
         engine = DenoiseEngine(
@@ -262,6 +365,45 @@ class Pix2Video:
         for (index, _), z in zip(owner, results, strict=True):
             out[index].append(z[torch.argsort(orders[index])])
         return out
+
+    @torch.no_grad()
+    def edit_shots(
+        self,
+        clips: Sequence[Sequence[tuple[Video, torch.Tensor, Sequence[str]]]],
+        config: EditConfig,
+        on_frame_done: Callable[[int, int, int], None] | None = None,
+    ) -> list[list[torch.Tensor]]:
+        """Clips cut into shots, each shot edited as a video of its own: its own anchor (its first frame,
+        its last with `reverse`), its previous-frame slot starting empty, its own inversion and target
+        prompts (`invert_shots`). A clip is a list of (shot video, zT, prompts), every shot with one
+        prompt per clip prompt, in frame order. All shots of all clips go through one `edit_many`, so
+        they share UNet batches. Results per clip, per prompt: the shots' final latents, concatenated.
+
+        `on_frame_done(clip_index, prompt_index, frame_index)`, the frame index within the clip."""
+        flat, owner = [], []
+        for c, shots in enumerate(clips):
+            if not shots:
+                raise InputError("a clip needs at least one shot")
+            counts = {len(prompts) for _, _, prompts in shots}
+            if len(counts) != 1:
+                raise InputError(f"every shot of a clip needs the same number of prompts, got {sorted(counts)}")
+            offset = 0
+            for shot in shots:
+                flat.append(shot)
+                owner.append((c, offset))
+                offset += shot[0].num_frames
+        callback = None
+        if on_frame_done is not None:
+
+            def callback(index: int, p: int, f: int) -> None:
+                c, offset = owner[index]
+                on_frame_done(c, p, offset + f)
+
+        results = self.edit_many(flat, config, callback)
+        out: list[list[list[torch.Tensor]]] = [[] for _ in clips]
+        for (c, _), latents in zip(owner, results, strict=True):
+            out[c].append(latents)
+        return [[torch.cat(parts) for parts in zip(*shots, strict=True)] for shots in out]
 
     @torch.no_grad()
     def sdedit(
@@ -313,9 +455,23 @@ class Pix2Video:
             results.append(torch.cat(out))
         return results
 
-    @torch.no_grad()
-    def decode(self, latents: torch.Tensor, batch: int = 4) -> Iterator[np.ndarray]:
-        """Step 8: VAE decode, clamp, and truncate to uint8 as the reference does."""
+    def decode(
+        self, latents: torch.Tensor, batch: int = 4, *, video: Video | None = None, config: EditConfig | None = None
+    ) -> Iterator[np.ndarray]:
+        """Step 8: VAE decode, clamp, and truncate to uint8 as the reference does.
+
+        With a masked `video` the frames are composited over its input frames with its mask feathered
+        by `config.mask_feather` pixels (default: the VAE factor), so what lies farther than that from
+        the mask is the input, exactly (`blend.composite`)."""
+        frames = self._decode(latents, batch)
+        if video is None or video.mask is None:
+            return frames
+        width = (config or EditConfig()).mask_feather
+        width = self.sizes.vae_factor if width is None else width
+        return composite(frames, video.frames, pixel_mask(video.mask, width))
+
+    @torch.no_grad()  # on the generator itself: it runs after `decode` has returned
+    def _decode(self, latents: torch.Tensor, batch: int) -> Iterator[np.ndarray]:
         vae = self.models.vae
         for start in range(0, latents.shape[0], batch):
             z = latents[start : start + batch] / self.scaling_factor

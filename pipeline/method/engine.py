@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .blend import blend_latents, trajectory_index
 from .ddim import DDIMSchedule, ddim_step
 from .injection import FeatureStore, InjectionPlan, random_sources
 from .steps import ANCHOR, INJECTION_SOURCES, PREVIOUS, RANDOM_EARLIER, classifier_free_guidance, latent_update
@@ -39,6 +40,11 @@ class EditJob:
     uncond: torch.Tensor  # [77,D] negative prompt embedding
     video_id: str = ""  # with `prompt`: what the 'random' ablation's draws depend on
     prompt: str = ""
+    # A masked edit (blend.py): the feathered latent mask [N,1,h,w] in edit order, on the device, and
+    # the inversion trajectory [N_video,S,4,h,w] (CPU, video frame order: `frame_of` maps positions).
+    mask: torch.Tensor | None = None
+    background: torch.Tensor | None = None
+    frame_of: list[int] | None = None
 
 
 @dataclass
@@ -62,6 +68,7 @@ class EngineSettings:
     update_last_step: int = 25  # K_u: steps 0..K_u inclusive get the update
     max_batch: int = 1
     seed: int = 0
+    anchor_refresh: int = 0  # K > 0: positions K, 2K, ... become the anchor of the positions after them
 
     @property
     def branches(self) -> int:
@@ -86,6 +93,11 @@ class EngineSettings:
     @property
     def random_earlier(self) -> bool:
         return RANDOM_EARLIER in self.sources
+
+    def refreshes(self, position: int) -> bool:
+        """Whether the frame at `position` (edit order) becomes the anchor of the frames after it."""
+        k = self.anchor_refresh
+        return k > 0 and position > 0 and position % k == 0 and self.uses_anchor
 
 
 class DenoiseEngine:
@@ -199,8 +211,9 @@ class DenoiseEngine:
             plan.read_anchor = self._rows(keys, lambda j, _slot, k, b: store.anchor_index(j, k, b))
         if s.uses_prev:
             read = [(j, sources[j][f] if s.random_earlier else 0, k) for j, f, k in later]
-            write = [(j, f if s.random_earlier else 0, k) for j, f, k in later]
             plan.read_prev = self._rows(read, store.prev_index)
+        if s.uses_prev or s.anchor_refresh:  # a refreshed anchor is copied from the frame's prev slot
+            write = [(j, f if s.random_earlier else 0, k) for j, f, k in later]
             plan.write_prev = self._rows(write, store.prev_index)
 
     @torch.no_grad()
@@ -259,8 +272,38 @@ class DenoiseEngine:
             new = latent_update(new, x0, x0_prev[jk], s.update_weight, where=update)
             x0_prev[jk] = x0
 
-        # 9. Keep the new latents (and trace the step).
+        # 9. Masked edits (blend.py): outside the mask, the inversion's latent at the level just reached.
+        masked = [row for row, (j, _, _) in enumerate(items) if jobs[j].mask is not None]
+        if masked:
+            steps = sched.steps
+            mask = torch.stack([jobs[items[r][0]].mask[items[r][1]] for r in masked])
+            background = torch.stack(
+                [
+                    jobs[j].background[jobs[j].frame_of[f], trajectory_index(steps, k)]
+                    for j, f, k in (items[r] for r in masked)
+                ]
+            ).to(device)
+            rows = torch.tensor(masked, device=device)
+            new = new.index_copy(0, rows, blend_latents(new[rows], background, mask))
+
+        # 10. Anchor refresh: a frame at a refresh position leaves its features as the anchor's. Every
+        #     earlier frame has passed this step (the method's order), so none reads the old anchor again.
+        if s.anchor_refresh:
+            self._refresh_anchor([(j, f, k) for j, f, k in items if s.refreshes(f)])
+
+        # 11. Keep the new latents (and trace the step).
         for row, (j, f, k) in enumerate(items):
             z[j][f] = new[row]
             if self.trace is not None:
                 self.trace(StepTrace(j, f, k, x0[row].clone(), ddim_only[row].clone(), new[row].clone()))
+
+    def _refresh_anchor(self, items: list[tuple[int, int, int]]) -> None:
+        """Copy the features these (job, frame, step) items just recorded in their previous-frame slot
+        into their job's anchor rows at that step, for every injected layer."""
+        if not items:
+            return
+        store, s = self.store, self.settings
+        src = self._rows([(j, f if s.random_earlier else 0, k) for j, f, k in items], store.prev_index)
+        dst = self._rows([(j, 0, k) for j, _, k in items], lambda j, _slot, k, b: store.anchor_index(j, k, b))
+        for layer, anchor in store.anchor.items():
+            anchor.index_copy_(0, dst, store.prev[layer].index_select(0, src))

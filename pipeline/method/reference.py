@@ -59,9 +59,11 @@ def reference_edit(
     prompts: Sequence[str],
     config: EditConfig,
     video_id: str = "",
+    mask: torch.Tensor | None = None,
 ) -> list[torch.Tensor]:
     """Final latents [N,4,h,w] per prompt, in frame order. `frames` uint8 [N,H,W,3] at the edit size;
-    `depth` the conditioning [N,1,H/f,W/f], f the VAE's scale factor (`editor.depth_conditioning`)."""
+    `depth` the conditioning [N,1,H/f,W/f], f the VAE's scale factor (`editor.depth_conditioning`).
+    `mask`: a masked edit's feathered latent mask [N,1,H/f,W/f] (`blend.latent_mask`)."""
     unet, vae, dev = models.unet, models.vae, models.device
     S, g, lam = config.steps, config.guidance_scale, config.update_weight
     K_u = S // 2 if config.update_last_step is None else config.update_last_step
@@ -90,15 +92,19 @@ def reference_edit(
         x = torch.from_numpy(np.asarray(frames)).to(dev).permute(0, 3, 1, 2).float() / 127.5 - 1
         z0 = [vae.encode(x[i : i + 1].to(unet.dtype)).latent_dist.mean.float() * s for i in range(len(x))]
 
-        # 3. DDIM inversion of every frame on its own, source prompt, conditional branch only.
-        e_src, zT = text(source_prompt), []
+        # 3. DDIM inversion of every frame on its own, source prompt, conditional branch only. A masked
+        # edit keeps every level it passes: levels[i][m] is frame i at timestep (m − 1)·Δ (levels[i][0]
+        # is z0, "timestep −Δ", read as ᾱ(0)).
+        e_src, zT, levels = text(source_prompt), [], []
         for i, z in enumerate(z0):
+            levels.append([z])
             for k in range(S):
                 t = k * delta
                 state.update(step=k, record={}, sources=[])
                 eps = eps_of(z, i, t, e_src)
                 a, b = abar(t - delta), abar(t)
                 z = b.sqrt() * (z - (1 - a).sqrt() * eps) / a.sqrt() + (1 - b).sqrt() * eps
+                levels[i].append(z)
             zT.append(z)
 
         e_neg, results = text(config.negative_prompt), []
@@ -111,10 +117,17 @@ def reference_edit(
             out = {}
             # 4-5. The anchor (position 0) with ordinary attention, then every later frame in order,
             # attending to its injection sources; every frame's layer inputs are recorded.
+            refresh = config.anchor_refresh
             for pos, i in enumerate(order):
                 sources = []  # the anchor: ordinary attention
                 if pos > 0:
-                    recorded = {ANCHOR: history[0], PREVIOUS: history[pos - 1], RANDOM_EARLIER: history[draws[pos]]}
+                    # With --anchor-refresh K, the frames after position K·r attend to it as their anchor.
+                    anchor = (pos - 1) // refresh * refresh if refresh else 0
+                    recorded = {
+                        ANCHOR: history[anchor],
+                        PREVIOUS: history[pos - 1],
+                        RANDOM_EARLIER: history[draws[pos]],
+                    }
                     sources = [recorded[name] for name in INJECTION_SOURCES[config.injection]]
                 z, feats, x0s = zT[i], {}, []
                 for k in range(S):
@@ -129,6 +142,11 @@ def reference_edit(
                     # 7. The latent update: frames after the anchor, steps 0..K_u.
                     if pos > 0 and config.latent_update and k <= K_u:
                         z = latent_update(z, x0, x0_prev[k], lam)
+                    # Masked edit: outside the mask, the inversion's latent at the timestep just reached,
+                    # (S − 2 − k)·Δ, which is levels[i][S − 1 − k] (the last step: z0).
+                    if mask is not None:
+                        m = mask[i : i + 1].to(dev)
+                        z = m * z + (1 - m) * levels[i][S - 1 - k]
                     x0s.append(x0)
                 history.append(feats)
                 x0_prev = x0s
