@@ -138,6 +138,22 @@ def add_edit_arguments(parser: argparse.ArgumentParser, *, switches: bool = True
         "wavefront = every ready (frame, step, prompt) item batched; auto = the faster on the device (default)",
     )
     g.add_argument("--max-batch", type=int, default=8, help="wavefront: items per UNet call (default 8)")
+    g.add_argument(
+        "--anchor-refresh",
+        type=int,
+        default=0,
+        metavar="K",
+        help="long videos: frames K, 2K, ... of each shot, as edited, become the anchor of the frames after "
+        "them (default 0: the first frame anchors the whole shot, as the paper)",
+    )
+    g.add_argument(
+        "--mask-feather",
+        type=int,
+        default=None,
+        metavar="PX",
+        help="masked edits: pixels the mask is feathered by outwards when the edit is composited over the "
+        "input (default: the model's VAE factor, one latent cell; 8 for SD2)",
+    )
 
 
 def add_cluster_arguments(parser: argparse.ArgumentParser, *, editors: bool = True, precompute: bool = True) -> None:
@@ -207,6 +223,8 @@ def edit_config(args: argparse.Namespace, **overrides: Any) -> Any:
         seed=args.seed,
         schedule=args.schedule,
         max_batch=args.max_batch,
+        anchor_refresh=getattr(args, "anchor_refresh", 0),
+        mask_feather=getattr(args, "mask_feather", None),
     )
     if "injection" not in overrides:
         fields.update(injection=args.injection, latent_update=args.latent_update)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -20,6 +20,9 @@ class PreparedInput:
     source_prompt: str | None  # None until captioned
     fps: float
     names: list[str]
+    src_size: tuple[int, int] = (0, 0)  # the clip's own (width, height), before the resize
+    shots: list[int] = field(default_factory=lambda: [0])  # first frame of each shot (pipeline.io.shots)
+    source_prompts: list[str] | None = None  # one per shot; None until captioned (or given)
 
 
 def read_input(args: argparse.Namespace) -> PreparedInput:
@@ -35,11 +38,14 @@ def read_input(args: argparse.Namespace) -> PreparedInput:
     clip = read_frames(args.input, max_frames=args.max_frames)
     frames = resize_frames(clip.frames, *(size or sizes.default_size(clip.frames.shape[2], clip.frames.shape[1])))
     depth = load_depth_folder(args.depth, clip.names) if args.depth else None
-    return PreparedInput(frames, depth, args.source_prompt, clip.fps, clip.names)
+    src_size = (clip.frames.shape[2], clip.frames.shape[1])
+    return PreparedInput(frames, depth, args.source_prompt, clip.fps, clip.names, src_size)
 
 
 def complete_input(data: PreparedInput, args: argparse.Namespace, *, device, dtype: str) -> None:
-    """Estimate depth and caption the anchor frame where the user gave neither."""
+    """Estimate depth and caption the anchor frame of every shot where the user gave neither."""
+    from pipeline.io.shots import shot_ranges
+
     if data.depth is None:
         from pipeline.models.depth import DepthEstimator
 
@@ -47,7 +53,15 @@ def complete_input(data: PreparedInput, args: argparse.Namespace, *, device, dty
     if data.source_prompt is None:
         from pipeline.models.caption import Captioner
 
-        anchor = data.frames[-1] if args.reverse else data.frames[0]
+        # Each shot is a video of its own, anchored on its first frame (its last with --reverse).
+        ranges = shot_ranges(data.shots, len(data.frames))
+        anchors = [data.frames[stop - 1] if args.reverse else data.frames[start] for start, stop in ranges]
         captioner = Captioner.from_model(_common.caption_model(args), dtype=dtype, device=device)
-        data.source_prompt = captioner([anchor])[0]
-        print(f"source prompt (caption of the anchor frame): {data.source_prompt}")
+        data.source_prompts = list(captioner(anchors))
+        data.source_prompt = data.source_prompts[0]
+        if len(ranges) == 1:
+            print(f"source prompt (caption of the anchor frame): {data.source_prompt}")
+        for (start, stop), caption in zip(ranges if len(ranges) > 1 else [], data.source_prompts, strict=False):
+            print(f"source prompt of frames {start}-{stop - 1} (caption of their anchor frame): {caption}")
+    elif data.source_prompts is None:
+        data.source_prompts = [data.source_prompt] * len(data.shots)

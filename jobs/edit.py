@@ -8,6 +8,9 @@ with a video extension is an H.264 mp4 at the input's fps; otherwise a folder of
 like the input frames (000000.png, ... for a video input). Without --source-prompt the anchor frame
 is captioned and the caption printed. With --model tiny (random weights, no download) the pictures
 are noise-like: that model exists for tests, demos and benchmarks.
+
+Shot cuts (--shots auto, the default) split the clip into shots, each edited as a video of its own
+(its own anchor, inversion and caption); --mask keeps everything outside the mask as the input.
 """
 
 from __future__ import annotations
@@ -37,6 +40,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="folder with one <frame stem>.npy raw depth map per frame (any resolution, larger = nearer); "
         "the depth model is then not run",
     )
+    parser.add_argument(
+        "--shots",
+        default="auto",
+        metavar="auto|off|0,48",
+        help="shot cuts: auto = detect them (PySceneDetect), each shot edited as a video of its own; off = "
+        "one shot; or the first frame of every shot (default auto)",
+    )
+    parser.add_argument(
+        "--mask",
+        metavar="MASK",
+        help="local edit: a folder of mask images (one per frame, sorted by name) or a mask video, local or "
+        "any fsspec URL, at the input's size; white = edit, black = keep the input",
+    )
     _common.add_model_arguments(parser)
     _common.add_edit_arguments(parser)
     _metrics.add_metrics_arguments(parser, metrics_help=_metrics.EDIT_METRICS_HELP)
@@ -44,6 +60,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pipeline.io.masks import read_mask
+    from pipeline.io.shots import check_shots, detect_shots, parse_shots_flag
     from pipeline.io.video import WRITABLE_VIDEO_EXTENSIONS, check_frames_folder, check_output, write_output
     from pipeline.method.editor import Pix2Video
     from pipeline.models.loading import load_diffusion_models, resolve_model
@@ -55,9 +73,21 @@ def run(args: argparse.Namespace) -> int:
     # output must not cost the whole edit, and must never overwrite the input or the user's files.
     _common.check_positive("max-frames", args.max_frames)
     _common.parse_size(args.size, args.model)
-    check_output(args.output, inputs=[p for p in (args.input, args.depth) if p])
+    shots = parse_shots_flag(args.shots)
+    check_output(args.output, inputs=[p for p in (args.input, args.depth, args.mask) if p])
     started = time.perf_counter()
     data = read_input(args)
+    n = len(data.frames)
+    height, width = data.frames.shape[1:3]
+    mask = None
+    if args.mask:  # checked against the clip before any model loads
+        mask = read_mask(args.mask, num_frames=n, size=data.src_size, working_size=(width, height))
+    if shots == "auto":
+        data.shots = detect_shots(data.frames)
+    elif shots != "off":
+        data.shots = check_shots(shots, n, "--shots")
+    if len(data.shots) > 1:
+        print(f"shots: {len(data.shots)}, first frames {data.shots} (each edited as a video of its own)")
     if Path(args.output).suffix.lower() not in WRITABLE_VIDEO_EXTENSIONS:
         check_frames_folder(args.output, data.names)  # an earlier edit of these frames, or nothing
     # Then the models: a wrong --model fails before minutes of depth estimation.
@@ -65,16 +95,17 @@ def run(args: argparse.Namespace) -> int:
     scorer = _metrics.scorer_for(args, models.device)  # --metrics: CLIP loaded before the long work
     complete_input(data, args, device=models.device, dtype=args.dtype)
     editor = Pix2Video(models)
-    n = len(data.frames)
-    height, width = data.frames.shape[1:3]
     log.info("editing %d frames at %dx%d on %s (%s)", n, width, height, models.device, models.dtype)
 
-    video = editor.prepare(data.frames, data.depth)
-    zT = editor.invert(video, data.source_prompt, config)
+    video = editor.prepare(data.frames, data.depth, mask=mask)
+    shots = editor.invert_shots(video, data.shots, data.source_prompts, config)
     progress = _progress(n, enabled=args.progress)
-    (latents,) = editor.edit(video, zT, [args.prompt], config, on_frame_done=lambda _j, _f: progress.update())
+    ((latents,),) = editor.edit_shots(
+        [[(shot, zT, [args.prompt]) for shot, zT in shots]], config, on_frame_done=lambda *_: progress.update()
+    )
     progress.close()
-    out = write_output(args.output, editor.decode(latents, config.decode_batch), data.fps, data.names)
+    frames = editor.decode(latents, config.decode_batch, video=video, config=config)
+    out = write_output(args.output, frames, data.fps, data.names)
     elapsed = time.perf_counter() - started
     print(f"wrote {out} ({n} frames, {width}x{height}, {elapsed:.1f} s)")
     if scorer is not None:
