@@ -1,0 +1,31 @@
+"""benchmarks/long_video.py at test scale: the tiny model, short toy clips, one step; the figures are
+meaningless here (noise-like pictures), the tables and the per-window JSON are what is checked."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("long_video", ROOT / "benchmarks" / "long_video.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_long_video_script_scores_every_window(tmp_path, capsys, tiny_model_dir):
+    out = tmp_path / "long.json"
+    argv = ["--model", "tiny", "--lengths", "4,8", "--refresh", "0,4", "--window", "4", "--steps", "1"]
+    assert _script().main([*argv, "--size", "64", "--seeds", "1", "--output", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "Edit accuracy per window" in printed and "Warp error per window" in printed
+    assert "| 8 | 4 |" in printed and "| input |" in printed
+    data = json.loads(out.read_text())
+    clips = {(c["frames"], c["anchor_refresh"]): c for c in data["clips"]}
+    assert set(clips) == {(4, 0), (4, 4), (8, 0), (8, 4)}
+    assert [w["start"] for w in clips[8, 4]["windows"]] == [0, 4]
+    assert all({"accuracy", "warp", "input_warp"} <= set(w) for c in data["clips"] for w in c["windows"])
