@@ -60,7 +60,8 @@ class Precomputes:
 
     def submit(self, job: VideoJob) -> None:
         caption = job.source_prompt is None if self.need_caption is None else self.need_caption
-        ref = self.task.remote(job.name, job.video, caption, self.spec, self.opts, self.refresh)
+        shots = list(job.shots) if job.shots is not None else None  # the manifest's, else spec.shots decides
+        ref = self.task.remote(job.name, job.video, caption, self.spec, self.opts, self.refresh, shots)
         self.inflight[ref] = job
 
     def finish(self, ref: Any) -> Entry:

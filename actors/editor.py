@@ -56,13 +56,30 @@ class _Prepared:
     meta: PrecomputeRecord
     units: list[Unit]
     attempt: int
-    video: Any  # pipeline.method.editor.Video
-    zT: Any  # torch.Tensor
-    source_prompt: str
-    prompts: list[str]  # the units' prompts with {caption} filled in
+    video: Any  # pipeline.method.editor.Video: the whole clip (its mask, for the composite)
+    shots: list[Any]  # (shot Video, zT) per shot (Pix2Video.invert_shots): [(video, zT)] without a cut
+    source_prompts: list[str]  # per shot: given, or the caption of the shot's anchor frame
+    shot_prompts: list[list[str]]  # per unit, per shot: its prompt with {caption} filled in for that shot
     seconds_load: float
     seconds_invert: float
     charged: bool = False  # the per-video stages are on a written row already
+
+    @property
+    def source_prompt(self) -> str:
+        return self.source_prompts[0]
+
+    @property
+    def prompts(self) -> list[str]:
+        """The units' prompts as used in the first shot (the results' `prompt`)."""
+        return [per_shot[0] for per_shot in self.shot_prompts]
+
+    def clip(self, units: list[Unit]) -> list[tuple[Any, Any, list[str]]]:
+        """`units`' edit as Pix2Video.edit_shots takes a clip: (shot video, zT, prompts) per shot."""
+        index = {u.key: i for i, u in enumerate(self.units)}
+        return [
+            (shot, zT, [self.shot_prompts[index[u.key]][s] for u in units])
+            for s, (shot, zT) in enumerate(self.shots)
+        ]
 
 
 def render_prompt(template: str, caption: str | None) -> str:
@@ -173,33 +190,52 @@ class EditorActor:
 
     def _prepare(self, meta: PrecomputeRecord, units: list[Unit], spec: EditSpec, attempt: int) -> _Prepared:
         """Load one video from the store, encode it, and get its inversion (stored, or computed)."""
+        from pipeline.io.shots import shot_ranges
+
         t0 = time.perf_counter()
+        mask = None
+        if units[0].mask:  # a masked edit: checked against the clip (a bad mask fails this video's rows)
+            from pipeline.io.masks import read_mask
+
+            mask = read_mask(
+                units[0].mask,  # its error names it; _fail redacts any credentials
+                num_frames=int(meta.num_frames),
+                size=(int(meta.src_width), int(meta.src_height)),
+                working_size=(int(meta.width), int(meta.height)),
+                storage_options=self.opts.for_url(units[0].mask),
+            )
         frames = load_array(meta.frames, self.opts)
         depth = load_array(meta.depth, self.opts)
-        video = self.editor.prepare(frames, list(depth), video_id=units[0].id)
-        del frames
+        video = self.editor.prepare(frames, list(depth), video_id=units[0].id, mask=mask)
+        del frames  # a masked video keeps them for the composite
         seconds_load = time.perf_counter() - t0
 
-        source_prompt = units[0].source_prompt or meta.caption or ""
+        # Each shot is a video of its own (pipeline/io/shots.py), with its own source prompt: the given
+        # one, or its own anchor frame's caption; `{caption}` is filled per shot with it.
+        shots = meta.shots or [0]
+        given = units[0].source_prompt
+        captions = meta.shot_captions if len(meta.shot_captions or []) == len(shots) else None
+        sources = [given] * len(shots) if given else (captions or [meta.caption or ""] * len(shots))
         t0 = time.perf_counter()
-        zT = self._inversion(meta, video, source_prompt, spec)
+        pairs = []
+        for (start, stop), source in zip(shot_ranges(shots, video.num_frames), sources, strict=True):
+            shot = video if len(shots) == 1 else video.segment(start, stop)
+            pairs.append((shot, self._inversion(meta, shot, source, spec, None if len(shots) == 1 else start)))
         seconds_invert = time.perf_counter() - t0
-        prompts = [render_prompt(u.prompt, source_prompt) for u in units]
-        return _Prepared(meta, units, attempt, video, zT, source_prompt, prompts, seconds_load, seconds_invert)
+        prompts = [[render_prompt(u.prompt, source) for source in sources] for u in units]
+        return _Prepared(meta, units, attempt, video, pairs, sources, prompts, seconds_load, seconds_invert)
 
     def _edit(self, p: _Prepared, units: list[Unit], spec: EditSpec, rows: list[dict[str, Any]]) -> None:
         """Edit `units` of one video, appending each finished unit's row to `rows` as it is marked done."""
         config = spec.config
-        prompt_of = dict(zip((u.key for u in p.units), p.prompts, strict=True))
         # The sequential schedule runs prompts one after the other anyway, so edit them one at a time
         # and write each as soon as it is done (a crash then loses one prompt, not all); a batched
         # (wavefront) schedule gets all prompts at once so the engine can batch across them.
         batched = config.engine_settings().max_batch > 1
         groups = [units] if batched else [[u] for u in units]
         for group in groups:
-            prompts = [prompt_of[u.key] for u in group]
             t0 = time.perf_counter()
-            latents = self.editor.edit(p.video, p.zT, prompts, config)
+            (latents,) = self.editor.edit_shots([p.clip(group)], config)
             seconds_edit = (time.perf_counter() - t0) / len(group)
             self._write(p, group, latents, [seconds_edit] * len(group), len([p]), spec, rows)
 
@@ -207,7 +243,7 @@ class EditorActor:
         """Edit every prepared video in one engine run (shared UNet batches), then write each video's
         outputs; a write that fails fails only its own video."""
         t0 = time.perf_counter()
-        latents = self.editor.edit_many([(p.video, p.zT, p.prompts) for p in prepared], spec.config)
+        latents = self.editor.edit_shots([p.clip(p.units) for p in prepared], spec.config)
         seconds = time.perf_counter() - t0
         # The UNet calls were shared, so no unit has an edit time of its own: each (video, prompt)
         # is charged the group's edit time in proportion to its frames. The column still sums to the
@@ -234,7 +270,7 @@ class EditorActor:
         from pipeline.io.video import read_frames, write_video
 
         config, meta = spec.config, p.meta
-        prompt_of = dict(zip((u.key for u in p.units), p.prompts, strict=True))
+        prompts_of = dict(zip((u.key for u in p.units), p.shot_prompts, strict=True))
         for unit, z, edit_s in zip(units, latents, seconds_edit, strict=True):
             t0 = time.perf_counter()
             url = resume.output_url(spec.output, unit.key)
@@ -242,7 +278,8 @@ class EditorActor:
                 local = os.path.join(tmp, "out.mp4")
                 write_video(
                     local,
-                    self.editor.decode(z, config.decode_batch),
+                    # A masked edit is composited over the input frames here (Pix2Video.decode).
+                    self.editor.decode(z, config.decode_batch, video=p.video, config=config),
                     meta.fps,
                     width=meta.width,
                     height=meta.height,
@@ -257,8 +294,11 @@ class EditorActor:
                 unit,
                 meta if first else dataclasses.replace(meta, **_PAID),
                 status="ok",
-                prompt=prompt_of[unit.key],
+                prompt=prompts_of[unit.key][0],
                 source_prompt=p.source_prompt,
+                shots=list(meta.shots or [0]),
+                shot_source_prompts=list(p.source_prompts),
+                shot_prompts=list(prompts_of[unit.key]),
                 output=url,
                 attempts=p.attempt,
                 group_size=group_size,
@@ -292,9 +332,13 @@ class EditorActor:
             return {}
         return stored_values(stored)
 
-    def _inversion(self, meta: PrecomputeRecord, video: Any, source_prompt: str, spec: EditSpec) -> Any:
-        """zT for this video: from the precompute store when an earlier run saved it, else computed
-        (and saved, so a rerun with new prompts skips the inversion)."""
+    def _inversion(
+        self, meta: PrecomputeRecord, video: Any, source_prompt: str, spec: EditSpec, start: int | None = None
+    ) -> Any:
+        """zT for this video (or the shot of it that begins at frame `start`): from the precompute store
+        when an earlier run saved it, else computed (and saved, so a rerun with new prompts skips the
+        inversion). A masked video is always inverted: its edit needs the whole trajectory, which the
+        store does not keep (S latents per frame)."""
         import torch
 
         config = spec.config
@@ -302,9 +346,12 @@ class EditorActor:
         # not the injection, guidance or latent update, so runs that vary those share one inversion.
         # The device kind too: a store shared by CPU and GPU runs (--precompute-store) keeps one of each.
         device = torch.device(self.models.device).type
-        key = short_hash(repr((spec.model, self.models.dtype, config.steps, source_prompt, device)), 12)
+        ident: tuple = (spec.model, self.models.dtype, config.steps, source_prompt, device)
+        if start is not None:  # a shot: its frames (a clip without a cut keeps the name of before)
+            ident += ((start, start + video.num_frames),)
+        key = short_hash(repr(ident), 12)
         url = storage.join(meta.store, f"inversion-{key}.npy")
-        if spec.reuse_inversion:
+        if spec.reuse_inversion and video.mask is None:
             try:
                 return torch.from_numpy(load_array(url, self.opts)).to(self.models.device)
             except FileNotFoundError:
@@ -346,6 +393,8 @@ def _row(unit: Unit, meta: PrecomputeRecord, *, status: str, **fields: Any) -> d
         "fps": meta.fps,
         "width": meta.width,
         "height": meta.height,
+        "shots": list(meta.shots) if meta.shots is not None else None,  # first frames; null before precompute
+        "mask": unit.mask,
         "group_size": None,  # videos edited in the same call (sharing UNet batches); None if failed
         "seconds_decode": meta.seconds_decode,
         "seconds_depth": meta.seconds_depth,

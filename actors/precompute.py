@@ -30,6 +30,7 @@ import io
 import json
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,6 +66,11 @@ class PrecomputeSpec:
     dtype: str = "float32"
     depth_batch: int = 8
     root: str | None = None  # the store's root URL (--precompute-store); None: OUTPUT/precompute
+    # --shots: "auto" detects cuts (pipeline.io.shots), "off" makes one shot; a manifest's `shots` wins.
+    # Not in the store's key: meta.json keeps the shots with what made them (`shots_of`), and they are
+    # found again, frames and depth untouched, when that changes.
+    shots: str = "auto"
+
 
     def identity(self) -> dict[str, Any]:
         """What the stored frames and depth depend on (JSON-shaped, to compare with meta.json)."""
@@ -141,6 +147,26 @@ def _caption_of(spec: PrecomputeSpec) -> list[Any]:
     return [spec.caption_model, "last" if spec.anchor_last else "first", spec.dtype, device_kind(spec.device)]
 
 
+def _shots_of(spec: PrecomputeSpec, given: Sequence[int] | None) -> list[Any]:
+    """What the clip's shots are to come from (kept in meta.json as `shots_of`)."""
+    from pipeline.io.shots import DETECTOR
+
+    if given is not None:
+        return ["given", [int(s) for s in given]]
+    return ["off"] if spec.shots == "off" else ["auto", DETECTOR]
+
+
+def _find_shots(wanted: list[Any], frames: np.ndarray | None, num_frames: int, video: str) -> list[int]:
+    """The clip's shots as `wanted` says: given (checked against its length), none, or detected."""
+    from pipeline.io.shots import check_shots, detect_shots
+
+    if wanted[0] == "given":
+        return check_shots(wanted[1], num_frames, f"{video}: column 'shots'")
+    if wanted[0] == "off":
+        return [0]
+    return detect_shots(frames)
+
+
 def _locations(store: str) -> dict[str, str]:
     return {
         "store": store,
@@ -173,10 +199,13 @@ def precompute_video(
     spec: PrecomputeSpec,
     opts: StorageOptions,
     refresh: bool = False,
+    shots: Sequence[int] | None = None,
 ) -> PrecomputeRecord:
     """Fill the store for one video and return its record (small: it goes back to the driver).
 
-    `refresh` (--overwrite) ignores what the store holds and rebuilds it.
+    `refresh` (--overwrite) ignores what the store holds and rebuilds it. `shots`: the manifest's
+    first frames of the clip's shots (checked against its length here); None: `spec.shots` decides
+    (detect, or one shot). With a caption asked for, every shot's anchor frame is captioned.
 
     A bad video (missing, corrupt, empty, too long) is data: the record says `status: failed` with a
     one-line error. Network errors are raised, so Ray retries them.
@@ -186,8 +215,11 @@ def precompute_video(
     meta = None if refresh else _stored(store, video, spec, opts)
     if meta is not None:
         meta = dataclasses.replace(meta, **_locations(store), **timings)  # this run spent nothing on it
+    wanted = _shots_of(spec, shots)
+    shots_ok = meta is not None and meta.shots is not None and meta.shots_of == wanted
     caption_ok = meta is not None and meta.caption and meta.caption_of == _caption_of(spec)
-    if meta is not None and (not need_caption or caption_ok):
+    caption_ok = caption_ok and shots_ok and len(meta.shot_captions or []) == len(meta.shots)
+    if meta is not None and shots_ok and (not need_caption or caption_ok):
         return dataclasses.replace(meta, cached=True)
 
     try:
@@ -227,13 +259,28 @@ def precompute_video(
                 src_height=int(src_h),
                 caption=None,
             )
-        if need_caption:
+        if meta.shots is None or meta.shots_of != wanted:
+            t0 = time.perf_counter()
+            if frames is None and wanted[0] == "auto":
+                frames = load_array(meta.frames, opts)
+            found = _find_shots(wanted, frames, int(meta.num_frames), video)
+            if found != meta.shots:  # the captions were of other shots' anchors
+                meta.shot_captions = [meta.caption] if found == [0] and meta.caption else None
+            meta.shots, meta.shots_of = found, wanted
+            timings["seconds_decode"] += time.perf_counter() - t0  # detection: part of reading the clip
+        captioned = meta.caption and meta.caption_of == _caption_of(spec)
+        if need_caption and not (captioned and len(meta.shot_captions or []) == len(meta.shots)):
+            from pipeline.io.shots import shot_ranges
+
             if frames is None:
                 frames = load_array(meta.frames, opts)
             captioner = _captioner(spec.caption_model, spec.device, spec.dtype)
             t0 = time.perf_counter()
-            anchor = frames[-1] if spec.anchor_last else frames[0]
-            meta.caption = captioner(anchor[None])[0]
+            # Each shot is a video of its own: its anchor is its first frame (its last with --reverse).
+            ranges = shot_ranges(meta.shots, len(frames))
+            anchors = [frames[stop - 1] if spec.anchor_last else frames[start] for start, stop in ranges]
+            meta.shot_captions = list(captioner(np.stack(anchors)))
+            meta.caption = meta.shot_captions[0]
             meta.caption_of = _caption_of(spec)
             timings["seconds_caption"] = time.perf_counter() - t0
         meta = dataclasses.replace(meta, status=OK, error=None, **timings)

@@ -79,6 +79,7 @@ class RunOptions:
     clip_model: str | None = None  # --metrics: the editors score each clip as they write it (CLIP model)
     precompute_store: str | None = None  # --precompute-store: a store shared between outputs; None: OUTPUT/precompute
     fault: dict[str, Any] | None = None  # tests only: see EditorActor._maybe_crash
+    shots: str = "auto"  # --shots: detect cuts (each shot edited as a video of its own) or "off"
 
     def precompute_spec(self) -> PrecomputeSpec:
         return PrecomputeSpec(
@@ -93,6 +94,7 @@ class RunOptions:
             device=self.device if self.precompute_gpus > 0 else "cpu",
             dtype=self.dtype,
             root=self.precompute_store,
+            shots=self.shots,
         )
 
 
@@ -101,7 +103,17 @@ def settings_fingerprint(opts: RunOptions) -> str:
     batch sizes and videos per call give the same frames)."""
     scheduling = ("schedule", "max_batch", "inversion_batch", "decode_batch")  # same frames either way
     cfg = {k: v for k, v in asdict(opts.config).items() if k not in scheduling}
+    # Options added later are left out at the value that gives the frames of before, so that outputs
+    # made before them still count as done: no refresh, no mask feather (no mask: the unit key says).
+    for name, before in (("anchor_refresh", 0), ("mask_feather", None)):
+        if cfg.get(name) == before:
+            cfg.pop(name, None)
     data = [opts.model, opts.caption_model, opts.size, opts.max_frames, opts.dtype, cfg]
+    # Shot cuts change the frames of every clip that has one, so `--shots auto` (the default) is in the
+    # fingerprint and `off` (what every run did before shots) is not: a rerun with the default redoes
+    # outputs made before shots existed, since one of their clips may have had a cut.
+    if opts.shots != "off":
+        data.append({"shots": opts.shots})
     return hashlib.sha1(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -156,6 +156,18 @@ def add_edit_arguments(parser: argparse.ArgumentParser, *, switches: bool = True
     )
 
 
+def add_shots_argument(parser: argparse.ArgumentParser) -> None:
+    """--shots for the dataset verbs that edit (run, augment); a manifest's `shots` column wins per clip."""
+    parser.add_argument(
+        "--shots",
+        default="auto",
+        choices=("auto", "off"),
+        help="shot cuts: auto = detect them (PySceneDetect) and edit each shot as a video of its own, with its "
+        "own anchor, inversion and caption; off = every clip is one shot. A manifest column 'shots' (first "
+        "frame of each shot, e.g. [0, 48]) gives them instead (default auto)",
+    )
+
+
 def add_cluster_arguments(parser: argparse.ArgumentParser, *, editors: bool = True, precompute: bool = True) -> None:
     g = parser.add_argument_group("Ray")
     g.add_argument(
@@ -312,6 +324,7 @@ def run_options(args: argparse.Namespace, opts: Any) -> Any:
         progress=bool(args.progress),
         clip_model=_metrics.clip_model(args) if _metrics.wants_metrics(args) else None,
         precompute_store=getattr(args, "precompute_store", None) or None,
+        shots=getattr(args, "shots", None) or "auto",
     )
 
 

@@ -38,6 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--variants", type=int, metavar="K", help="new clips per video (default: one per template)")
     _common.add_model_arguments(parser)
     _common.add_edit_arguments(parser)
+    _common.add_shots_argument(parser)
     _common.add_cluster_arguments(parser)
     _common.add_storage_arguments(parser)
     _metrics.add_metrics_arguments(parser, filtering=True)

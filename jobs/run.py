@@ -22,6 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _common.add_io_arguments(parser)
     _common.add_model_arguments(parser)
     _common.add_edit_arguments(parser)
+    _common.add_shots_argument(parser)
     _common.add_cluster_arguments(parser)
     _common.add_storage_arguments(parser)
     _metrics.add_metrics_arguments(parser)

@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 VIDEO_EXTENSIONS = tuple(sorted(_VIDEO_EXTENSIONS))  # pipeline.io.video's list, as str.endswith takes it
 TABLE_FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".tsv": "tsv"}
 TABLE_FORMATS |= {".jsonl": "json", ".ndjson": "json", ".json": "json"}
-RESERVED = ("video", "prompt", "id", "source_prompt")
+RESERVED = ("video", "prompt", "id", "source_prompt", "shots", "mask")
 
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
 _UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
@@ -71,10 +71,18 @@ def derive_id(video: str) -> str:
     return f"{slug(stem) or 'video'}-{short_hash(video)}"
 
 
-def unit_key(name: str, prompt: str) -> str:
+def unit_key(name: str, prompt: str, inputs: str = "") -> str:
     """File name stem of the (video, prompt) unit: the video's safe name, a readable slug of the
-    prompt, and a hash of the prompt (the slug alone is lossy)."""
-    return f"{name}__{slug(prompt, 32) or 'prompt'}-{short_hash(prompt)}"
+    prompt, and a hash of the prompt (the slug alone is lossy). `inputs`: what else the clip's row
+    gives that changes the pixels (`edit_inputs`: a mask, given shots), so that another mask or other
+    shots make another output rather than count as done; empty for a plain row (names as before)."""
+    return f"{name}__{slug(prompt, 32) or 'prompt'}-{short_hash(prompt + inputs)}"
+
+
+def edit_inputs(shots: tuple[int, ...] | None, mask: str | None) -> str:
+    """The `inputs` of `unit_key` for a row's given shots and mask ('' when it gives neither)."""
+    parts = ([f"shots={list(shots)}"] if shots is not None else []) + ([f"mask={mask}"] if mask else [])
+    return "".join(f"\x00{p}" for p in parts)
 
 
 @dataclass(frozen=True)
@@ -87,7 +95,10 @@ class Unit:
     prompt: str  # prompt text or template (`{caption}` is filled in after precompute)
     source_prompt: str | None
     row: int  # manifest row, for the carried columns
-    key: str  # unit_key(name, prompt)
+    key: str  # unit_key(name, prompt, edit_inputs(shots, mask))
+    shots: tuple[int, ...] | None = None  # the manifest's `shots` (first frames); None: --shots decides
+    mask: str | None = None  # resolved URL of the manifest's `mask` (a masked edit); None: no mask
+
 
 
 @dataclass
@@ -100,6 +111,8 @@ class VideoJob:
     source_prompt: str | None
     units: list[Unit] = field(default_factory=list)
     attempts: int = 0
+    shots: tuple[int, ...] | None = None  # as on its units (rows of one id agree)
+    mask: str | None = None
 
 
 @dataclass
@@ -114,7 +127,7 @@ class Manifest:
         for u in self.units if units is None else units:
             job = jobs.get(u.name)
             if job is None:
-                job = jobs[u.name] = VideoJob(u.id, u.name, u.video, u.source_prompt)
+                job = jobs[u.name] = VideoJob(u.id, u.name, u.video, u.source_prompt, shots=u.shots, mask=u.mask)
             job.units.append(u)
         return list(jobs.values())
 
@@ -193,9 +206,11 @@ def _read_jsonl(data: bytes, url: str) -> pa.Table:
         _prompts_of(r.get("prompt"), f"manifest {url} row {n}")
         if isinstance(r.get("prompt"), str):
             r["prompt"] = [r["prompt"]]
-        for k in ("id", "source_prompt"):
+        for k in ("id", "source_prompt", "mask"):
             if r.get(k) is not None and not isinstance(r[k], dict | list):
                 r[k] = str(r[k])
+        if r.get("shots") is not None:  # checked here, so that a bad list names its row
+            r["shots"] = list(_shots_of(r["shots"], f"manifest {url} row {n}") or [])
     return _table_of(records, url)
 
 
@@ -307,6 +322,30 @@ def _prompts_of(value: Any, where: str) -> list[str]:
     )
 
 
+def _shots_of(value: Any, where: str) -> tuple[int, ...] | None:
+    """A row's `shots`: None when empty, else the first frames (a list; in CSV a JSON list in the cell),
+    checked for shape here and against the clip's length once it is decoded (precompute)."""
+    from pipeline.io.shots import check_shots
+
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            raise InputError(f"{where}: column 'shots' holds {value!r:.60}; write a JSON list like [0, 48]") from None
+    return tuple(check_shots(value, 2**62, f"{where}: column 'shots'"))
+
+
+def _mask_of(value: Any, where: str, base: str) -> str | None:
+    """A row's `mask`: None when empty, else its URL (relative paths are relative to the manifest)."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if not isinstance(value, str):
+        raise InputError(f"{where}: column 'mask' must hold the URL of a mask folder or video, got {value!r:.60}")
+    return _resolve(value.strip(), base) if base else storage.normalize(value.strip())
+
+
 def load_manifest(
     url: str,
     opts: StorageOptions,
@@ -347,7 +386,7 @@ def load_manifest(
     carried = table.select(carried_names)
     cols = {c: table.column(c).to_pylist() for c in RESERVED if c in table.column_names}
     units: list[Unit] = []
-    seen_video: dict[str, tuple[str, str | None]] = {}
+    seen_video: dict[str, tuple] = {}  # (video, source_prompt, shots, mask) of each id
     seen_unit: set[str] = set()
     for row in range(table.num_rows):
         where = f"manifest {url} row {row + 1}"
@@ -358,9 +397,13 @@ def load_manifest(
         name = safe_name(vid)
         src = cols.get("source_prompt", [None] * table.num_rows)[row]
         src = str(src) if src not in (None, "") else None
-        if name in seen_video and seen_video[name] != (video, src):
-            raise InputError(f"{where}: id {vid!r} is already used for another video or source_prompt")
-        seen_video[name] = (video, src)
+        shots = _shots_of(cols.get("shots", [None] * table.num_rows)[row], where)
+        mask = _mask_of(cols.get("mask", [None] * table.num_rows)[row], where, base)
+        shown = (video, src, shots, mask)
+        if name in seen_video and seen_video[name] != shown:
+            raise InputError(f"{where}: id {vid!r} is already used for another video, source_prompt, shots or mask")
+        seen_video[name] = shown
+        inputs = edit_inputs(shots, mask)
         row_prompts = (
             _prompts_of(cols.get("prompt", [None] * table.num_rows)[row], where) if use_manifest_prompts else []
         )
@@ -370,11 +413,11 @@ def load_manifest(
                 raise InputError(f"{where}: no prompt; add a 'prompt' column or pass --prompt TEXT")
             all_prompts = [""]
         for prompt in all_prompts:
-            key = unit_key(name, prompt)
+            key = unit_key(name, prompt, inputs)
             if key in seen_unit:
                 raise InputError(f"{where}: video {vid!r} with prompt {prompt!r} is listed twice")
             seen_unit.add(key)
-            units.append(Unit(vid, name, video, prompt, src, row, key))
+            units.append(Unit(vid, name, video, prompt, src, row, key, shots=shots, mask=mask))
     if not units:
         raise InputError(f"manifest {url}: has no rows; add one row per video (a 'video' column and a 'prompt')")
     return Manifest(units=units, carried=carried, source=url)

@@ -8,7 +8,7 @@ its sizes and timings into the results rows, relabel turns it into a row of the 
 On disk it is the same JSON as before it had a type: the same keys with the same values, so stores
 written earlier are reused as they are. Keys this version does not know (a meta.json written by
 another version) are kept in `extra` and written back; `caption_of` is left out while there is no
-caption, as it always was.
+caption, as it always was, and the shot fields while the store has none.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from .tables import FAILED, OK
 # Not stored: `cached` is this run's news (found in the store or made now), `extra` holds unknown keys,
 # `read_order` the order of the keys it was read with.
 _NOT_STORED = ("cached", "extra", "read_order")
-_OMITTED_WHEN_NONE = ("caption_of",)
+_OMITTED_WHEN_NONE = ("caption_of", "shots", "shots_of", "shot_captions")
 
 
 @dataclass
@@ -43,8 +43,14 @@ class PrecomputeRecord:
     height: int | None = None
     src_width: int | None = None  # the video's own size
     src_height: int | None = None
-    caption: str | None = None  # of the anchor frame, when one was asked for
+    caption: str | None = None  # of the anchor frame, when one was asked for (the first shot's)
     caption_of: list[Any] | None = None  # what made the caption (model, anchor, dtype, device kind)
+    # Shot cuts (pipeline/io/shots.py): the first frame of every shot, how they were found (`shots_of`:
+    # ["auto", detector], ["off"] or ["given"]), and the caption of each shot's anchor frame when
+    # captions were asked for (shot_captions[0] == caption). Absent from stores written before shots.
+    shots: list[int] | None = None
+    shots_of: list[Any] | None = None
+    shot_captions: list[str] | None = None
     status: str | None = None  # "ok" or "failed"
     error: str | None = None  # one line, when failed
     seconds_decode: float = 0.0  # what this run spent on each stage (0 when the store had it)

@@ -5,11 +5,11 @@
     labels.parquet     `relabel`: one row per video; LABELS_SCHEMA, then the labels
     augmented.parquet  `augment`: one row per new clip; AUGMENTED_SCHEMA, then the source's labels
 
-A label is any manifest column other than `video`, `prompt`, `id` and `source_prompt`; it is carried to
-every row made from its manifest row. Its name may not be one the table fills itself (`reserved`):
-a manifest with a label `group_size` or `clip_text` is refused before any work (one line, exit 2),
-since two columns of one name make a parquet file unreadable, and a carried value would silently
-replace a computed one.
+A label is any manifest column other than `video`, `prompt`, `id`, `source_prompt`, `shots` and
+`mask`; it is carried to every row made from its manifest row. Its name may not be one the table
+fills itself (`reserved`): a manifest with a label `group_size` or `clip_text` is refused before any
+work (one line, exit 2), since two columns of one name make a parquet file unreadable, and a carried
+value would silently replace a computed one.
 """
 
 from __future__ import annotations
@@ -47,6 +47,13 @@ RESULTS_SCHEMA = pa.schema(
         ("fps", pa.float64()),
         ("width", pa.int32()),
         ("height", pa.int32()),
+        # Shot cuts (pipeline/io/shots.py): the first frame of every shot ([0] without a cut), each shot
+        # edited as a video of its own, with its own source prompt and target prompt ({caption} filled
+        # per shot); `prompt` and `source_prompt` are the first shot's.
+        ("shots", pa.list_(pa.int32())),
+        ("shot_source_prompts", pa.list_(pa.string())),
+        ("shot_prompts", pa.list_(pa.string())),
+        ("mask", pa.string()),  # the manifest's mask input of a masked (local) edit, else null
         ("attempts", pa.int32()),
         ("group_size", pa.int32()),  # videos edited in the same editor call (--videos-per-call)
         ("seconds_decode", pa.float64()),

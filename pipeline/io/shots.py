@@ -30,6 +30,10 @@ SHOTS_MODES = ("auto", "off")  # --shots: detect cuts, or edit the clip as one s
 # the usual false cuts.
 MIN_SHOT_FRAMES = 15
 
+# What made a detected shot list (a precompute store keeps it beside the shots, and detects again
+# when this changes): the library, its version's series, the detector and its settings.
+DETECTOR = f"scenedetect-0.7/AdaptiveDetector/min_scene_len={MIN_SHOT_FRAMES}"
+
 
 def detect_shots(frames: np.ndarray, *, min_shot: int = MIN_SHOT_FRAMES) -> list[int]:
     """First frame of every shot of `frames` (uint8 [N,H,W,3] RGB), `[0]` when there is no cut.
@@ -68,12 +72,13 @@ def check_shots(shots: object, num_frames: int, where: str) -> list[int]:
         if isinstance(value, bool) or not isinstance(value, int | np.integer | float) or float(value) != int(value):
             raise InputError(f"{where}: shots must be whole frame indices such as [0, 48], got {value!r}")
         out.append(int(value))
+    given = list(out)
     if out and out[0] != 0:
         out = [0, *out]
     if not out:
         out = [0]
     if any(b <= a for a, b in zip(out, out[1:], strict=False)):
-        raise InputError(f"{where}: shots must be increasing first-frame indices such as [0, 48], got {out}")
+        raise InputError(f"{where}: shots must be increasing first-frame indices such as [0, 48], got {given}")
     if out[-1] >= num_frames or out[0] < 0:
         raise InputError(
             f"{where}: shot start {out[-1] if out[-1] >= num_frames else out[0]} is outside the clip's "
