@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 from . import reaper
@@ -32,6 +36,35 @@ def _loopback_only() -> None:
 _REAPERS: list[subprocess.Popen] = []
 # GCS addresses of the local instances `connect` started here: fixed clusters (no autoscaler).
 _LOCAL: list[str] = []
+
+
+# oneMKL's Conditional Numerical Reproducibility: the same code path for the same call, whatever the
+# alignment of the buffers it is handed (which depends on what the process allocated before). Without
+# it MKL may choose another path for the same sgemm from one call to the next on some CPUs, which the
+# tiny model amplifies into grey levels. MKL reads it at its first call, so it goes into the
+# environment of the workers (`connect`) and of the command-line driver (`reproducible_numerics`).
+NUMERIC_ENV = {"MKL_CBWR": "AUTO"}
+
+
+def reproducible_numerics() -> None:
+    """This process's share of NUMERIC_ENV (where the environment does not say otherwise); call it
+    before torch's first matrix product."""
+    for key, value in NUMERIC_ENV.items():
+        os.environ.setdefault(key, value)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def interrupt_on_sigterm() -> None:
+    """SIGTERM (what `timeout`, Kubernetes and systemd send) raises KeyboardInterrupt, as Ctrl-C does:
+    the verb stops its editors, writes its results table, disconnects from Ray and exits 130. Ray's
+    own handler (installed by `ray.init`) exits from inside whatever the driver is doing instead,
+    which left no table and, with Ray's threads still running, aborted the process (exit 134).
+    Main thread only (Python's rule for signal handlers)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)
 
 
 def local_instance_running() -> bool:
@@ -89,22 +122,55 @@ def connect(
     if ray.is_initialized():
         return False
     address = address or os.environ.get("RAY_ADDRESS") or "local"
+    # Every worker (editors, precompute tasks) computes with MKL's reproducible mode (see NUMERIC_ENV),
+    # unless this environment says otherwise.
+    runtime_env = dict(runtime_env or {})
+    numeric = {k: os.environ.get(k, v) for k, v in NUMERIC_ENV.items()}
+    runtime_env["env_vars"] = {**numeric, **runtime_env.get("env_vars", {})}
     if address == "local":
         _loopback_only()
         watchdog = _start_reaper()
-        ray.init(
-            address="local",
-            num_cpus=num_cpus,
-            num_gpus=num_gpus,
-            include_dashboard=False,
-            runtime_env=runtime_env,
-            logging_level=logging.WARNING,
-        )
+        with _one_line("Ray could not start a local instance"):
+            ray.init(
+                address="local",
+                num_cpus=num_cpus,
+                num_gpus=num_gpus,
+                include_dashboard=False,
+                runtime_env=runtime_env,
+                logging_level=logging.WARNING,
+            )
+        interrupt_on_sigterm()  # ray.init installed its own
         _guard(watchdog)
         _LOCAL.append(ray.get_runtime_context().gcs_address)
         return True
-    ray.init(address=address, runtime_env=runtime_env, logging_level=logging.WARNING)
+    with _one_line(f"could not connect to the Ray cluster at {address}"):
+        ray.init(address=address, runtime_env=runtime_env, logging_level=logging.WARNING)
+    interrupt_on_sigterm()
     return False
+
+
+@contextlib.contextmanager
+def _one_line(what: str) -> Iterator[None]:
+    """`ray.init` failing (no disk space, a file-size limit, a busy machine, a wrong address) is one
+    line (pipeline.errors.Failure, exit 1) rather than Ray's traceback; what it started is stopped,
+    so no Ray thread is left to abort the process as it exits."""
+    import ray
+
+    from pipeline.errors import Failure, first_line
+
+    try:
+        yield
+    except KeyboardInterrupt:
+        ray.shutdown()
+        raise
+    except Exception as e:  # noqa: BLE001 - Ray raises RuntimeError, ConnectionError, plain Exception...
+        try:
+            ray.shutdown()
+        except Exception:  # noqa: BLE001 - best effort: it did not start
+            log.debug("ray.shutdown after a failed start raised", exc_info=True)
+        raise Failure(
+            f"{what}: {type(e).__name__}: {first_line(e, 200)} (Ray's logs: /tmp/ray/session_latest/logs)"
+        ) from None
 
 
 def describe_cluster() -> str:

@@ -29,9 +29,11 @@ from pipeline.dataset.record import PrecomputeRecord
 from pipeline.dataset.storage import StorageOptions
 from pipeline.errors import first_line
 
-from .precompute import load_array, save_array
+from .precompute import load_array, pin_numerics, save_array
 
 log = logging.getLogger(__name__)
+
+FRAMES = "frames"  # OUTPUT/frames/: the decoded frames of each unit, with EditSpec.keep_frames (tests)
 
 # A video's per-video stages on its rows after the first (they are charged once).
 _PAID = {"seconds_decode": 0.0, "seconds_depth": 0.0, "seconds_caption": 0.0}
@@ -47,6 +49,9 @@ class EditSpec:
     config: Any  # pipeline.method.editor.EditConfig
     reuse_inversion: bool = True  # False (--overwrite): recompute zT even when the store has it
     clip_model: str | None = None  # --metrics: score each clip as it is written (actors/evaluation.py)
+    run: str = ""  # this run's token, written into each marker
+    redo: bool = False  # --overwrite: a unit is done only when this run marked it (resume.is_done)
+    keep_frames: bool = False  # tests only: also OUTPUT/frames/<key>.npy, the frames before H.264
 
 
 @dataclass
@@ -99,10 +104,13 @@ class EditorActor:
         dtype: str = "float32",
         storage_options: StorageOptions | None = None,
         fault: dict[str, Any] | None = None,
+        threads: float = 1.0,
     ) -> None:
         from pipeline.method.editor import Pix2Video
         from pipeline.models.loading import load_diffusion_models, resolve_model
 
+        self.threads = threads  # the actor's CPUs: its torch intra-op threads, set again at every call
+        pin_numerics(threads)
         t0 = time.perf_counter()
         self.models = load_diffusion_models(resolve_model(model), dtype=dtype, device=device)
         self.editor = Pix2Video(self.models)
@@ -136,6 +144,7 @@ class EditorActor:
         are edited one by one, so a bad one fails only its own rows.
         """
         started = time.perf_counter()
+        pin_numerics(self.threads)  # nothing that ran before (or a library) changes this call's arithmetic
         idle = 0.0 if self._last_end is None else started - self._last_end
         attempts = attempts or [1] * len(videos)
         rows: list[dict[str, Any]] = []
@@ -144,7 +153,9 @@ class EditorActor:
             try:
                 todo = []
                 for u in units:  # an earlier attempt that died may have finished some prompts
-                    row = resume.is_done(spec.output, u.key, spec.settings, self.opts)
+                    row = resume.is_done(
+                        spec.output, u.key, spec.settings, self.opts, run=spec.run if spec.redo else None
+                    )
                     if row is None:
                         todo.append(u)
                     else:
@@ -163,7 +174,7 @@ class EditorActor:
                     "editing %d videos together failed (%s: %s); editing them one by one",
                     len(prepared),
                     type(e).__name__,
-                    first_line(e),
+                    storage.redact(first_line(e), self.opts),
                 )
         for p in prepared:
             done = {r["key"] for r in rows}
@@ -276,14 +287,12 @@ class EditorActor:
             url = resume.output_url(spec.output, unit.key)
             with tempfile.TemporaryDirectory(prefix="pix2video-") as tmp:
                 local = os.path.join(tmp, "out.mp4")
-                write_video(
-                    local,
-                    # A masked edit is composited over the input frames here (Pix2Video.decode).
-                    self.editor.decode(z, config.decode_batch, video=p.video, config=config),
-                    meta.fps,
-                    width=meta.width,
-                    height=meta.height,
-                )
+                # A masked edit is composited over the input frames here (Pix2Video.decode).
+                frames = self.editor.decode(z, config.decode_batch, video=p.video, config=config)
+                if spec.keep_frames:  # tests: the decoded frames as they are before H.264
+                    frames = list(frames)
+                    save_array(storage.join(spec.output, FRAMES, f"{unit.key}.npy"), np.stack(frames), self.opts)
+                write_video(local, frames, meta.fps, width=meta.width, height=meta.height)
                 storage.put_file(local, url, self.opts)
                 # --metrics: the frames as stored (after H.264, what `evaluate` would read back).
                 written = read_frames(local).frames if spec.clip_model else None
@@ -308,7 +317,7 @@ class EditorActor:
                 seconds_write=time.perf_counter() - t0,
             )
             scores = self._score(spec, unit, row, written, meta) if written is not None else {}
-            resume.mark_done(spec.output, unit.key, row, spec.settings, self.opts)
+            resume.mark_done(spec.output, unit.key, row, spec.settings, self.opts, run=spec.run)
             rows.append(row | scores)  # the marker holds no metrics: `evaluate` may replace them
             p.charged = True
 
@@ -353,7 +362,9 @@ class EditorActor:
         url = storage.join(meta.store, f"inversion-{key}.npy")
         if spec.reuse_inversion and video.mask is None:
             try:
-                return torch.from_numpy(load_array(url, self.opts)).to(self.models.device)
+                # A copy in torch's own (64-byte aligned) memory, not a view of numpy's buffer, whose
+                # alignment depends on what this process allocated before.
+                return torch.tensor(load_array(url, self.opts), device=self.models.device)
             except FileNotFoundError:
                 pass
         self._maybe_crash("before_invert")
@@ -383,7 +394,7 @@ def _row(unit: Unit, meta: PrecomputeRecord, *, status: str, **fields: Any) -> d
     row = {
         "key": unit.key,
         "id": unit.id,
-        "video": unit.video,
+        "video": storage.redact_url(unit.video),  # read with its credentials, never written with them
         "prompt": unit.prompt,
         "source_prompt": unit.source_prompt or meta.caption,
         "status": status,
@@ -394,7 +405,7 @@ def _row(unit: Unit, meta: PrecomputeRecord, *, status: str, **fields: Any) -> d
         "width": meta.width,
         "height": meta.height,
         "shots": list(meta.shots) if meta.shots is not None else None,  # first frames; null before precompute
-        "mask": unit.mask,
+        "mask": storage.redact_url(unit.mask) if unit.mask else None,
         "group_size": None,  # videos edited in the same call (sharing UNet batches); None if failed
         "seconds_decode": meta.seconds_decode,
         "seconds_depth": meta.seconds_depth,

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pipeline.dataset import storage
-from pipeline.dataset.results import clip_key
+from pipeline.dataset.results import clip_key, read_results
 from pipeline.dataset.storage import StorageOptions
 from pipeline.dataset.stored_metrics import (
     apply_bounds,
@@ -34,7 +34,7 @@ from pipeline.dataset.stored_metrics import (
     score_written,
     stored_values,
 )
-from pipeline.dataset.tables import METRIC_COLUMNS, RESULTS, SCORED, read_table, with_metric_columns, write_table
+from pipeline.dataset.tables import METRIC_COLUMNS, RESULTS, SCORED, with_metric_columns, write_table
 from pipeline.errors import InputError, first_line
 from pipeline.quality.clip import DEFAULT_CLIP_MODEL
 
@@ -162,12 +162,7 @@ def evaluate_run(
 
     output = storage.normalize(output)
     results = storage.join(output, RESULTS)
-    if not storage.exists(results, opts):
-        raise InputError(f"{results}: no results table; give the OUTPUT of a finished `pix2video run` or `augment`")
-    table = read_table(results, opts)
-    missing = [c for c in ("video", "prompt", "status", "output") if c not in table.column_names]
-    if missing:
-        raise InputError(f"{results}: not a results table (no column {missing[0]!r})")
+    table = read_results(output, opts)  # missing, corrupt or foreign: one line
     rows = table.to_pylist()
     ev = Evaluation(table=table, results=results, clip_model=clip_model)
     values: list[dict[str, Any]] = [dict.fromkeys(METRIC_COLUMNS) for _ in rows]

@@ -65,12 +65,12 @@ class PrecomputeSpec:
     device: str | None = None
     dtype: str = "float32"
     depth_batch: int = 8
+    threads: float = 1.0  # the task's CPUs: its torch intra-op threads (pin_numerics)
     root: str | None = None  # the store's root URL (--precompute-store); None: OUTPUT/precompute
     # --shots: "auto" detects cuts (pipeline.io.shots), "off" makes one shot; a manifest's `shots` wins.
     # Not in the store's key: meta.json keeps the shots with what made them (`shots_of`), and they are
     # found again, frames and depth untouched, when that changes.
     shots: str = "auto"
-
 
     def identity(self) -> dict[str, Any]:
         """What the stored frames and depth depend on (JSON-shaped, to compare with meta.json)."""
@@ -97,6 +97,19 @@ def device_kind(device: str | None) -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def pin_numerics(threads: float) -> None:
+    """The same arithmetic on every call in a Ray worker, whatever ran in the process before: the
+    intra-op thread count (reduction order in GEMM, convolutions, norms) set explicitly to the CPUs
+    the task or actor was given (at least 1), not left to whichever task first initialised torch in
+    a reused worker; and denormals kept (flush-to-zero off), whatever a library switched."""
+    import torch
+
+    count = max(1, int(threads))
+    if torch.get_num_threads() != count:
+        torch.set_num_threads(count)
+    torch.set_flush_denormal(False)
 
 
 def store_url(spec: PrecomputeSpec, name: str) -> str:
@@ -161,7 +174,7 @@ def _find_shots(wanted: list[Any], frames: np.ndarray | None, num_frames: int, v
     from pipeline.io.shots import check_shots, detect_shots
 
     if wanted[0] == "given":
-        return check_shots(wanted[1], num_frames, f"{video}: column 'shots'")
+        return check_shots(wanted[1], num_frames, f"{storage.redact_url(video)}: column 'shots'")
     if wanted[0] == "off":
         return [0]
     return detect_shots(frames)
@@ -187,7 +200,7 @@ def _stored(store: str, video: str, spec: PrecomputeSpec, opts: StorageOptions) 
     if not isinstance(data, dict):
         return None
     meta = PrecomputeRecord.from_json(data)
-    if meta.video != video or meta.spec != spec.identity():
+    if meta.video != storage.redact_url(video) or meta.spec != spec.identity():
         return None  # same name, other video or settings: rebuild
     return meta
 
@@ -210,6 +223,7 @@ def precompute_video(
     A bad video (missing, corrupt, empty, too long) is data: the record says `status: failed` with a
     one-line error. Network errors are raised, so Ray retries them.
     """
+    pin_numerics(spec.threads)
     store = store_url(spec, name)
     timings = {"seconds_decode": 0.0, "seconds_depth": 0.0, "seconds_caption": 0.0}
     meta = None if refresh else _stored(store, video, spec, opts)
@@ -248,7 +262,7 @@ def precompute_video(
             timings["seconds_depth"] = time.perf_counter() - t0
             meta = PrecomputeRecord(
                 name=name,
-                video=video,
+                video=storage.redact_url(video),  # meta.json never holds a URL's credentials
                 spec=spec.identity(),
                 **_locations(store),
                 num_frames=int(len(frames)),
@@ -287,11 +301,16 @@ def precompute_video(
         storage.write_bytes(storage.join(store, META), meta.dumps(), opts)
         return dataclasses.replace(meta, cached=False)
     except InputError as e:
-        return PrecomputeRecord.failed(str(e), name=name, video=video, **timings)
+        return PrecomputeRecord.failed(storage.redact(str(e)), name=name, video=storage.redact_url(video), **timings)
     except TRANSIENT_ERRORS:
         raise
     except FileNotFoundError:
-        return PrecomputeRecord.failed(f"{video}: no such file; check the URL", name=name, video=video, **timings)
+        return PrecomputeRecord.failed(
+            f"{storage.redact_url(video)}: no such file; check the URL",
+            name=name,
+            video=storage.redact_url(video),
+            **timings,
+        )
     except Exception as e:  # a video that breaks a model must not stop the other videos
         error = f"{video}: {type(e).__name__}: {first_line(e)}"
-        return PrecomputeRecord.failed(error, name=name, video=video, **timings)
+        return PrecomputeRecord.failed(storage.redact(error), name=name, video=storage.redact_url(video), **timings)

@@ -32,12 +32,13 @@ import json
 import logging
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pipeline.dataset import resume, storage
-from pipeline.dataset.manifest import Manifest, Unit, VideoJob
+from pipeline.dataset.manifest import Manifest, VideoJob
 from pipeline.dataset.record import PrecomputeRecord
 from pipeline.dataset.results import build_table, keep_scores, previous_scores
 from pipeline.dataset.storage import StorageOptions
@@ -79,6 +80,9 @@ class RunOptions:
     clip_model: str | None = None  # --metrics: the editors score each clip as they write it (CLIP model)
     precompute_store: str | None = None  # --precompute-store: a store shared between outputs; None: OUTPUT/precompute
     fault: dict[str, Any] | None = None  # tests only: see EditorActor._maybe_crash
+    # Tests only: each unit's decoded frames (uint8, before H.264) also go to OUTPUT/frames/<key>.npy, so
+    # tests compare what the method computed rather than the encoder's decisions about it.
+    keep_frames: bool = False
     shots: str = "auto"  # --shots: detect cuts (each shot edited as a video of its own) or "off"
 
     def precompute_spec(self) -> PrecomputeSpec:
@@ -94,6 +98,7 @@ class RunOptions:
             device=self.device if self.precompute_gpus > 0 else "cpu",
             dtype=self.dtype,
             root=self.precompute_store,
+            threads=self.precompute_cpus,
             shots=self.shots,
         )
 
@@ -209,7 +214,14 @@ def _start_editors(opts: RunOptions, count: int, gpus: float, cpus: float) -> li
         max_task_retries=0,  # ...and we re-dispatch its video to whichever editor is free (see top)
     )
     return [
-        cls.remote(opts.model, device=opts.device, dtype=opts.dtype, storage_options=opts.storage, fault=opts.fault)
+        cls.remote(
+            opts.model,
+            device=opts.device,
+            dtype=opts.dtype,
+            storage_options=opts.storage,
+            fault=opts.fault,
+            threads=cpus,
+        )
         for _ in range(count)
     ]
 
@@ -223,15 +235,6 @@ def _precompute_task(opts: RunOptions) -> Any:
         max_retries=3,  # worker or node died: Ray reruns the task elsewhere
         retry_exceptions=list(TRANSIENT_ERRORS),
     )
-
-
-def _clear_markers(output: str, units: list[Unit], opts: StorageOptions) -> None:
-    """--overwrite: forget what was done, so an interrupted overwrite run resumes as a fresh one."""
-    fs, _ = storage.filesystem(output, opts)
-    paths = [storage.filesystem(resume.marker_url(output, u.key), opts)[1] for u in units]
-    existing = [p for p in paths if fs.exists(p)]
-    if existing:
-        fs.rm(existing)
 
 
 def _locate_store(opts: RunOptions) -> None:
@@ -248,15 +251,24 @@ def run_dataset(manifest: Manifest, opts: RunOptions, *, connect: Callable[[], o
     Needs a connected Ray driver (actors.cluster.connect), or `connect`, which is called only when
     there is work, so a rerun of a finished dataset does not wait for Ray to start.
     """
-    started = time.perf_counter()
     resume.check_output_location(opts.output)  # before any work: a read-only output is one line
     opts.output = storage.normalize(opts.output)
     _locate_store(opts)
+    with resume.OutputLock(opts.output):  # a second run on this output stops here, in one line
+        return _run_locked(manifest, opts, connect)
+
+
+def _run_locked(manifest: Manifest, opts: RunOptions, connect: Callable[[], object] | None) -> RunSummary:
+    started = time.perf_counter()
     settings = settings_fingerprint(opts)
     # An interrupted run may leave temporaries of unfinished writes; they were never outputs.
     storage.remove_stale_temporaries(opts.output)
+    resume.adopt_legacy(opts.output, manifest.units, opts.storage)  # outputs named before case-safe names
+    # --overwrite forgets nothing up front: each unit is redone and its output and marker replaced only
+    # as the new ones land (this run's token in the marker tells them apart), so a run that fails to
+    # start or is stopped midway keeps every finished output it has not redone yet.
+    run_token = uuid.uuid4().hex
     if opts.overwrite:
-        _clear_markers(opts.output, manifest.units, opts.storage)
         done: dict[str, dict] = {}
     else:
         done, stale = resume.done_rows(opts.output, settings, opts.storage)
@@ -293,7 +305,11 @@ def run_dataset(manifest: Manifest, opts: RunOptions, *, connect: Callable[[], o
                 opts.output,
                 alive_nodes(),
             )
-        drive = _drive(jobs, opts, settings)
+        try:
+            drive = _drive(jobs, opts, settings, run_token)
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the table of what is done, then the interrupt
+            _write_partial_table(manifest, opts, settings)
+            raise
         rows, idle_share, frames = drive.rows, drive.idle_share, drive.frames
     elapsed = time.perf_counter() - started
 
@@ -322,6 +338,24 @@ def run_dataset(manifest: Manifest, opts: RunOptions, *, connect: Callable[[], o
     return summary
 
 
+def _write_partial_table(manifest: Manifest, opts: RunOptions, settings: str) -> None:
+    """An interrupted run's results table: every unit whose marker and mp4 are on storage now (done
+    before this run or by it), so the table never lists an output that is not there. A rerun of the
+    same command finishes the rest."""
+    try:
+        done, _ = resume.done_rows(opts.output, settings, opts.storage)
+        done = {k: v for k, v in done.items() if k in {u.key for u in manifest.units}}
+        rows = keep_scores(done, previous_scores(opts.output, opts.storage))
+        write_table(build_table(manifest, rows), storage.join(opts.output, RESULTS), opts.storage)
+        log.info(
+            "interrupted: %d of %d videos x prompts done; rerun the same command to finish",
+            len(done),
+            len(manifest.units),
+        )
+    except Exception as e:  # noqa: BLE001 - the interrupt matters more; the next run rebuilds the table
+        log.warning("interrupted, and the results table could not be written (%s)", type(e).__name__)
+
+
 def _grouping(opts: RunOptions) -> tuple[int, float]:
     """(most videos per call, frames x prompts that make a call full).
 
@@ -340,7 +374,7 @@ def _grouping(opts: RunOptions) -> tuple[int, float]:
     return MAX_VIDEOS_PER_CALL, 2.0 * max_batch
 
 
-def _drive(jobs: list[VideoJob], opts: RunOptions, settings: str) -> Outcome:
+def _drive(jobs: list[VideoJob], opts: RunOptions, settings: str, run_token: str = "") -> Outcome:
     """Start the editors and the precompute stage, and let the dispatcher stream `jobs` through them."""
     gpus, cpus, count = _editor_resources(opts)
     count = min(count, len(jobs))
@@ -361,6 +395,9 @@ def _drive(jobs: list[VideoJob], opts: RunOptions, settings: str) -> Outcome:
         config=opts.config,
         reuse_inversion=not opts.overwrite,
         clip_model=opts.clip_model,
+        run=run_token,
+        redo=opts.overwrite,
+        keep_frames=opts.keep_frames,
     )
     limit, target = _grouping(opts)
     precomputes = Precomputes(_precompute_task(opts), spec, opts.storage, need_caption=None, refresh=opts.overwrite)
@@ -391,12 +428,19 @@ def precompute_dataset(
     manifest: Manifest, opts: RunOptions, *, need_caption: bool = True
 ) -> list[tuple[VideoJob, PrecomputeRecord]]:
     """Precompute only (relabel): every video's record, ok or failed, in manifest order."""
-    import ray
-
     resume.check_output_location(opts.output)
     leave_room_for_precompute(0, 0.0, 0.0, opts.precompute_gpus, opts.precompute_cpus, fixed_count=True)
     opts.output = storage.normalize(opts.output)
     _locate_store(opts)
+    with resume.OutputLock(opts.output):
+        return _precompute_locked(manifest, opts, need_caption)
+
+
+def _precompute_locked(
+    manifest: Manifest, opts: RunOptions, need_caption: bool
+) -> list[tuple[VideoJob, PrecomputeRecord]]:
+    import ray
+
     jobs = manifest.videos()
     stage = Precomputes(
         _precompute_task(opts), opts.precompute_spec(), opts.storage, need_caption=need_caption, refresh=opts.overwrite

@@ -94,7 +94,12 @@ def run(args: argparse.Namespace) -> int:
     opts = _common.storage_options(args)
     run_opts = _common.run_options(args, opts)
     source = load_manifest(
-        args.manifest, opts, require_prompts=False, use_manifest_prompts=False, tables=(RESULTS, AUGMENTED)
+        args.manifest,
+        opts,
+        require_prompts=False,
+        use_manifest_prompts=False,
+        tables=(RESULTS, AUGMENTED),
+        output=args.output,
     )
     manifest, variant_of = augment_manifest(source, templates, k)
     # --metrics / --min-clip-text / --max-pixel-mse: scored, and clips outside the bounds marked 'filtered'.

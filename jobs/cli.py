@@ -14,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-from pipeline.errors import InputError
+from pipeline.errors import Failure, InputError
 
 # verb -> (module, one-line help)
 VERBS: dict[str, tuple[str, str]] = {
@@ -122,7 +122,12 @@ def build_parser(verb: str) -> argparse.ArgumentParser:
 
 def run_verb(verb: str, argv: list[str]) -> int:
     """Parse `argv` for `verb`, run it, and turn user errors into one line on stderr."""
+    from actors.cluster import interrupt_on_sigterm, reproducible_numerics
+    from pipeline.dataset.storage import redact
+
+    reproducible_numerics()  # as in the Ray workers: MKL's reproducible mode
     _quiet_libraries()
+    interrupt_on_sigterm()  # SIGTERM (timeout, Kubernetes, systemd) stops a verb as Ctrl-C does
     try:
         parser = build_parser(verb)
         _apply_config(parser, argv)
@@ -131,14 +136,32 @@ def run_verb(verb: str, argv: list[str]) -> int:
             level=logging.DEBUG if args.verbose else logging.INFO,
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         )
+        for handler in logging.getLogger().handlers:  # no URL's password or signature in a log line
+            handler.addFilter(_RedactFilter())
         module = importlib.import_module(VERBS[verb][0])
         return int(module.run(args) or 0)
     except InputError as e:
-        print(f"pix2video {verb}: error: {e}", file=sys.stderr)
+        print(f"pix2video {verb}: error: {redact(str(e))}", file=sys.stderr)
         return 2
+    except Failure as e:
+        print(f"pix2video {verb}: error: {redact(str(e))}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"pix2video {verb}: interrupted", file=sys.stderr)
         return 130
+
+
+class _RedactFilter(logging.Filter):
+    """Log records as `storage.redact` shows text: URL credentials and known secrets become ***."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from pipeline.dataset.storage import redact
+
+        message = record.getMessage()
+        shown = redact(message)
+        if shown != message:
+            record.msg, record.args = shown, None
+        return True
 
 
 def _quiet_libraries() -> None:
@@ -146,6 +169,12 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+    # pyarrow's CSV reader starts a C++ thread to catch Ctrl-C while it reads; left running, it is
+    # destroyed while the process exits and aborts it (exit 134, "terminate called without an active
+    # exception"), a few times in a hundred after a usage error. Our own handlers stop the verb.
+    import pyarrow
+
+    pyarrow.enable_signal_handlers(False)
     try:
         from transformers.utils import logging as hf_logging
 

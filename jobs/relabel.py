@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
 
     opts = _common.storage_options(args)
     run_opts = _common.run_options(args, opts)
-    manifest = load_manifest(args.manifest, opts, require_prompts=False, tables=(LABELS,))
+    manifest = load_manifest(args.manifest, opts, require_prompts=False, tables=(LABELS,), output=args.output)
     started = _session.connect_ray(args)
     try:
         metas = precompute_dataset(manifest, run_opts, need_caption=True)

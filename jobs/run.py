@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     _common.check_positive("max-attempts", args.max_attempts)
     _common.check_positive("max-failures", args.max_failures, allow_zero=True)
     run_opts.max_attempts = args.max_attempts
-    manifest = load_manifest(args.manifest, opts, prompts=args.prompt)
+    manifest = load_manifest(args.manifest, opts, prompts=args.prompt, output=args.output)
     # --metrics: the editors score each clip as they write it (columns clip_text, clip_image, pixel_mse).
     summary, _ = _common.execute(args, manifest, run_opts, "run")
     return 0 if summary.failed <= args.max_failures else 1

@@ -13,3 +13,8 @@ def first_line(e: BaseException, limit: int = 300) -> str:
     ("..." marks a cut): what a results row, a log line or a one-line error quotes of an exception."""
     text = (str(e).strip().splitlines() or [""])[0].strip()
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class Failure(RuntimeError):
+    """A failure of the machine or the cluster, not of the input (Ray cannot start, the cluster cannot
+    be reached): one line that says what failed and where to look; the command line exits 1."""

@@ -22,6 +22,8 @@ import pytest
 _CACHE = tempfile.mkdtemp(prefix="pix2video-test-cache-")
 os.environ["PIX2VIDEO_CACHE"] = _CACHE
 os.environ["HF_HUB_OFFLINE"] = "1"
+# MKL's reproducible mode, as the command line and the Ray workers use it (actors.cluster.NUMERIC_ENV).
+os.environ.setdefault("MKL_CBWR", "AUTO")
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -8,6 +8,7 @@ an interrupted driver; relabel and augment tables.
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import signal
@@ -31,6 +32,9 @@ ROOT = Path(__file__).resolve().parents[1]
 FRAMES = 3
 PROMPTS = ["a watercolor painting", "{caption}, at night"]
 COMMON = ["--model", "tiny", "--size", "64x64", "--steps", "2", "--no-progress"]
+# Frames of one (video, prompt) edited in calls of other groupings (--videos-per-call, editors, run vs
+# edit), in grey levels of the decoded uint8 frames before H.264, tiny model, 64x64, 3 frames, 2 steps.
+GROUPING_NOISE = {"max": 2, "mean": 0.05}
 # Columns that must match between two runs over the same manifest (timings and attempts may differ).
 STABLE = ["id", "video", "prompt", "source_prompt", "status", "error", "output", "num_frames", "fps", "width", "height"]
 
@@ -156,12 +160,29 @@ def test_rerun_skips_everything_and_cli_exit_codes(
     assert cli(["run", "--manifest", str(dataset / "nope.csv"), "--output", str(out), *COMMON]) == 2
 
 
-def test_overwrite_redoes_all(ray_cluster: str, dataset: Path, tmp_path: Path) -> None:
+def test_overwrite_redoes_all_unit_by_unit(ray_cluster: str, dataset: Path, tmp_path: Path) -> None:
+    """--overwrite replaces each output and marker as its new one lands (issue 17): an overwrite whose
+    editor dies after its first new mp4 forgets none of the finished run; a full one rewrites every
+    marker (this run's token in each)."""
+    from actors.runner import settings_fingerprint
+    from pipeline.dataset import resume
+
     manifest = load_manifest(str(dataset / "good.jsonl"), StorageOptions(), prompts=None)
     manifest.units = manifest.units[:2]  # one video, both prompts: enough to see it
-    first = run_dataset(manifest, _options(tmp_path))
-    again = run_dataset(manifest, _options(tmp_path, overwrite=True))
+    out = tmp_path / "out"
+    first = run_dataset(manifest, _options(out))
+    settings = settings_fingerprint(_options(out))
+    flag = tmp_path / "crashed"
+    fault = {"at": "after_output", "flag": str(flag)}
+    killed = run_dataset(manifest, _options(out, overwrite=True, num_editors=1, max_attempts=1, fault=fault))
+    assert flag.exists() and killed.failed == 2  # its editor died once: this attempt failed
+    done, _ = resume.done_rows(str(out), settings, StorageOptions())
+    assert set(done) == {u.key for u in manifest.units}  # the finished run is all still there
+    again = run_dataset(manifest, _options(out, overwrite=True))
     assert (first.ok, again.ok, again.skipped, again.videos) == (2, 2, 0, 1)
+    tokens = [json.loads(p.read_text())["run"] for p in sorted((out / "markers").iterdir())]
+    assert len(tokens) == 2 and len(set(tokens)) == 1 and tokens[0]  # both redone, by the last run
+    assert {r["status"] for r in pq.read_table(out / "results.parquet").to_pylist()} == {"ok"}
 
 
 def test_editor_killed_mid_video(ray_cluster: str, dataset: Path, tmp_path: Path) -> None:
@@ -412,43 +433,42 @@ def test_videos_edited_together_equal_videos_edited_alone(
     ray_cluster: str, dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """`--videos-per-call 3`: the three videos (consecutive in the manifest, one size) go in one editor
-    call, every row ok, and nearly the same frames as one video per call. The second run reuses the
-    first's precompute store."""
+    call, every row ok, and the same frames as one video per call within float-order noise. The second
+    run reuses the first's precompute store."""
     import shutil
-
-    from pipeline.io.video import read_frames
 
     manifest = load_manifest(str(dataset / "good.jsonl"), StorageOptions())
     alone = tmp_path / "alone"
-    first = run_dataset(manifest, _options(alone, num_editors=1, videos_per_call=1))
+    first = run_dataset(manifest, _options(alone, num_editors=1, videos_per_call=1, keep_frames=True))
     assert (first.ok, first.failed, first.editor_calls) == (6, 0, 3)
 
     together = tmp_path / "together"
     together.mkdir()
     shutil.copytree(alone / "precompute", together / "precompute")
-    argv = ["run", "--manifest", str(dataset / "good.jsonl"), "--output", str(together), *COMMON]
-    assert cli([*argv, "--num-editors", "1", "--videos-per-call", "3"]) == 0
-    assert "6 of 6 videos x prompts ok" in capsys.readouterr().out
+    second = run_dataset(manifest, _options(together, num_editors=1, videos_per_call=3, keep_frames=True))
+    assert (second.ok, second.failed, second.editor_calls) == (6, 0, 1)
     rows = pq.read_table(together / "results.parquet").to_pylist()
-    assert all(r["status"] == "ok" for r in rows)
     assert {r["group_size"] for r in rows} == {3}  # the call was cut by the manifest, not by timing
     assert {r["group_size"] for r in pq.read_table(alone / "results.parquet").to_pylist()} == {1}
     assert all(r["seconds_edit"] > 0 for r in rows)  # the shared edit time is split over the rows
     assert _videos(together) == _videos(alone)
-    # Decoded frames of a grouped edit are within 1 grey level of a lone edit (UNet batches of another
-    # shape round differently; tests/test_method.py checks that on frames). The mp4s are H.264 at CRF
-    # 18, which turns a 1-level change into a few larger ones where the encoder decides otherwise, so
-    # here: a fraction of a level on average, nearly every pixel within 1 (another prompt's or another
-    # video's edit is ~36 levels off on average, with ~4% of pixels within 1).
-    for name in _videos(alone):
-        a = read_frames(str(alone / "videos" / name)).frames.astype(np.int16)
-        b = read_frames(str(together / "videos" / name)).frames.astype(np.int16)
-        assert a.shape == b.shape == (FRAMES, 64, 64, 3)
-        diff = np.abs(a - b)
-        assert diff.mean() <= 0.5 and (diff <= 1).mean() >= 0.9, (name, diff.mean(), (diff <= 1).mean())
+    # The decoded frames, before H.264 (whose decisions turn a one-level change into larger ones): UNet
+    # batches of another shape round differently, and the tiny model's random weights amplify that,
+    # but only to the last grey level (truncation of a value a hair away). Measured: see GROUPING_NOISE.
+    a, b = _frames_by_unit(alone), _frames_by_unit(together)
+    for key in a:
+        diff = np.abs(a[key][0].astype(np.int16) - b[key][0])
+        assert a[key][0].shape == (FRAMES, 64, 64, 3)
+        assert diff.max() <= GROUPING_NOISE["max"] and diff.mean() <= GROUPING_NOISE["mean"], (
+            key,
+            diff.max(),
+            diff.mean(),
+        )
     # The flag takes auto or a positive count.
+    argv = ["run", "--manifest", str(dataset / "good.jsonl"), "--output", str(together), *COMMON]
     assert cli([*argv, "--videos-per-call", "0"]) == 2
     assert cli([*argv, "--videos-per-call", "auto"]) == 0  # all done: nothing to edit
+    assert "6 of 6 videos x prompts ok" in capsys.readouterr().out
 
 
 def test_two_runs_give_the_same_pixels(ray_cluster: str, dataset: Path, tmp_path: Path) -> None:
@@ -494,3 +514,198 @@ def test_editor_call_with_a_bad_video_fails_only_its_rows(dataset: Path, tmp_pat
     assert rows["good-1__caption"]["status"] == "failed"
     assert "non-empty" in rows["good-1__caption"]["error"]
     assert sorted(os.listdir(tmp_path / "markers")) == ["good-0__a.json"]
+
+
+# -- issue 17: the same pixels for the same input, and what a hostile user found ----------------------
+
+
+@pytest.fixture(scope="module")
+def twins(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Six byte-identical 4-frame clips (copies of one file) under six names, in one JSONL manifest."""
+    import shutil
+
+    from fixtures.clips import write_sample_video
+
+    root = tmp_path_factory.mktemp("twins")
+    write_sample_video(root / "c0.mp4", num_frames=4, width=64, height=64, seed=5)
+    for i in range(1, 6):
+        shutil.copyfile(root / "c0.mp4", root / f"c{i}.mp4")
+    rows = [{"video": f"c{i}.mp4", "prompt": ["a watercolor painting", "a red car"]} for i in range(6)]
+    (root / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return root
+
+
+def _frames_by_unit(out: Path) -> dict[tuple[str, str], np.ndarray]:
+    """(id, prompt) -> the decoded frames the editor wrote (RunOptions.keep_frames), and the mp4's bytes."""
+    rows = pq.read_table(out / "results.parquet").to_pylist()
+    assert {r["status"] for r in rows} == {"ok"}, [r["error"] for r in rows]
+    return {
+        (r["id"], r["prompt"]): (
+            np.load(out / "frames" / f"{Path(r['output']).stem}.npy"),
+            Path(r["output"]).read_bytes(),
+        )
+        for r in rows
+    }
+
+
+def test_identical_clips_and_identical_runs_give_identical_pixels(
+    ray_cluster: str, twins: Path, tmp_path: Path
+) -> None:
+    """Issue 17 item 2: six byte-identical clips x two prompts, one editor, one video per call: every
+    clip's frames (and mp4 bytes) are identical per prompt within the run, whatever ran before in the
+    actor, and a second run of the same command gives the same frames and bytes."""
+    manifest = load_manifest(str(twins / "m.jsonl"), StorageOptions())
+    runs = []
+    for name in ("first", "second"):
+        run_dataset(manifest, _options(tmp_path / name, num_editors=1, videos_per_call=1, keep_frames=True))
+        runs.append(_frames_by_unit(tmp_path / name))
+    assert runs[0].keys() == runs[1].keys() and len(runs[0]) == 12
+    for prompt in ("a watercolor painting", "a red car"):
+        clips = [v for (_, p), v in sorted(runs[0].items()) if p == prompt]
+        for frames, mp4 in clips[1:]:
+            assert np.array_equal(frames, clips[0][0]), np.abs(frames.astype(int) - clips[0][0]).max()
+            assert mp4 == clips[0][1]
+    for key, (frames, mp4) in runs[0].items():
+        assert np.array_equal(frames, runs[1][key][0]) and mp4 == runs[1][key][1], key
+
+
+@pytest.mark.parametrize("schedule", ["sequential", "wavefront"])
+def test_random_injection_is_the_same_on_every_run(
+    ray_cluster: str, twins: Path, tmp_path: Path, schedule: str
+) -> None:
+    """The 'random' ablation draws from (seed, video id, prompt) alone: the same command twice gives
+    the same frames and mp4 bytes, in either schedule."""
+    from pipeline.method.editor import EditConfig
+
+    manifest = load_manifest(str(twins / "m.jsonl"), StorageOptions())
+    manifest.units = manifest.units[:4]  # two clips, both prompts
+    runs = []
+    for name in ("first", "second"):
+        opts = _options(tmp_path / name, num_editors=1, keep_frames=True)
+        opts.config = EditConfig(steps=2, injection="random", schedule=schedule)
+        run_dataset(manifest, opts)
+        runs.append(_frames_by_unit(tmp_path / name))
+    for key, (frames, mp4) in runs[0].items():
+        assert np.array_equal(frames, runs[1][key][0]) and mp4 == runs[1][key][1], key
+
+
+def test_sigterm_is_an_interrupt_with_a_results_table(dataset: Path, tmp_path: Path) -> None:
+    """SIGTERM (timeout, Kubernetes, systemd) on a run with its own local Ray instance: as Ctrl-C,
+    "interrupted", exit 130 and a results table of what is done (every row's marker and mp4 on disk);
+    before, Ray's handler exited from inside the driver loop and the process aborted (exit 134, a C
+    stack dump, no table)."""
+    out = tmp_path / "out"
+    argv = ["run", "--manifest", str(dataset / "good.jsonl"), "--output", str(out), *COMMON, "--steps", "30"]
+    argv += ["--videos-per-call", "1", "--num-editors", "1", "--num-cpus", "2", "--num-gpus", "0"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jobs.cli", *argv],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while not (out / "markers").exists() or not os.listdir(out / "markers"):
+            assert proc.poll() is None, proc.stdout.read()
+            assert time.monotonic() < deadline, "no unit finished in time"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        log = proc.communicate(timeout=120)[0]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, log
+    assert log.strip().splitlines()[-1] == "pix2video run: interrupted", log
+    assert "terminate called" not in log and "Traceback" not in log, log
+    rows = pq.read_table(out / "results.parquet").to_pylist()
+    markers = sorted(n.removesuffix(".json") for n in os.listdir(out / "markers"))
+    assert 1 <= len(rows) < 6 and {r["status"] for r in rows} == {"ok"}
+    assert sorted(Path(r["output"]).stem for r in rows) == markers and all(Path(r["output"]).exists() for r in rows)
+
+
+class _AuthFiles(http.server.BaseHTTPRequestHandler):
+    """Files of `root` over HTTP on 127.0.0.1, only with HTTP basic auth `user:password`, with ranges."""
+
+    root: Path
+    auth: str
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_HEAD(self) -> None:  # noqa: N802 - http.server's names
+        self._send(body=False)
+
+    def do_GET(self) -> None:  # noqa: N802
+        self._send(body=True)
+
+    def _send(self, body: bool) -> None:
+        from urllib.parse import urlsplit
+
+        if self.headers.get("Authorization") != self.auth:
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="clips"')
+            self.end_headers()
+            return
+        path = self.root / urlsplit(self.path).path.lstrip("/")
+        if not path.is_file():
+            self.send_error(404)
+            return
+        data = path.read_bytes()
+        start, end = 0, len(data) - 1
+        ranged = self.headers.get("Range", "").startswith("bytes=")
+        if ranged:
+            first, _, last = self.headers["Range"][6:].partition("-")
+            start, end = int(first or 0), min(int(last) if last else len(data) - 1, len(data) - 1)
+        self.send_response(206 if ranged else 200)
+        self.send_header("Content-Length", str(end - start + 1))
+        self.send_header("Accept-Ranges", "bytes")
+        if ranged:
+            self.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")
+        self.end_headers()
+        if body:
+            self.wfile.write(data[start : end + 1])
+
+
+def test_url_credentials_are_never_written_or_shown(
+    ray_cluster: str, dataset: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 17: videos read over HTTP with `user:password@` and a presigned-style signature; the
+    password and the signature appear nowhere the run writes or prints (results.parquet's `video` and
+    `error`, markers, the precompute store's meta.json, the report, stdout/stderr), while the video
+    is read with them (the server refuses a request without the password)."""
+    import base64
+    import threading
+
+    password, signature = "s3cr3t-Passw0rd", "deadbeef0123456789sig"
+    www = tmp_path / "www"
+    www.mkdir()
+    (www / "clip.mp4").write_bytes((dataset / "clips" / "good-0.mp4").read_bytes())
+    auth = "Basic " + base64.b64encode(f"reader:{password}".encode()).decode()
+    handler = type("H", (_AuthFiles,), {"root": www, "auth": auth})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://reader:{password}@127.0.0.1:{server.server_address[1]}"
+    rows = [
+        {"video": f"{base}/clip.mp4?X-Amz-Expires=60&X-Amz-Signature={signature}", "prompt": "a red car"},
+        {"video": f"{base}/missing.mp4?sig={signature}", "prompt": "a red car"},
+    ]
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out"
+    try:
+        argv = ["run", "--manifest", str(tmp_path / "m.jsonl"), "--output", str(out), *COMMON, "--max-failures", "1"]
+        assert cli(argv) == 0
+        assert cli(["report", str(out), "--no-progress"]) == 0
+    finally:
+        server.shutdown()
+        server.server_close()
+    table = pq.read_table(out / "results.parquet").to_pylist()
+    assert [r["status"] for r in table] == ["ok", "failed"], table
+    assert table[0]["video"].startswith("http://reader:***@127.0.0.1:") and "X-Amz-Expires=60" in table[0]["video"]
+    assert "no such file" in table[1]["error"] and "reader:***@" in table[1]["error"]
+    written = [p for p in out.rglob("*") if p.is_file() and p.suffix in (".parquet", ".json", ".html")]
+    assert any(p.name == "meta.json" for p in written) and any(p.parent.name == "markers" for p in written)
+    printed = capfd.readouterr()
+    for text in [p.read_bytes() for p in written] + [printed.out.encode(), printed.err.encode()]:
+        assert password.encode() not in text and signature.encode() not in text

@@ -13,6 +13,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from . import storage
 from .manifest import Manifest, Unit, VideoJob, unit_key
 from .record import PrecomputeRecord
 from .tables import AUGMENTED_SCHEMA, LABELS_SCHEMA, OK, from_rows, join_labels
@@ -35,7 +36,7 @@ def labels_table(manifest: Manifest, metas: list[tuple[VideoJob, PrecomputeRecor
                 "seconds_depth": meta.seconds_depth,
                 "seconds_caption": meta.seconds_caption,
                 "id": job.id,
-                "video": job.video,
+                "video": storage.redact_url(job.video),
                 "status": "ok" if ok else "failed",
                 "error": meta.error,
                 "caption": meta.caption,
@@ -88,7 +89,7 @@ def augmented_table(manifest: Manifest, rows: dict[str, dict[str, Any]], variant
                 "id": u.key,
                 "video": r["output"],
                 "source_id": u.id,
-                "source_video": u.video,
+                "source_video": storage.redact_url(u.video),
                 "prompt": r["prompt"],
                 "augmentation": u.prompt,
                 "variant": variant_of[u.key],

@@ -54,21 +54,40 @@ def slug(text: str, max_len: int = 40) -> str:
 
 
 def safe_name(text: str) -> str:
-    """A file name for `text` that cannot escape its folder: itself when already safe, else a slug
-    of it plus a hash of the original (so two different texts never share a name)."""
-    if _SAFE.match(text) and ".." not in text:
+    """A file name for `text` that cannot escape its folder and that no other text shares, even on a
+    case-insensitive file system (macOS, Windows): itself when already safe and lower-case, else a
+    lower-case slug of it plus a hash of the original (`CON` -> `con-<hash>`, while `con` stays `con`)."""
+    if _SAFE.match(text) and ".." not in text and text == text.lower():
         return text
     return f"{slug(text) or 'x'}-{short_hash(text)}"
 
 
+def legacy_name(text: str) -> str | None:
+    """The name versions before case-safe names gave `text`, when it differs from `safe_name`'s (ids
+    with capitals kept their spelling): resume finds outputs made under it (resume.adopt_legacy)."""
+    if _SAFE.match(text) and ".." not in text and text != text.lower():
+        return text
+    return None
+
+
 def derive_id(video: str) -> str:
     """A stable id for a video URL: its file stem, plus a hash of the whole URL as written."""
-    stem = posixpath.basename(video.rstrip("/"))
+    path = video
+    if "://" in video:  # the stem of the URL's path: never its query (a presigned URL's signature)
+        from urllib.parse import urlsplit
+
+        try:
+            path = urlsplit(video).path or video
+        except ValueError:
+            path = video.split("?", 1)[0]
+    stem = posixpath.basename(path.rstrip("/"))
     for ext in VIDEO_EXTENSIONS:
         if stem.lower().endswith(ext):
             stem = stem[: -len(ext)]
             break
-    return f"{slug(stem) or 'video'}-{short_hash(video)}"
+    # The hash is of the URL as shown (credentials redacted): the same id when a presigned URL is
+    # signed again, and no hash of a password in a file name. URLs without credentials are unchanged.
+    return f"{slug(stem) or 'video'}-{short_hash(storage.redact_url(video))}"
 
 
 def unit_key(name: str, prompt: str, inputs: str = "") -> str:
@@ -98,7 +117,6 @@ class Unit:
     key: str  # unit_key(name, prompt, edit_inputs(shots, mask))
     shots: tuple[int, ...] | None = None  # the manifest's `shots` (first frames); None: --shots decides
     mask: str | None = None  # resolved URL of the manifest's `mask` (a masked edit); None: no mask
-
 
 
 @dataclass
@@ -165,7 +183,10 @@ def _read_table(url: str, opts: StorageOptions) -> pa.Table:
             parse = pcsv.ParseOptions(delimiter="\t" if fmt == "tsv" else ",")
             # Strings stay strings: an id like "007" must not become the number 7.
             convert = pcsv.ConvertOptions(column_types={c: pa.string() for c in RESERVED}, strings_can_be_null=True)
-            return pcsv.read_csv(io.BytesIO(data), parse_options=parse, convert_options=convert)
+            # One thread: a manifest is small, and no Arrow thread is left running when a usage error
+            # ends the process right after (see jobs/cli.py, _quiet_libraries, on exit status 134).
+            read = pcsv.ReadOptions(use_threads=False)
+            return pcsv.read_csv(io.BytesIO(data), read_options=read, parse_options=parse, convert_options=convert)
         return _read_jsonl(data, url)
     except pa.ArrowInvalid as e:
         first = str(e).splitlines()[0]
@@ -257,7 +278,8 @@ def _is_glob(url: str) -> bool:
     return any(c in url for c in "*?[")
 
 
-def _list_videos(url: str, opts: StorageOptions) -> list[str]:
+def _list_videos(url: str, opts: StorageOptions, output: str | None = None) -> list[str]:
+    """The videos of a folder or glob, sorted; none under `output` (a run's own mp4s are not input)."""
     fs, path = storage.filesystem(url, opts)
     if _is_glob(url):
         found = fs.glob(path)
@@ -267,7 +289,18 @@ def _list_videos(url: str, opts: StorageOptions) -> list[str]:
         return []
     videos = sorted(p for p in found if p.lower().endswith(VIDEO_EXTENSIONS) and not _hidden(p))
     local = storage.is_local(url)
-    return [p if local else fs.unstrip_protocol(p) for p in videos]
+    videos = [p if local else fs.unstrip_protocol(p) for p in videos]
+    if output is not None:
+        inside = [v for v in videos if storage.is_under(v, output)]
+        if inside:
+            log.warning(
+                "manifest %s: %d video(s) under the output folder %s are not input (a run's own outputs)",
+                storage.redact_url(url),
+                len(inside),
+                storage.redact_url(output),
+            )
+            videos = [v for v in videos if v not in set(inside)]
+    return videos
 
 
 def _hidden(path: str) -> bool:
@@ -298,7 +331,9 @@ def _prompts_of(value: Any, where: str) -> list[str]:
         return []
     if isinstance(value, str):
         text = value.strip()
-        if text.startswith("[") and text.endswith("]"):  # a list written into a CSV cell as JSON
+        # A list written into a CSV cell as JSON: `[...]`, or at least `["...` (an unterminated list is
+        # a mistake to point out, not a prompt to edit). A prompt like `[vintage] a car` stays text.
+        if text.startswith("[") and (text.endswith("]") or text[1:].lstrip().startswith('"')):
             try:
                 value = json.loads(text)
             except json.JSONDecodeError as e:
@@ -354,6 +389,7 @@ def load_manifest(
     require_prompts: bool = True,
     use_manifest_prompts: bool = True,
     tables: tuple[str, ...] = (RESULTS,),
+    output: str | None = None,
 ) -> Manifest:
     """Read a manifest table, or list a folder/glob of videos, and expand it into units.
 
@@ -362,6 +398,8 @@ def load_manifest(
     `use_manifest_prompts=False` (augment) ignores the manifest's `prompt` column.
     `tables`: the tables the labels will be joined to (pipeline.dataset.tables); a label named like one of
     their own columns is a usage error here, before any work.
+    `output`: the run's output folder; a folder or glob of videos never lists what is under it (an
+    output inside the input folder would otherwise be edited again by every rerun).
     """
     extra = [p for p in (prompts or []) if p.strip()]
     low = url.lower().rstrip("/")
@@ -371,13 +409,19 @@ def load_manifest(
         table = _read_table(url, opts)
         base = posixpath.dirname(storage.normalize(url))
     else:
-        videos = _list_videos(url, opts)
+        videos = _list_videos(url, opts, output)
         if not videos:
             raise InputError(
                 f"manifest {url}: not a table (.parquet, .csv, .jsonl) and no videos found there; check the URL"
             )
         table = pa.table({"video": pa.array(videos, pa.string())})
         base = ""
+    twice = sorted({c for c in table.column_names if table.column_names.count(c) > 1})
+    if twice:
+        raise InputError(
+            f"manifest {url}: column(s) {', '.join(map(repr, twice))} appear more than once; "
+            "give every column its own name"
+        )
     if "video" not in table.column_names:
         has = ", ".join(repr(c) for c in table.column_names) if table.column_names else "no columns"
         raise InputError(f"manifest {url}: needs a 'video' column (path or URL of each clip); it has {has}")
@@ -399,11 +443,12 @@ def load_manifest(
         src = str(src) if src not in (None, "") else None
         shots = _shots_of(cols.get("shots", [None] * table.num_rows)[row], where)
         mask = _mask_of(cols.get("mask", [None] * table.num_rows)[row], where, base)
-        shown = (video, src, shots, mask)
+        # The same file under two signatures of a presigned URL is one video.
+        shown = (storage.redact_url(video), src, shots, storage.redact_url(mask) if mask else None)
         if name in seen_video and seen_video[name] != shown:
             raise InputError(f"{where}: id {vid!r} is already used for another video, source_prompt, shots or mask")
         seen_video[name] = shown
-        inputs = edit_inputs(shots, mask)
+        inputs = edit_inputs(shots, storage.redact_url(mask) if mask else None)
         row_prompts = (
             _prompts_of(cols.get("prompt", [None] * table.num_rows)[row], where) if use_manifest_prompts else []
         )

@@ -23,10 +23,10 @@ from pipeline.quality.metrics import METRIC_NAMES, METRIC_TITLES, PLOT_TITLES, f
 
 from . import storage
 from .manifest import safe_name
-from .results import clip_key
+from .results import clip_key, read_results
 from .storage import StorageOptions
 from .stored_metrics import read_clip_metrics, read_video, summary_rows
-from .tables import INPUT_PREFIX, RESULTS, SCORED, read_table
+from .tables import INPUT_PREFIX, SCORED
 
 if TYPE_CHECKING:
     import numpy as np
@@ -179,10 +179,8 @@ def build_report(
     from pipeline.quality.plots import metrics_figure
 
     output = storage.normalize(output)
-    results = storage.join(output, RESULTS)
-    if not storage.exists(results, opts):
-        raise InputError(f"{results}: no results table; give the OUTPUT of a finished `pix2video run` or `augment`")
-    rows = read_table(results, opts).to_pylist()
+    rows = read_results(output, opts).to_pylist()  # refused (one line) before anything is written
+    dest.mkdir(parents=True, exist_ok=True)
     assets = dest / ASSETS
     if assets.exists():
         shutil.rmtree(assets)  # old previews of clips that are gone must not linger
@@ -250,10 +248,14 @@ def write_report(output: str, opts: StorageOptions, report_dir: str | None = Non
     elif storage.is_local(output):
         dest = Path(output) / REPORT_DIR
     else:
-        dest = Path(tempfile.mkdtemp(prefix="pix2video-report-"))
+        dest = Path(tempfile.mkdtemp(prefix="pix2video-report-"))  # removed below, whatever happens
         upload = storage.join(output, REPORT_DIR)
-    dest.mkdir(parents=True, exist_ok=True)
-    index = build_report(output, opts, dest, **kw)
+    try:
+        index = build_report(output, opts, dest, **kw)  # makes `dest` once the results table is read
+    except BaseException:
+        if upload is not None:
+            shutil.rmtree(dest, ignore_errors=True)
+        raise
     if upload is None:
         return str(index.resolve())
     try:

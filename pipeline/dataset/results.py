@@ -34,6 +34,29 @@ from .tables import (
 log = logging.getLogger(__name__)
 
 
+def read_results(output: str, opts: StorageOptions) -> pa.Table:
+    """OUTPUT/results.parquet of a finished run, for the verbs that read one (report, evaluate): a
+    missing, unreadable or foreign table is one line (InputError) naming it, and nothing is written."""
+    from pipeline.errors import InputError, first_line
+
+    url = storage.join(output, RESULTS)
+    try:
+        table = read_table(url, opts)
+    except FileNotFoundError:
+        raise InputError(
+            f"{url}: no results table; give the OUTPUT of a finished `pix2video run` or `augment`"
+        ) from None
+    except (pa.ArrowException, OSError, ValueError) as e:
+        raise InputError(
+            f"{url}: cannot be read as a parquet table ({first_line(e, 120)}); rerun `pix2video run` with the "
+            "same flags to rebuild it from the completion markers"
+        ) from None
+    missing = [c for c in ("video", "prompt", "status", "output") if c not in table.column_names]
+    if missing:
+        raise InputError(f"{url}: not a results table (no column {missing[0]!r})")
+    return table
+
+
 def clip_key(output_url: str) -> str:
     """The unit key of an output: its file name without extension (resume.output_url's inverse)."""
     base = posixpath.basename(output_url.rstrip("/"))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,8 @@ log = logging.getLogger(__name__)
 
 MARKERS = "markers"
 VIDEOS = "videos"
+RUN = "run"  # marker key: the token of the run that wrote it (not a results column)
+LOCK = ".pix2video.lock"  # OUTPUT/.pix2video.lock: held by the run writing there (local outputs)
 
 
 def check_output_location(output: str, flag: str = "--output") -> None:
@@ -81,9 +84,13 @@ def _warn_once(keys: list[str], what: str, folder: str, then: str) -> None:
     log.warning("%d %s under %s (%s); %s", len(keys), what, folder, shown, then)
 
 
-def is_done(output: str, key: str, settings: str, opts: StorageOptions) -> dict[str, Any] | None:
+def is_done(
+    output: str, key: str, settings: str, opts: StorageOptions, *, run: str | None = None
+) -> dict[str, Any] | None:
     """Is the unit `key` finished with these settings, and is its mp4 still there? Its results row if
-    so, else None. (One check; `done_rows` does many at once.)"""
+    so, else None. (One check; `done_rows` does many at once.) `run` (--overwrite): only a marker
+    written by that run counts, so an overwrite redoes every unit once, replacing each old output and
+    marker only when the new ones are written, yet a retried video keeps what this run already redid."""
     try:
         blob = storage.read_bytes(marker_url(output, key), opts)
     except FileNotFoundError:
@@ -92,14 +99,20 @@ def is_done(output: str, key: str, settings: str, opts: StorageOptions) -> dict[
     if row is None:  # the driver's `done_rows` has said so once for the run; the editor only redoes it
         log.debug("completion marker %s could not be read: not done", marker_url(output, key))
         return None
+    written_by = row.pop(RUN, None)
+    if run is not None and written_by != run:
+        return None
     if row.pop("settings", None) != settings or not storage.exists(output_url(output, key), opts):
         return None
     return row
 
 
-def mark_done(output: str, key: str, row: dict[str, Any], settings: str, opts: StorageOptions) -> None:
-    """Record that unit `key` is finished; call only after its output was written."""
-    data = json.dumps({**row, "settings": settings}, sort_keys=True, default=str).encode()
+def mark_done(
+    output: str, key: str, row: dict[str, Any], settings: str, opts: StorageOptions, *, run: str | None = None
+) -> None:
+    """Record that unit `key` is finished; call only after its output was written. `run`: the token
+    of the run that wrote it (see `is_done`)."""
+    data = json.dumps({**row, "settings": settings, RUN: run}, sort_keys=True, default=str).encode()
     storage.write_bytes(marker_url(output, key), data, opts)
 
 
@@ -121,6 +134,8 @@ def done_rows(output: str, settings: str, opts: StorageOptions) -> tuple[dict[st
     for url, blob in sorted(blobs.items()):
         key = url.rsplit("/", 1)[-1].removesuffix(".json")
         row = _parse(blob)
+        if row is not None:
+            row.pop(RUN, None)
         if row is None:
             unreadable.append(key)
         elif row.pop("settings", None) != settings:
@@ -140,3 +155,90 @@ def done_rows(output: str, settings: str, opts: StorageOptions) -> tuple[dict[st
 def pending(units: list[Unit], done: dict[str, dict]) -> list[Unit]:
     """The units still to do, in manifest order."""
     return [u for u in units if u.key not in done]
+
+
+def adopt_legacy(output: str, units: list[Unit], opts: StorageOptions) -> int:
+    """Outputs made before names became case-safe (`manifest.safe_name`): an id with capitals (`CON`)
+    was its own file name, so `CON` and `con` shared files on a case-insensitive file system; it is now
+    `con-<hash>`. A finished unit under its old name, whose marker says it is that id's, is moved to
+    the new name (mp4 first, then a marker with the new output URL, then the old marker goes), so a
+    rerun does not redo it. Returns how many were moved."""
+    from .manifest import legacy_name, unit_key
+
+    old_keys = {}
+    for u in units:
+        old = legacy_name(u.id)
+        if old is not None:
+            old_keys[unit_key(old, u.prompt)] = u
+    if not old_keys:
+        return 0
+    present = {n.removesuffix(".json") for n in storage.list_names(storage.join(output, MARKERS), opts)}
+    found = [k for k in old_keys if k in present]
+    if not found:
+        return 0
+    videos = set(storage.list_names(storage.join(output, VIDEOS), opts))
+    moved = 0
+    for old in found:
+        unit = old_keys[old]
+        try:
+            row = _parse(storage.read_bytes(marker_url(output, old), opts))
+        except FileNotFoundError:
+            continue
+        if row is None or row.get("id") != unit.id or f"{old}.mp4" not in videos:
+            continue  # another id's (a case-insensitive file system mixed them up), or not finished
+        fs, src = storage.filesystem(output_url(output, old), opts)
+        fs.mv(src, storage.filesystem(output_url(output, unit.key), opts)[1])
+        settings, run = row.pop("settings", None), row.pop(RUN, None)
+        row["output"] = output_url(output, unit.key)
+        mark_done(output, unit.key, row, settings, opts, run=run)
+        fs.rm(storage.filesystem(marker_url(output, old), opts)[1])
+        moved += 1
+    if moved:
+        log.info("%d finished output(s) under %s renamed to case-safe names", moved, storage.redact_url(output))
+    return moved
+
+
+class OutputLock:
+    """One run at a time per output folder: an exclusive lock on OUTPUT/.pix2video.lock (fcntl, held
+    while the run lasts, released by the kernel even when the process is killed). A second run on the
+    same folder stops at once with one line, rather than redoing the same work beside the first.
+    Object stores have no such lock: there, two runs on one OUTPUT both do the work (the outputs stay
+    whole, each written atomically). Not re-entrant; a no-op where fcntl is missing."""
+
+    def __init__(self, output: str) -> None:
+        self.output = output
+        self.file: Any = None
+
+    def __enter__(self) -> OutputLock:
+        from pipeline.errors import InputError
+
+        if not storage.is_local(self.output):
+            return self
+        try:
+            import fcntl
+        except ImportError:  # not POSIX
+            return self
+        folder = Path(storage.normalize(self.output))
+        folder.mkdir(parents=True, exist_ok=True)
+        f = open(folder / LOCK, "a+")  # noqa: SIM115 - held open for the run's duration
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            f.close()
+            raise InputError(
+                f"--output {self.output}: another pix2video run ({holder}) is writing there; wait for it to "
+                "finish (then rerun to pick up what is left), or choose another --output"
+            ) from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()}")
+        f.flush()
+        self.file = f
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.file is not None:
+            self.file.close()  # closing releases the lock
+            self.file = None

@@ -104,6 +104,14 @@ def parse_storage_options(
             if not sep or not key.strip():
                 raise InputError(f"storage option {key.strip() or pair!r} must be written KEY=VALUE")
             extra[key.strip()] = _coerce(value.strip())
+    for key, value in extra.items():
+        # fsspec's nested options (s3fs client_kwargs, config_kwargs, s3_additional_kwargs, ...) are
+        # mappings: a text here fails deep inside the filesystem at its first request, as a traceback.
+        if str(key).endswith("_kwargs") and not isinstance(value, Mapping):
+            raise InputError(
+                f"storage option {key!r} takes a mapping of options, not {type(value).__name__}; "
+                f"give it in a --config file, e.g. storage_option: {{{key}: {{region_name: us-east-1}}}}"
+            )
     endpoint = endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
     return StorageOptions(endpoint_url=endpoint or None, profile=profile or None, anon=anon, extra=extra)
 
@@ -116,12 +124,54 @@ def _coerce(value: str) -> Any:
 
 
 def redact(text: str, storage: StorageOptions | None = None) -> str:
-    """`text` with every known secret value replaced by `***`."""
+    """`text` with every known secret value replaced by `***`, and the credentials of every URL in it
+    (`user:password@`, signatures and tokens in the query) too (see `redact_url`)."""
     secrets = storage.secrets() if storage is not None else [os.environ[k] for k in _SECRET_ENV if os.environ.get(k)]
     for secret in sorted(set(secrets), key=len, reverse=True):
         if len(secret) >= 4:  # very short values would redact ordinary words
             text = text.replace(secret, "***")
-    return text
+    return _URL_IN_TEXT.sub(lambda m: redact_url(m.group(0)), text)
+
+
+# A URL inside free text (an error message, a log line): scheme://, then anything but space and quotes.
+_URL_IN_TEXT = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>`]+")
+# Query parameters whose values are credentials: presigned S3 (X-Amz-Signature, X-Amz-Credential,
+# X-Amz-Security-Token), GCS (X-Goog-Signature), Azure SAS (sig), and the usual token/key names.
+_SECRET_PARAM = re.compile(r"(sig|signature|token|key|secret|credential|password|passwd|pwd|auth|session|policy)", re.I)
+REDACTED = "***"
+
+
+def redact_url(url: str) -> str:
+    """`url` as it may be written or shown: the password of `user:password@` (or a lone user name,
+    which is often a token) and the values of credential query parameters (signatures, tokens, keys)
+    become `***`; scheme, host, path and every other parameter stay, so the URL still says which file
+    it is and reads again with credentials given another way (storage options, the environment).
+    Text without `://` (a local path) is returned as it is."""
+    if "://" not in url:
+        return url
+    from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. an unbalanced [ in the host: show scheme and path only
+        scheme, _, rest = url.partition("://")
+        return f"{scheme}://{REDACTED}/{rest.partition('/')[2]}" if "@" in rest.partition("/")[0] else url
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, host = netloc.rpartition("@")
+        user, sep, _password = userinfo.partition(":")
+        netloc = f"{user}:{REDACTED}@{host}" if sep else f"{REDACTED}@{host}"
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        if any(_SECRET_PARAM.search(k) for k, _ in pairs):
+            query = "&".join(
+                f"{quote(k, safe='-_.~')}={REDACTED if _SECRET_PARAM.search(k) else quote(v, safe='-_.~/:')}"
+                for k, v in pairs
+            )
+    if netloc == parts.netloc and query == parts.query:
+        return url
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def filesystem(url: str, storage: StorageOptions) -> tuple[fsspec.AbstractFileSystem, str]:
@@ -153,6 +203,18 @@ def normalize(url: str) -> str:
         path = url[len("file://") :] if url.startswith("file://") else url
         return os.path.abspath(os.path.expanduser(path))
     return url.rstrip("/")
+
+
+def is_under(url: str, folder: str) -> bool:
+    """Is `url` inside `folder` (or `folder` itself)? Local paths compare as real paths (links and
+    `..` resolved), remote URLs by prefix."""
+    if is_local(url) != is_local(folder):
+        return False
+    if is_local(url):
+        a, b = os.path.realpath(normalize(url)), os.path.realpath(normalize(folder))
+    else:
+        a, b = normalize(url), normalize(folder)
+    return a == b or a.startswith(b.rstrip("/") + "/")
 
 
 def join(base: str, *parts: str) -> str:
