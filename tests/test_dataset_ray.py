@@ -704,6 +704,8 @@ def test_url_credentials_are_never_written_or_shown(
     assert [r["status"] for r in table] == ["ok", "failed"], table
     assert table[0]["video"].startswith("http://reader:***@127.0.0.1:") and "X-Amz-Expires=60" in table[0]["video"]
     assert "no such file" in table[1]["error"] and "reader:***@" in table[1]["error"]
+    page = (out / "report" / "index.html").read_text(encoding="utf-8")
+    assert "credentials the results do not keep" in page  # the edit shown alone, no 401 from the server
     written = [p for p in out.rglob("*") if p.is_file() and p.suffix in (".parquet", ".json", ".html")]
     assert any(p.name == "meta.json" for p in written) and any(p.parent.name == "markers" for p in written)
     printed = capfd.readouterr()

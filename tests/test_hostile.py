@@ -292,14 +292,19 @@ def test_ray_failing_to_start_is_one_line(capsys, tmp_path, monkeypatch) -> None
     def fails(*args: object, **kwargs: object) -> None:
         raise RuntimeError("Failed to start GCS. Last 1 lines of error files:\nsome traceback line")
 
+    stopped: list[bool] = []
     monkeypatch.setattr(ray, "init", fails)
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    # The failed start is cleaned up with ray.shutdown(); the real one would stop the suite's session
+    # instance (other tests' driver), so it is recorded instead.
+    monkeypatch.setattr(ray, "shutdown", lambda: stopped.append(True))
     monkeypatch.setattr("actors.cluster._start_reaper", lambda: None)
     _touch(tmp_path / "in", "a.mp4")
     argv = ["run", "--manifest", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--prompt", "x", *RUN]
     assert main(argv) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "Ray could not start" in err and "Failed to start GCS" in err, err
+    assert stopped, "what the failed start left was not stopped"
 
 
 # -- SIGTERM -------------------------------------------------------------------------------------

@@ -203,11 +203,15 @@ def build_report(
         except (InputError, OSError) as e:
             entry["problem"] = f"the output could not be read: {e}"
             continue
-        try:
-            in_frames = read_video(r["video"], opts) if r.get("video") else None
-        except (InputError, OSError) as e:
-            in_frames = None
-            entry["problem"] = f"the input could not be read ({e}); showing the edit alone"
+        in_frames = None
+        if r.get("video") and storage.is_redacted(r["video"]):
+            # The results keep no credentials (storage.redact_url), so this URL cannot be read back.
+            entry["problem"] = "the input's URL carries credentials the results do not keep; showing the edit alone"
+        elif r.get("video"):
+            try:
+                in_frames = read_video(r["video"], opts)
+            except (InputError, OSError) as e:
+                entry["problem"] = f"the input could not be read ({e}); showing the edit alone"
         gif = preview_gif(
             in_frames,
             out_frames,

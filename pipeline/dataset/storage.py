@@ -141,6 +141,17 @@ _SECRET_PARAM = re.compile(r"(sig|signature|token|key|secret|credential|password
 REDACTED = "***"
 
 
+def is_redacted(url: str) -> bool:
+    """Whether `url` is one `redact_url` changed (its credentials are `***`): it cannot be read again
+    as it is written, only with the manifest's own URL."""
+    if "://" not in url:
+        return False
+    head, _, query = url.partition("?")
+    netloc = head.partition("://")[2].partition("/")[0]
+    userinfo = netloc.rpartition("@")[0]
+    return userinfo.endswith(REDACTED) or f"={REDACTED}" in query
+
+
 def redact_url(url: str) -> str:
     """`url` as it may be written or shown: the password of `user:password@` (or a lone user name,
     which is often a token) and the values of credential query parameters (signatures, tokens, keys)
