@@ -105,6 +105,7 @@ class EditorActor:
         storage_options: StorageOptions | None = None,
         fault: dict[str, Any] | None = None,
         threads: float = 1.0,
+        speed: Any = None,  # pipeline.models.speed.SpeedOptions; None: the device's defaults
     ) -> None:
         from pipeline.method.editor import Pix2Video
         from pipeline.models.loading import load_diffusion_models, resolve_model
@@ -112,7 +113,7 @@ class EditorActor:
         self.threads = threads  # the actor's CPUs: its torch intra-op threads, set again at every call
         pin_numerics(threads)
         t0 = time.perf_counter()
-        self.models = load_diffusion_models(resolve_model(model), dtype=dtype, device=device)
+        self.models = load_diffusion_models(resolve_model(model), dtype=dtype, device=device, speed=speed)
         self.editor = Pix2Video(self.models)
         self.opts = storage_options or StorageOptions()
         self.seconds_load_model = time.perf_counter() - t0

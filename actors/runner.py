@@ -80,6 +80,9 @@ class RunOptions:
     clip_model: str | None = None  # --metrics: the editors score each clip as they write it (CLIP model)
     precompute_store: str | None = None  # --precompute-store: a store shared between outputs; None: OUTPUT/precompute
     fault: dict[str, Any] | None = None  # tests only: see EditorActor._maybe_crash
+    # pipeline.models.speed.SpeedOptions (None: auto); how the editors' UNet runs, not what it computes:
+    # the same frames either way, so it is not in the fingerprint.
+    speed: Any = None
     # Tests only: each unit's decoded frames (uint8, before H.264) also go to OUTPUT/frames/<key>.npy, so
     # tests compare what the method computed rather than the encoder's decisions about it.
     keep_frames: bool = False
@@ -221,6 +224,7 @@ def _start_editors(opts: RunOptions, count: int, gpus: float, cpus: float) -> li
             storage_options=opts.storage,
             fault=opts.fault,
             threads=cpus,
+            speed=opts.speed,
         )
         for _ in range(count)
     ]

@@ -94,6 +94,56 @@ def add_device_arguments(group: Any, what: str, dtype_help: str) -> None:
     )
 
 
+def add_speed_arguments(parser: argparse.ArgumentParser) -> None:
+    """The speed switches of the diffusion UNet and VAE (pipeline/models/speed.py): the same frames
+    with each on or off, within float-order noise; auto = the device type's default."""
+    from pipeline.models.speed import ATTENTION_BACKENDS, SWITCHES
+
+    g = parser.add_argument_group(
+        "speed (same frames on or off; auto = the device's default: off everywhere until measured on a GPU, "
+        "CPU defaults measured in BENCHMARKS.md)"
+    )
+    g.add_argument(
+        "--channels-last",
+        default="auto",
+        choices=SWITCHES,
+        help="UNet and VAE weights in NHWC memory order (cuDNN's fast convolutions); default auto: off on "
+        "CPU (measured slower there) and on CUDA (not yet measured: benchmarks/gpu_check.sh measures it)",
+    )
+    g.add_argument(
+        "--attention",
+        default="auto",
+        choices=ATTENTION_BACKENDS,
+        help="SDPA kernel inside the UNet, the feature injection included: auto = PyTorch's choice (flash "
+        "attention where the inputs allow it, which they do in float16/bfloat16 on CUDA); flash, "
+        "efficient, cudnn or math force one (an error where it cannot run)",
+    )
+    g.add_argument(
+        "--compile",
+        default="auto",
+        choices=SWITCHES,
+        help="torch.compile the UNet, batches padded to powers of two (one static shape each; the first "
+        "call of each size compiles, tens of seconds); default auto: off on CPU and CUDA (not yet measured)",
+    )
+    g.add_argument(
+        "--cuda-graphs",
+        default="auto",
+        choices=SWITCHES,
+        help="replay each compiled shape as a CUDA graph (torch.compile mode reduce-overhead; implies "
+        "--compile; torch skips the graphs on a CPU); default auto: off (not yet measured)",
+    )
+
+
+def speed_options(args: argparse.Namespace) -> Any:
+    """SpeedOptions from the flags of `add_speed_arguments` (auto for a verb without them), checked."""
+    from pipeline.models.speed import SpeedOptions
+
+    names = ("channels_last", "attention", "compile", "cuda_graphs")
+    speed = SpeedOptions(**{name: getattr(args, name, None) or "auto" for name in names})
+    speed.validate()
+    return speed
+
+
 def add_clip_arguments(parser: argparse.ArgumentParser, *, device: bool) -> None:
     """--clip-model (and --device/--dtype for verbs that have no model flags of their own)."""
     from jobs._metrics import add_clip_model_argument
@@ -106,7 +156,8 @@ def add_clip_arguments(parser: argparse.ArgumentParser, *, device: bool) -> None
 
 def add_edit_arguments(parser: argparse.ArgumentParser, *, switches: bool = True) -> None:
     """The method's options. `switches=False` leaves out --injection and --no-latent-update, for
-    `ablate`, which varies them itself."""
+    `ablate`, which varies them itself. The speed switches come with them (every verb that edits)."""
+    add_speed_arguments(parser)
     g = parser.add_argument_group("editing (see `pix2video edit --help`)")
     g.add_argument("--steps", type=int, default=50, help="DDIM steps (default 50)")
     g.add_argument("--guidance-scale", type=float, default=7.5, help="classifier-free guidance scale (default 7.5)")
@@ -323,6 +374,7 @@ def run_options(args: argparse.Namespace, opts: Any) -> Any:
         storage=opts,
         progress=bool(args.progress),
         clip_model=_metrics.clip_model(args) if _metrics.wants_metrics(args) else None,
+        speed=speed_options(args),
         precompute_store=getattr(args, "precompute_store", None) or None,
         shots=getattr(args, "shots", None) or "auto",
     )
@@ -334,12 +386,20 @@ def _default_config() -> Any:
     return EditConfig()
 
 
-def execute(args: argparse.Namespace, manifest: Any, run_opts: Any, verb: str) -> tuple[Any, list[str]]:
+def execute(
+    args: argparse.Namespace, manifest: Any, run_opts: Any, verb: str, *, session: RaySession | None = None
+) -> tuple[Any, list[str]]:
     """Run the dataset (run, augment, demo), connecting to Ray only when there is work; print the
     summary; then, with --metrics or a filter bound, score what the editors did not (on the same Ray
-    connection). Disconnects if Ray was started here. Returns (RunSummary, keys filtered)."""
+    connection). Disconnects if Ray was started here, unless the caller's `session` (several runs on
+    one Ray instance: the demo) owns the connection. Returns (RunSummary, keys filtered)."""
     from actors.runner import run_dataset
     from jobs import _metrics
+
+    if session is not None:
+        summary = run_dataset(manifest, run_opts, connect=session.connect)
+        print_summary(verb, summary)
+        return summary, _metrics.after_run(args, run_opts.storage, verb, connect=session.connect)
 
     started = False
 
@@ -355,6 +415,22 @@ def execute(args: argparse.Namespace, manifest: Any, run_opts: Any, verb: str) -
         return summary, filtered
     finally:
         shutdown_ray(started)
+
+
+class RaySession:
+    """One Ray connection for several runs (the demo's two): made as the flags say when the first run
+    has work, closed (a local instance stopped) by `close`."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args, self.connected, self.started = args, False, False
+
+    def connect(self) -> None:
+        if not self.connected:
+            self.started, self.connected = connect_ray(self.args), True
+
+    def close(self) -> None:
+        shutdown_ray(self.started)
+        self.connected = self.started = False
 
 
 def print_summary(verb: str, summary: Any) -> None:

@@ -179,7 +179,8 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     data = read_input(args)  # the cheap, checkable part first (as `edit` does)
     # Every model before any long work, so a wrong --model or --clip-model fails in seconds.
-    models = load_diffusion_models(resolve_model(args.model), dtype=args.dtype, device=args.device)
+    speed = _common.speed_options(args)
+    models = load_diffusion_models(resolve_model(args.model), dtype=args.dtype, device=args.device, speed=speed)
     scorer = ClipScorer.from_model(clip_model(args), device=models.device)
     complete_input(data, args, device=models.device, dtype=args.dtype)
     editor = Pix2Video(models)
@@ -260,7 +261,8 @@ def run_toy(args: argparse.Namespace) -> int:
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"-o {args.output}: exists and is not a folder; give a folder for the ablation outputs")
     started = time.perf_counter()
-    models = load_diffusion_models(resolve_model(args.model), dtype=args.dtype, device=args.device)
+    speed = _common.speed_options(args)
+    models = load_diffusion_models(resolve_model(args.model), dtype=args.dtype, device=args.device, speed=speed)
     scorer = ClipScorer.from_model(clip_model(args), device=models.device)
     depth = DepthEstimator.from_model(args.model, device=models.device)
     editor = Pix2Video(models)

@@ -51,6 +51,91 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--injection", default="anchor+prev", help="anchor+prev (default) | anchor | prev | random | none"
     )
+    parser.add_argument(
+        "--save-frames", metavar="FILE.npy", help="also save the first prompt's edited frames (uint8), to compare runs"
+    )
+    from jobs._common import add_speed_arguments
+
+    add_speed_arguments(parser)
+
+
+class GpuBusySampler:
+    """The share of time the GPU was busy, sampled in a thread: NVML's utilization.gpu (the share of
+    the driver's last sample period, 1/6 s to 1 s, in which at least one kernel ran) through pynvml
+    (nvidia-ml-py) when importable, else `nvidia-smi --query-gpu=utilization.gpu`. Polled every
+    `interval` seconds; `share(since, until)` averages the samples of a time window."""
+
+    def __init__(self, device: Any, interval: float = 0.1) -> None:
+        import threading
+
+        self.samples: list[tuple[float, float]] = []  # (perf_counter, busy share 0..1)
+        self.source: str | None = None
+        self._read = self._reader(device)
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True) if self._read else None
+
+    def _reader(self, device: Any):
+        if device.type != "cuda":
+            return None
+        import torch
+
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            try:  # the same GPU as torch's, whatever CUDA_VISIBLE_DEVICES says
+                uuid = str(torch.cuda.get_device_properties(index).uuid)
+                handle = pynvml.nvmlDeviceGetHandleByUUID(uuid if uuid.startswith("GPU-") else f"GPU-{uuid}")
+            except Exception:
+                handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+            self.source = "pynvml utilization.gpu"
+            return lambda: pynvml.nvmlDeviceGetUtilizationRates(handle).gpu / 100.0
+        except Exception:
+            import shutil
+
+            if shutil.which("nvidia-smi") is None:
+                return None
+            self.source = "nvidia-smi utilization.gpu"
+            query = ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits", f"-i={index}"]
+
+            def read() -> float:
+                return float(subprocess.run(query, capture_output=True, text=True, check=True).stdout.split()[0]) / 100
+
+            return read
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self.samples.append((time.perf_counter(), self._read()))
+            except Exception:  # a failed read is a missing sample, not a failed benchmark
+                pass
+
+    def __enter__(self) -> GpuBusySampler:
+        if self._thread is not None:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def share(self, since: float, until: float) -> float | None:
+        window = [busy for t, busy in self.samples if since <= t <= until]
+        return round(sum(window) / len(window), 4) if window else None
+
+
+def unet_rows(config: Any, frames: int, prompts: int) -> set[int]:
+    """Every UNet batch size (rows) an invert + edit of `frames` frames x `prompts` prompts can use:
+    what a compiled UNet must be warmed up for."""
+    settings = config.engine_settings()
+    rows = {items * settings.branches for items in range(1, min(settings.max_batch, frames * prompts) + 1)}
+    rows.add(min(config.inversion_batch, frames))
+    if frames % config.inversion_batch:
+        rows.add(frames % config.inversion_batch)
+    return rows
 
 
 def _peak_memory(device) -> int:
@@ -76,18 +161,22 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
     from fixtures.clips import moving_shapes
     from fixtures.tiny import build_random_real_size_models
+    from jobs._common import speed_options
     from pipeline.method.editor import EditConfig, Pix2Video
     from pipeline.method.engine import AUTO_SCHEDULE
     from pipeline.models.loading import load_diffusion_models, resolve_model
     from pipeline.models.sizes import ModelSizes, read_model_sizes
+    from pipeline.models.speed import apply_speed_options, warm_up
 
     # The random real-size models are SD2's shapes; a folder says its own (VAE factor, size multiple).
     sizes = ModelSizes() if args.model == RANDOM_SD2 else read_model_sizes(resolve_model(args.model))
     width, height = sizes.parse_size(args.size)
+    speed = speed_options(args)
     if args.model == RANDOM_SD2:
         models = build_random_real_size_models(args.dtype, args.device)
+        apply_speed_options(models, speed)
     else:
-        models = load_diffusion_models(resolve_model(args.model), dtype=args.dtype, device=args.device)
+        models = load_diffusion_models(resolve_model(args.model), dtype=args.dtype, device=args.device, speed=speed)
     device = models.device
     editor = Pix2Video(models)
     frames = moving_shapes(num_frames=args.frames, width=width, height=height, seed=0)
@@ -99,37 +188,48 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
     rows = [0]
     hook = models.unet.register_forward_pre_hook(lambda _m, inputs: rows.__setitem__(0, rows[0] + inputs[0].shape[0]))
-    # Warm-up: first calls pay for kernel selection and allocation, not for the method.
+    # Warm-up: first calls pay for kernel selection and allocation (and, compiled, for compiling every
+    # padded batch size the run will use), not for the method.
+    t0 = time.perf_counter()
     with torch.no_grad():
         warm = EditConfig(steps=2, schedule=args.schedule, max_batch=args.max_batch)
         video = editor.prepare(frames[:2], depth[:2])
         editor.edit(video, editor.invert(video, "warm-up", warm), prompts[:1], warm)
+        warm_up(models, unet_rows(config, args.frames, args.prompts), height, width, sizes.vae_factor)
+    _sync(device)
+    warmup_s = time.perf_counter() - t0
     rows[0] = 0
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
-    times = {}
-    _sync(device)
-    t0 = time.perf_counter()
-    video = editor.prepare(frames, depth)
-    _sync(device)
-    times["encode_s"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    zT = editor.invert(video, "shapes on a gradient", config)
-    _sync(device)
-    times["inversion_s"] = time.perf_counter() - t0
-    inversion_rows = rows[0]
-    t0 = time.perf_counter()
-    latents = editor.edit(video, zT, prompts, config)
-    _sync(device)
-    times["edit_s"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    for z in latents:
-        for _ in editor.decode(z, config.decode_batch):
-            pass
-    _sync(device)
-    times["decode_s"] = time.perf_counter() - t0
+    times, marks = {}, {}
+    with GpuBusySampler(device) as busy:
+        _sync(device)
+        t0 = marks["start"] = time.perf_counter()
+        video = editor.prepare(frames, depth)
+        _sync(device)
+        times["encode_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        zT = editor.invert(video, "shapes on a gradient", config)
+        _sync(device)
+        times["inversion_s"] = time.perf_counter() - t0
+        inversion_rows = rows[0]
+        t0 = marks["edit"] = time.perf_counter()
+        latents = editor.edit(video, zT, prompts, config)
+        _sync(device)
+        times["edit_s"] = time.perf_counter() - t0
+        t0 = marks["edited"] = time.perf_counter()
+        first_prompt = []
+        for p, z in enumerate(latents):
+            for pixels in editor.decode(z, config.decode_batch):
+                if p == 0 and args.save_frames:
+                    first_prompt.append(pixels)
+        _sync(device)
+        times["decode_s"] = time.perf_counter() - t0
+        marks["end"] = time.perf_counter()
     hook.remove()
+    if args.save_frames:  # to compare runs (speed options) pixel by pixel
+        np.save(args.save_frames, np.stack(first_prompt))
 
     out_frames = args.frames * args.prompts
     total = sum(times.values())
@@ -151,6 +251,15 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "unet_calls": engine.unet_calls,
         "feature_store_bytes": engine.store_bytes,
         "peak_memory_bytes": _peak_memory(device),
+        "peak_memory_kind": "torch.cuda.max_memory_allocated" if device.type == "cuda" else "process max RSS",
+        # Busy share of the GPU while editing (steps 4-7) and over the whole timed run; None on a CPU.
+        "gpu_busy_share_edit": busy.share(marks["edit"], marks["edited"]),
+        "gpu_busy_share": busy.share(marks["start"], marks["end"]),
+        "gpu_busy_samples": len(busy.samples),
+        "gpu_busy_source": busy.source,
+        "warmup_s": round(warmup_s, 3),
+        **{f"speed_{k}": v for k, v in models.speed.as_dict().items()},
+        "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
     }
 
@@ -187,7 +296,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _child_argv(args: argparse.Namespace, schedule: str) -> list[str]:
     argv = [sys.executable, "-m", "jobs.bench", "--schedule", schedule]
-    for name in ("model", "size", "frames", "steps", "prompts", "dtype", "max_batch", "injection", "device"):
+    speed = ("channels_last", "attention", "compile", "cuda_graphs")
+    for name in ("model", "size", "frames", "steps", "prompts", "dtype", "max_batch", "injection", "device", *speed):
         value = getattr(args, name)
         if value is not None:
             argv += [f"--{name.replace('_', '-')}", str(value)]

@@ -91,7 +91,9 @@ def run(args: argparse.Namespace) -> int:
     if Path(args.output).suffix.lower() not in WRITABLE_VIDEO_EXTENSIONS:
         check_frames_folder(args.output, data.names)  # an earlier edit of these frames, or nothing
     # Then the models: a wrong --model fails before minutes of depth estimation.
-    models = load_diffusion_models(resolve_model(args.model), dtype=args.dtype, device=args.device)
+    models = load_diffusion_models(
+        resolve_model(args.model), dtype=args.dtype, device=args.device, speed=_common.speed_options(args)
+    )
     scorer = _metrics.scorer_for(args, models.device)  # --metrics: CLIP loaded before the long work
     complete_input(data, args, device=models.device, dtype=args.dtype)
     editor = Pix2Video(models)

@@ -55,6 +55,13 @@ class InjectionPlan:
     read_prev: torch.Tensor | None = None  # [n_inject]
     write_prev: torch.Tensor | None = None  # [n_inject]
 
+    @property
+    def rows(self) -> int:
+        """The batch rows this plan is for. A compiled UNet pads its batch to a static size
+        (`pipeline.models.speed`): rows past these are padding, never recorded or read."""
+        injected = (self.read_anchor, self.read_prev, self.write_prev)
+        return self.n_plain + next((len(index) for index in injected if index is not None), 0)
+
 
 class FeatureStore:
     """Recorded decoder self-attention inputs, allocated on first use in the model's dtype/device."""
@@ -120,6 +127,11 @@ class InjectionProcessor:
         self.store = store
         self.layer = layer
 
+    # Under torch.compile (pipeline/models/speed.py) the graph breaks here and this runs eagerly: the
+    # plan and the store are Python state that changes with every call (traced, each batch layout would
+    # be a recompile, and the store's in-place writes would keep CUDA graphs off). The attention itself
+    # is the same SDPA kernel either way.
+    @torch.compiler.disable
     def __call__(
         self,
         attn: Attention,
@@ -132,7 +144,7 @@ class InjectionProcessor:
         plan = self.store.plan
         if plan is None:
             return attend(attn, hidden_states, hidden_states)
-        h = hidden_states
+        h = hidden_states[: plan.rows]
         n = plan.n_plain
         outputs = []
         if n > 0:
@@ -155,6 +167,8 @@ class InjectionProcessor:
             if plan.write_prev is not None:
                 self.store.prev_buffer(self.layer, current).index_copy_(0, plan.write_prev, current)
             outputs.append(attend(attn, current, context))
+        if h.shape[0] < hidden_states.shape[0]:  # padding rows: attend to nothing (the residual passes)
+            outputs.append(torch.zeros_like(hidden_states[h.shape[0] :]))
         return outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=0)
 
 

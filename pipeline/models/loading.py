@@ -187,6 +187,7 @@ class DiffusionModels:
     device: torch.device
     dtype: torch.dtype
     source: str
+    speed: Any = None  # pipeline.models.speed.ResolvedSpeed: the speed switches in force, once applied
 
 
 def _prepare(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
@@ -203,14 +204,19 @@ def load_diffusion_models(
     *,
     dtype: str | torch.dtype = "float32",
     device: str | torch.device | None = None,
+    speed: Any = None,
 ) -> DiffusionModels:
     """Load UNet, VAE, CLIP text encoder and tokenizer of SD2-depth from a hub id or local folder
-    ('tiny' -> the tiny random models). device None = cuda if available, else cpu."""
+    ('tiny' -> the tiny random models). device None = cuda if available, else cpu. `speed`: a
+    `pipeline.models.speed.SpeedOptions` (None: every switch auto, the device type's defaults)."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
+    from pipeline.models.speed import SpeedOptions, apply_speed_options
+
     torch_dtype = resolve_dtype(dtype)
     dev = resolve_device(device)
+    resolved_speed = (speed or SpeedOptions()).resolve(dev)  # a bad switch fails before the weights load
     path = resolve_model(model)
     if is_local(path):
         # Check the layout up front: one clear message instead of a stack trace from the 3rd loader.
@@ -236,7 +242,7 @@ def load_diffusion_models(
             "not 5 (4 latent + 1 depth); use stabilityai/stable-diffusion-2-depth or a fine-tune of it"
         )
     log.info("loaded %s (%s, %s)", model, dev, str(torch_dtype).removeprefix("torch."))
-    return DiffusionModels(
+    models = DiffusionModels(
         unet=_prepare(unet, dev),
         vae=_prepare(vae, dev),
         text_encoder=_prepare(text_encoder, dev),
@@ -245,3 +251,5 @@ def load_diffusion_models(
         dtype=torch_dtype,
         source=model,
     )
+    apply_speed_options(models, resolved_speed)
+    return models

@@ -1,0 +1,443 @@
+"""The GPU check (issue 19): one command that exercises the CUDA path and measures the editor.
+
+    bash benchmarks/gpu_check.sh [OUT]              # installs carried wheels, then runs this
+    python benchmarks/gpu_check.py --out DIR        # on a GPU
+    python benchmarks/gpu_check.py --out DIR --cpu-smoke   # the same steps at tiny sizes (a test)
+
+Steps, each one JSON line (or several) in OUT/gpu_check.jsonl, in this order:
+
+1. `env`: Python, torch, CUDA, the GPU, package versions.
+2. `cuda_path`: the tiny model on the device in float32, bfloat16 and float16, in this process:
+   prepare, invert, edit (wavefront, 2 prompts), SDEdit, decode; checks that latents, depth and the
+   feature store live on the device in the model's dtype, and that the frames are finite uint8.
+3. `ray_run`: `pix2video run --device cuda --model tiny` on a generated clip through a local Ray
+   instance; the results row must say ok.
+4. `bench`: `pix2video bench --model random-sd2 --size 512x512 --dtype bfloat16 --frames 16
+   --steps 50 --schedule sequential,wavefront` for `--prompts 1` and `--prompts 4` (each schedule in a
+   fresh process): seconds per output frame, peak GPU memory, the feature store's bytes, the GPU's busy
+   share while editing (pynvml's utilization.gpu, polled every 0.1 s; see jobs/bench.py).
+5. `speed`: each speed option on against all off, on a smaller workload (random-sd2, 512², bf16,
+   8 frames, 20 steps, wavefront, 1 prompt), in this process: seconds per frame, the ratio to all off,
+   warm-up (compile) seconds, and the largest pixel difference from the all-off frames.
+
+A step that fails is a record with "ok": false and the error; the check goes on. Steps run until the
+time budget (`--budget-s`, 450 s on a GPU) is spent; what is left is recorded as skipped. A summary
+table is printed last. `--cpu-smoke` (automatic without CUDA) runs every step at tiny sizes on the
+CPU: tests/test_gpu_check.py runs it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import io
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
+
+import numpy as np  # noqa: E402
+
+RECORDS = "gpu_check.jsonl"
+
+# The speed variants of step 5, cheapest and most telling first (what a budget cut leaves out is last).
+SPEED_VARIANTS: list[tuple[str, dict[str, str]]] = [
+    ("all off", {}),
+    ("attention flash", {"attention": "flash"}),
+    ("channels-last", {"channels_last": "on"}),
+    ("attention efficient", {"attention": "efficient"}),
+    ("attention cudnn", {"attention": "cudnn"}),
+    ("compile", {"compile": "on"}),
+    ("compile + CUDA graphs", {"cuda_graphs": "on"}),
+    ("channels-last + compile", {"channels_last": "on", "compile": "on"}),
+]
+# On the CPU smoke run: no compile (minutes of C++ builds on a 2-core machine; tests/test_speed.py
+# proves compiled frames equal), and the CPU's own attention backends.
+SMOKE_VARIANTS: list[tuple[str, dict[str, str]]] = [
+    ("all off", {}),
+    ("attention math", {"attention": "math"}),
+    ("channels-last", {"channels_last": "on"}),
+]
+OFF = {"channels_last": "off", "attention": "auto", "compile": "off", "cuda_graphs": "off"}
+
+
+class Check:
+    """Writes records as JSON lines, keeps the time budget."""
+
+    def __init__(self, out: Path, budget_s: float) -> None:
+        self.out = out
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.path = out / RECORDS
+        self.path.write_text("")
+        self.started = time.monotonic()
+        self.budget_s = budget_s
+        self.records: list[dict[str, Any]] = []
+
+    def left(self) -> float:
+        return self.budget_s - (time.monotonic() - self.started)
+
+    def write(self, record: dict[str, Any]) -> dict[str, Any]:
+        record = {"elapsed_s": round(time.monotonic() - self.started, 1), **record}
+        self.records.append(record)
+        with self.path.open("a") as f:
+            f.write(json.dumps(record, default=str) + "\n")
+        print(json.dumps(record, default=str), flush=True)
+        return record
+
+    def step(self, name: str, need_s: float, fn: Callable[[], dict[str, Any] | None]) -> None:
+        """Run one step (which may write records of its own) unless less than `need_s` is left."""
+        if self.left() < need_s:
+            self.write(
+                {"step": name, "ok": None, "skipped": f"time budget: {self.left():.0f} s left, needs ~{need_s:.0f}"}
+            )
+            return
+        t0 = time.monotonic()
+        try:
+            record = fn()
+        except Exception as e:  # a failed step is a record; the check goes on
+            record = {"ok": False, "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc(limit=6)}
+        if record is not None:
+            self.write({"step": name, **record, "seconds": round(time.monotonic() - t0, 1)})
+
+
+def env_record(device: str) -> dict[str, Any]:
+    import torch
+
+    versions = {}
+    for name in ("diffusers", "transformers", "ray", "av", "pynvml", "numpy"):
+        try:
+            versions[name] = __import__(name).__version__
+        except Exception as e:  # missing packages are a finding, not a failure
+            versions[name] = f"missing ({type(e).__name__})"
+    record = {
+        "ok": True,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda_available": torch.cuda.is_available(),
+        "device": device,
+        "versions": versions,
+        "cpus": os.cpu_count(),
+    }
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        record.update(
+            gpu=props.name,
+            gpu_memory_bytes=props.total_memory,
+            compute_capability=f"{props.major}.{props.minor}",
+            cuda=torch.version.cuda,
+            cudnn=torch.backends.cudnn.version(),
+        )
+    return record
+
+
+def cuda_path(device: str, dtype: str, frames: int, steps: int) -> dict[str, Any]:
+    """The editor end to end on `device` in `dtype` with the tiny model, checking where things live."""
+    import torch
+
+    from fixtures.clips import moving_shapes
+    from pipeline.method.editor import EditConfig, Pix2Video, sdedit_noise
+    from pipeline.models.loading import load_diffusion_models, resolve_model
+
+    models = load_diffusion_models(resolve_model("tiny"), dtype=dtype, device=device)
+    editor = Pix2Video(models)
+    clip = moving_shapes(num_frames=frames, width=64, height=64, seed=1)
+    depth = [f.mean(-1).astype(np.float32) for f in clip]
+    config = EditConfig(steps=steps, schedule="wavefront", max_batch=4)
+    video = editor.prepare(clip, depth, video_id="gpu-check")
+    zT = editor.invert(video, "shapes on a gradient", config)
+    seen: dict[str, set[str]] = {"store": set(), "latents": set()}
+
+    def trace(step: Any) -> None:
+        # The store holds this step's features while the engine runs: they must be on the device.
+        for table in (editor.store.anchor, editor.store.prev):
+            seen["store"].update(f"{t.device.type}/{t.dtype}" for t in table.values())
+        seen["latents"].add(f"{step.z.device.type}/{step.z.dtype}")
+
+    latents = editor.edit(video, zT, ["a red painting", "a blue painting"], config, trace=trace)
+    sd = editor.sdedit(video, ["a red painting"], config, strength=0.5)
+    pixels = np.stack(list(editor.decode(latents[0])) + list(editor.decode(sd[0])))
+    want = {"device": torch.device(device).type, "dtype": str(models.dtype)}
+    problems = []
+    if seen["store"] != {f"{want['device']}/{want['dtype']}"}:
+        problems.append(f"feature store tensors: {sorted(seen['store'])}")
+    if {video.latents.device.type, video.depth.device.type, zT.device.type} != {want["device"]}:
+        problems.append("video latents, depth or inversion not on the device")
+    if video.depth.dtype != models.dtype:
+        problems.append(f"depth in {video.depth.dtype}")
+    if sdedit_noise(video, 0).device.type != "cpu":  # drawn on the CPU: the same noise on every device
+        problems.append("SDEdit noise not drawn on the CPU")
+    if pixels.dtype != np.uint8 or pixels.shape != (2 * frames, 64, 64, 3):
+        problems.append(f"frames {pixels.dtype} {pixels.shape}")
+    finite = all(bool(torch.isfinite(z).all()) for z in [*latents, *sd])
+    if not finite:
+        problems.append("non-finite latents")
+    engine = editor.last_engine
+    return {
+        "ok": not problems,
+        "problems": problems,
+        "dtype": dtype,
+        "store_tensors": sorted(seen["store"]),
+        "latents": sorted(seen["latents"]),
+        "store_bytes": engine.store_bytes,
+        "unet_calls": engine.unet_calls,
+        "frames_mean": round(float(pixels.mean()), 2),
+    }
+
+
+def ray_run(device: str, work: Path, frames: int, steps: int) -> dict[str, Any]:
+    """`pix2video run --device DEVICE --model tiny` on one generated clip, through Ray: a local instance
+    started for it, or the one this process is already connected to (the smoke test's)."""
+    import pyarrow.parquet as pq
+
+    from fixtures.clips import write_sample_video
+    from jobs.cli import run_verb
+
+    clips = work / "clips"
+    write_sample_video(clips / "clip.mp4", num_frames=frames, width=64, height=64, seed=2)
+    out = work / "run"
+    argv = ["--manifest", str(clips), "--output", str(out), "--prompt", "a watercolor painting"]
+    argv += ["--model", "tiny", "--size", "64x64", "--steps", str(steps), "--device", device, "--no-progress"]
+    if device.startswith("cuda"):
+        argv += ["--num-gpus", "1", "--num-cpus", str(min(8, os.cpu_count() or 2))]
+    status, text = _captured(lambda: run_verb("run", argv))
+    rows = pq.read_table(out / "results.parquet").to_pylist() if (out / "results.parquet").exists() else []
+    ok_rows = [r for r in rows if r.get("status") == "ok"]
+    return {
+        "ok": status == 0 and len(ok_rows) == 1 and len(rows) == 1,
+        "exit": status,
+        "command": "pix2video run " + " ".join(argv),
+        "rows": [{k: r.get(k) for k in ("status", "error", "num_frames", "seconds_edit", "output")} for r in rows],
+        "output_tail": text[-1500:],
+    }
+
+
+def _captured(fn: Callable[[], int]) -> tuple[int, str]:
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer), contextlib.redirect_stderr(buffer):
+        status = fn()
+    return status, buffer.getvalue()
+
+
+BENCH_KEYS = (
+    "schedule", "prompts", "frames", "steps", "size", "dtype", "device", "seconds_per_frame", "encode_s",
+    "inversion_s", "edit_s", "decode_s", "warmup_s", "unet_calls", "unet_image_forwards_per_frame",
+    "feature_store_bytes", "peak_memory_bytes", "peak_memory_kind", "gpu_busy_share_edit", "gpu_busy_share",
+    "gpu_busy_samples", "gpu_busy_source", "speed_channels_last", "speed_attention", "speed_compile",
+    "speed_cuda_graphs",
+)  # fmt: skip
+
+
+def bench_grid(check: Check, argv: list[str], schedules: list[str], prompts: int, fresh: bool) -> dict[str, Any] | None:
+    """`pix2video bench ARGV --schedule S,.. --prompts P`: one record per schedule. `fresh`: as one
+    command, which runs each schedule in a fresh process (peak memory its own); else one command per
+    schedule, in this process (the CPU smoke run: no torch import per schedule)."""
+    from jobs.cli import run_verb
+
+    argv = [*argv, "--prompts", str(prompts)]
+    runs = [",".join(schedules)] if fresh else schedules
+    status, text = 0, ""
+    for schedule in runs:
+        code, out = _captured(lambda s=schedule: run_verb("bench", [*argv, "--schedule", s]))
+        status, text = status or code, text + out
+    results = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+    per_schedule = {r["schedule"]: r for r in results if "schedules" not in r and "schedule" in r}
+    first = None
+    for r in per_schedule.values():
+        record = {"step": "bench", "ok": True, **{k: r.get(k) for k in BENCH_KEYS}}
+        first = first or r
+        record["speedup_vs_first"] = round(first["seconds_per_frame"] / r["seconds_per_frame"], 3)
+        record["first_schedule"] = first["schedule"]
+        check.write(record)
+    if status != 0 or not per_schedule:
+        command = f"pix2video bench {' '.join(argv)} --schedule {','.join(schedules)}"
+        return {"ok": False, "exit": status, "command": command, "output_tail": text[-3000:]}
+    return None  # the per-schedule records are the step's output
+
+
+def speed_sweep(check: Check, base_argv: list[str], variants: list[tuple[str, dict[str, str]]], work: Path) -> None:
+    """Each speed variant measured in this process (models rebuilt per variant), against all off."""
+    import torch
+
+    from jobs.bench import measure
+    from jobs.cli import build_parser
+
+    baseline: dict[str, Any] | None = None
+    base_frames: np.ndarray | None = None
+    for i, (name, switches) in enumerate(variants):
+        need = 60.0 if "compile" in switches or "cuda_graphs" in switches else 25.0
+        if check.left() < need:
+            check.write(
+                {"step": "speed", "variant": name, "ok": None, "skipped": f"time budget: {check.left():.0f} s left"}
+            )
+            continue
+        frames_file = work / f"speed-{i}.npy"
+        argv = [*base_argv, "--save-frames", str(frames_file)]
+        for key, value in {**OFF, **switches}.items():
+            argv += [f"--{key.replace('_', '-')}", value]
+        t0 = time.monotonic()
+        try:
+            args = build_parser("bench").parse_args(argv)
+            r = measure(args)
+            frames = np.load(frames_file)
+            record = {"step": "speed", "variant": name, "ok": True, **{k: r.get(k) for k in BENCH_KEYS}}
+            if baseline is None:
+                baseline, base_frames = r, frames
+            record["speedup_vs_all_off"] = round(baseline["seconds_per_frame"] / r["seconds_per_frame"], 3)
+            diff = np.abs(frames.astype(np.int16) - base_frames.astype(np.int16))
+            record["max_pixel_diff_vs_all_off"] = int(diff.max())
+            record["mean_pixel_diff_vs_all_off"] = round(float(diff.mean()), 4)
+        except Exception as e:
+            record = {"step": "speed", "variant": name, "ok": False, "error": f"{type(e).__name__}: {e}",
+                      "traceback": traceback.format_exc(limit=6)}  # fmt: skip
+        record["seconds"] = round(time.monotonic() - t0, 1)
+        record["command"] = "pix2video bench " + " ".join(argv)
+        check.write(record)
+        # Free this variant's models (and compiled graphs) before the next one is built.
+        torch._dynamo.reset()
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def summary_table(records: list[dict[str, Any]]) -> str:
+    """The short table printed last."""
+
+    def gib(x: Any) -> str:
+        return "-" if x is None else f"{x / 2**30:.2f}"
+
+    def pct(x: Any) -> str:
+        return "-" if x is None else f"{100 * x:.0f}%"
+
+    lines = []
+    for r in records:
+        if r["step"] in ("env",):
+            lines.append(f"env: {r.get('gpu', r.get('device'))}, torch {r.get('torch')}, CUDA {r.get('cuda', '-')}")
+        elif r["step"] in ("cuda_path", "ray_run"):
+            what = r.get("dtype") or "tiny, Ray"
+            problem = r.get("skipped") or r.get("error") or r.get("problems") or r.get("rows")
+            lines.append(f"{r['step']:<9} {what:<12} " + ("ok" if r.get("ok") else f"NOT OK: {problem}"[:160]))
+    head = (
+        f"{'step':<6} {'workload':<28} {'s/frame':>8} {'x':>6} {'peak GiB':>8} {'store GB':>8} {'busy':>5} "
+        f"{'warm s':>7} {'Δpx':>4}"
+    )
+    lines += ["", head]
+    for r in records:
+        if r["step"] not in ("bench", "speed"):
+            continue
+        if r["step"] == "bench":
+            label = f"{r.get('schedule')} x{r.get('prompts')} prompts"
+            ratio = r.get("speedup_vs_first")
+        else:
+            label = r.get("variant", "")
+            ratio = r.get("speedup_vs_all_off")
+        if not r.get("ok"):
+            lines.append(f"{r['step']:<6} {label:<28} {r.get('skipped') or r.get('error', 'failed')}"[:160])
+            continue
+        store = r.get("feature_store_bytes")
+        lines.append(
+            f"{r['step']:<6} {label:<28} {r['seconds_per_frame']:>8.3f} {ratio or 0:>6.2f} "
+            f"{gib(r.get('peak_memory_bytes')):>8} {'-' if store is None else f'{store / 1e9:.2f}':>8} "
+            f"{pct(r.get('gpu_busy_share_edit')):>5} {r.get('warmup_s', 0):>7.1f} "
+            f"{r.get('max_pixel_diff_vs_all_off', '-'):>4}"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default=os.environ.get("OUT"), help="output folder (default: $OUT)")
+    parser.add_argument("--cpu-smoke", action="store_true", help="tiny sizes on the CPU (default when no CUDA)")
+    parser.add_argument("--budget-s", type=float, default=None, help="time budget (default 450 on a GPU, none smoke)")
+    parser.add_argument("--only", default="", help="comma list of steps to run (env is always run)")
+    parser.add_argument(
+        "--variants", default="", help="speed step: only the variants whose names contain one of these (comma list)"
+    )
+    args = parser.parse_args(argv)
+    if not args.out:
+        parser.error("give --out DIR (or set $OUT)")
+
+    import torch
+
+    smoke = args.cpu_smoke or not torch.cuda.is_available()
+    device = "cpu" if smoke else "cuda"
+    check = Check(Path(args.out), args.budget_s or (float("inf") if smoke else 450.0))
+    only = {s.strip() for s in args.only.split(",") if s.strip()}
+
+    def wanted(step: str) -> bool:
+        return not only or step in only
+
+    check.step("env", 0, lambda: {**env_record(device), "mode": "cpu-smoke" if smoke else "gpu"})
+    work = Path(tempfile.mkdtemp(prefix="gpu-check-"))
+    if wanted("cuda_path"):
+        frames, steps = (3, 3) if smoke else (6, 10)
+        for dtype in ("float32", "bfloat16") if smoke else ("float32", "bfloat16", "float16"):
+            check.step("cuda_path", 10, lambda d=dtype: cuda_path(device, d, frames, steps))
+    if wanted("ray_run"):
+        frames, steps = (2, 2) if smoke else (8, 10)
+        check.step("ray_run", 30, lambda: ray_run(device, work, frames, steps))
+    if wanted("bench"):
+        if smoke:
+            grid = ["--model", "tiny", "--size", "64x64", "--dtype", "float32", "--frames", "3", "--steps", "3"]
+        else:
+            grid = [
+                "--model",
+                "random-sd2",
+                "--size",
+                "512x512",
+                "--dtype",
+                "bfloat16",
+                "--frames",
+                "16",
+                "--steps",
+                "50",
+            ]
+        grid += ["--device", device]
+        schedules = ["sequential", "wavefront"]
+        for prompts in (1, 4):
+            check.step(
+                "bench", 20 if smoke else 120, lambda p=prompts: bench_grid(check, grid, schedules, p, not smoke)
+            )
+    if wanted("speed"):
+        if smoke:
+            base = ["--model", "tiny", "--size", "64x64", "--dtype", "float32", "--frames", "3", "--steps", "3"]
+        else:
+            base = [
+                "--model",
+                "random-sd2",
+                "--size",
+                "512x512",
+                "--dtype",
+                "bfloat16",
+                "--frames",
+                "8",
+                "--steps",
+                "20",
+            ]
+        base += ["--device", device, "--schedule", "wavefront", "--prompts", "1"]
+        variants = SMOKE_VARIANTS if smoke else SPEED_VARIANTS
+        picks = [p.strip() for p in args.variants.split(",") if p.strip()]
+        if picks:  # all off stays: it is what the others are compared with
+            variants = [v for i, v in enumerate(variants) if i == 0 or any(p in v[0] for p in picks)]
+        speed_sweep(check, base, variants, work)
+    table = summary_table(check.records)
+    (check.out / "gpu_check_summary.txt").write_text(table + "\n")
+    print("\n" + table)
+    failed = [r for r in check.records if r.get("ok") is False]
+    print(
+        f"\n{len(check.records)} records in {check.path}; {len(failed)} failed; "
+        f"{time.monotonic() - check.started:.0f} s"
+    )
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""benchmarks/gpu_check.py in its CPU smoke mode: every step of the GPU check at tiny sizes, its JSON
+lines with the keys and values a GPU session will read (issue 19)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _gpu_check():
+    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "benchmarks" / "gpu_check.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_cpu_smoke_writes_every_figure(ray_cluster, tmp_path, capsys):
+    """On the session's Ray instance (the check's `run` reuses a connected driver's)."""
+    gpu_check = _gpu_check()
+    status = gpu_check.main(["--out", str(tmp_path), "--cpu-smoke"])
+    printed = capsys.readouterr().out
+    records = [json.loads(line) for line in (tmp_path / "gpu_check.jsonl").read_text().splitlines()]
+    by_step: dict[str, list[dict]] = {}
+    for r in records:
+        by_step.setdefault(r["step"], []).append(r)
+    assert status == 0, [r for r in records if r.get("ok") is False]
+    assert all(r["ok"] is True for r in records)
+
+    (env,) = by_step["env"]
+    assert env["mode"] == "cpu-smoke" and env["device"] == "cpu" and env["torch"]
+
+    assert [r["dtype"] for r in by_step["cuda_path"]] == ["float32", "bfloat16"]
+    for r in by_step["cuda_path"]:
+        assert r["store_tensors"] == [f"cpu/torch.{r['dtype']}"] and r["store_bytes"] > 0 and not r["problems"]
+
+    (run,) = by_step["ray_run"]
+    assert run["exit"] == 0 and [row["status"] for row in run["rows"]] == ["ok"]
+    assert "--device cpu" in run["command"] and "--model tiny" in run["command"]
+
+    bench = by_step["bench"]
+    assert sorted((r["schedule"], r["prompts"]) for r in bench) == [
+        ("sequential", 1), ("sequential", 4), ("wavefront", 1), ("wavefront", 4)
+    ]  # fmt: skip
+    for r in bench:
+        assert set(gpu_check.BENCH_KEYS) <= set(r)
+        assert 0 < r["seconds_per_frame"] < 60 and r["peak_memory_bytes"] > 0 and r["feature_store_bytes"] > 0
+        assert r["gpu_busy_share"] is None and r["gpu_busy_source"] is None  # no GPU to sample
+        assert r["speedup_vs_first"] > 0 and r["frames"] == 3 and r["size"] == "64x64"
+    # The store holds the anchor and one rolling slot per prompt: 4 prompts, 4 times the bytes.
+    store = {(r["schedule"], r["prompts"]): r["feature_store_bytes"] for r in bench}
+    assert store[("wavefront", 4)] == 4 * store[("wavefront", 1)] == 4 * store[("sequential", 1)]
+
+    speed = by_step["speed"]
+    assert [r["variant"] for r in speed] == [name for name, _ in gpu_check.SMOKE_VARIANTS]
+    for r in speed:
+        assert r["max_pixel_diff_vs_all_off"] <= 1 and r["speedup_vs_all_off"] > 0
+    assert speed[0]["max_pixel_diff_vs_all_off"] == 0 and speed[0]["speedup_vs_all_off"] == 1
+    assert {r["speed_attention"] for r in speed} == {"auto", "math"}
+    assert [r["speed_channels_last"] for r in speed] == [False, False, True]
+
+    # The summary table, last, and its copy in the output folder.
+    summary = (tmp_path / "gpu_check_summary.txt").read_text()
+    assert "wavefront x4 prompts" in summary and "channels-last" in summary and summary.strip() in printed
+
+
+def test_script_runs_the_check_with_the_project_python(tmp_path):
+    """The shell entry point: no carried wheels here, so it runs the check (env step only: fast)."""
+    done = subprocess.run(
+        ["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), str(tmp_path), "--cpu-smoke", "--only", "env"],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "PYTHON": sys.executable, "HOME": str(tmp_path)},
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr + done.stdout
+    (env,) = [json.loads(line) for line in (tmp_path / "gpu_check.jsonl").read_text().splitlines()]
+    assert env["step"] == "env" and env["ok"] and env["mode"] == "cpu-smoke"
+    assert (tmp_path / "gpu_check.log").read_text().count('"step": "env"') == 1
