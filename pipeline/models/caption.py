@@ -16,13 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.models.loading import (
-    DEFAULT_CAPTION_MODEL,
-    load_pretrained,
-    resolve_device,
-    resolve_dtype,
-    resolve_model,
-)
+from pipeline.models.loading import DEFAULT_CAPTION_MODEL, load_image_text_model, load_target
 
 # Returned instead of an empty caption. A random (tiny) model can emit only special tokens, and a
 # real one could in principle too; the editor always needs a non-empty source prompt (an empty one
@@ -32,14 +26,6 @@ FALLBACK_CAPTION = "a video frame"
 MAX_NEW_TOKENS = 30
 
 _LAYOUT = "a BLIP captioning checkpoint (e.g. Salesforce/blip-image-captioning-large)"
-
-
-def _blip_image_processor_class() -> type:
-    # PIL backend whatever is installed: transformers 5 defaults to torchvision and falls back to
-    # PIL with a warning when it is missing; one backend everywhere means one caption everywhere.
-    import transformers
-
-    return getattr(transformers, "BlipImageProcessorPil", None) or transformers.BlipImageProcessor
 
 
 class Captioner:
@@ -73,17 +59,13 @@ class Captioner:
         device: str | torch.device | None = None,
     ) -> Captioner:
         """A BLIP hub id or folder; 'tiny' -> the tiny folder's blip/."""
-        from transformers import AutoTokenizer, BlipForConditionalGeneration
+        from transformers import BlipForConditionalGeneration  # lazy: seconds to import, only to load
 
-        torch_dtype = resolve_dtype(dtype)
-        dev = resolve_device(device)
-        path = resolve_model(model, "blip")
-        net = load_pretrained(
-            BlipForConditionalGeneration.from_pretrained, path, layout=_LAYOUT, dtype=torch_dtype
+        target = load_target(model, part="blip", dtype=dtype, device=device)
+        net, image_processor, tokenizer = load_image_text_model(
+            BlipForConditionalGeneration, "BlipImageProcessor", target, layout=_LAYOUT
         )
-        image_processor = load_pretrained(_blip_image_processor_class().from_pretrained, path, layout=_LAYOUT)
-        tokenizer = load_pretrained(AutoTokenizer.from_pretrained, path, layout=_LAYOUT)
-        return cls(net, image_processor, tokenizer, device=dev, dtype=torch_dtype, source=model)
+        return cls(net, image_processor, tokenizer, device=target.device, dtype=target.dtype, source=model)
 
     @torch.inference_mode()
     def __call__(self, images: np.ndarray | Sequence[np.ndarray], batch_size: int = 8) -> list[str]:

@@ -21,27 +21,7 @@ import numpy as np
 import torch
 
 from pipeline.errors import InputError
-from pipeline.models.loading import (
-    hub_error,
-    is_local,
-    load_pretrained,
-    resolve_device,
-    resolve_dtype,
-    resolve_model,
-)
-
-
-def dpt_image_processor_class() -> type:
-    """The DPT preprocessing class to use.
-
-    transformers 5 made torchvision the default image backend (`DPTImageProcessor`) and falls back,
-    with a warning, to `DPTImageProcessorPil` when torchvision is missing. We always use the PIL one:
-    identical depth with or without torchvision, and the PIL resize (the config's `resample`:
-    bilinear in SD2-depth's) that the preprocessing of the published checkpoint was written for.
-    """
-    import transformers
-
-    return getattr(transformers, "DPTImageProcessorPil", None) or transformers.DPTImageProcessor
+from pipeline.models.loading import hub_error, is_local, load_pretrained, load_target, pil_image_processor
 
 
 def load_dpt_image_processor(model: str, subfolder: str | None = None) -> Any:
@@ -51,8 +31,9 @@ def load_dpt_image_processor(model: str, subfolder: str | None = None) -> Any:
     `DPTFeatureExtractor` (gone in transformers 5) with an integer size: loading through the
     image-processor class directly (not AutoImageProcessor) ignores the class name, and an integer
     size is read as height = width = size."""
+    # The PIL class (pil_image_processor): its resize is the config's `resample`, bilinear in SD2-depth's.
     return load_pretrained(
-        dpt_image_processor_class().from_pretrained,
+        pil_image_processor("DPTImageProcessor").from_pretrained,
         model,
         subfolder=subfolder,
         layout="the stable-diffusion-2-depth layout or a DPT checkpoint",
@@ -81,11 +62,10 @@ class DepthEstimator:
     ) -> DepthEstimator:
         """SD2-depth folder/id (its depth_estimator/ + feature_extractor/), a standalone DPT id/folder,
         or 'tiny'."""
-        from transformers import DPTForDepthEstimation
+        from transformers import DPTForDepthEstimation  # lazy: seconds to import, only to load
 
-        torch_dtype = resolve_dtype(dtype)
-        dev = resolve_device(device)
-        path = resolve_model(model)
+        target = load_target(model, dtype=dtype, device=device)
+        path = target.path
         layout = "the stable-diffusion-2-depth layout or a DPT checkpoint"
         if is_local(path):
             folder = os.path.expanduser(path)
@@ -107,10 +87,10 @@ class DepthEstimator:
             # Hub id: an SD2-depth repo has the subfolders; a DPT repo (Intel/dpt-*) has them at the root.
             model_sub, proc_sub = _hub_layout(path)
         net = load_pretrained(
-            DPTForDepthEstimation.from_pretrained, path, subfolder=model_sub, layout=layout, dtype=torch_dtype
+            DPTForDepthEstimation.from_pretrained, path, subfolder=model_sub, layout=layout, dtype=target.dtype
         )
         processor = load_dpt_image_processor(path, proc_sub)
-        return cls(net, processor, device=dev, dtype=torch_dtype, source=model)
+        return cls(net, processor, device=target.device, dtype=target.dtype, source=model)
 
     @torch.inference_mode()
     def __call__(self, frames: np.ndarray, batch_size: int = 8) -> np.ndarray:

@@ -166,6 +166,54 @@ def load_pretrained(
         raise hub_error(model, e, layout) from e
 
 
+@dataclass(frozen=True)
+class LoadTarget:
+    """Where a model's weights come from and where they go: the folder or hub id that `resolve_model`
+    made of the name, and the device and dtype (`load_target`)."""
+
+    path: str
+    device: torch.device
+    dtype: torch.dtype
+
+
+def load_target(
+    model: str,
+    *,
+    part: str | None = None,
+    dtype: str | torch.dtype = "float32",
+    device: str | torch.device | None = None,
+) -> LoadTarget:
+    """The preamble of every model loader (depth, captions, CLIP): dtype and device checked (one line
+    each when wrong, before anything loads), then the model name resolved (`resolve_model(model, part)`)."""
+    torch_dtype = resolve_dtype(dtype)
+    dev = resolve_device(device)
+    return LoadTarget(path=resolve_model(model, part), device=dev, dtype=torch_dtype)
+
+
+def pil_image_processor(name: str) -> type:
+    """transformers' image processor class `name` with its PIL backend (`<name>Pil`) where this
+    transformers has one. transformers 5 made torchvision the default image backend and falls back to
+    the PIL one, with a warning, when torchvision is missing; we always take the PIL one: the same
+    pixels, depth, captions and scores with or without torchvision, and the PIL resize the published
+    checkpoints' preprocessing was written for."""
+    import transformers  # lazy: transformers takes seconds to import, and most callers never load a model
+
+    return getattr(transformers, name + "Pil", None) or getattr(transformers, name)
+
+
+def load_image_text_model(
+    model_class: Any, processor: str, target: LoadTarget, *, layout: str
+) -> tuple[Any, Any, Any]:
+    """(network, image processor, tokenizer) of an image-and-text checkpoint (BLIP, CLIP) at
+    `target.path`, in this order, each through `load_pretrained`; the network in `target.dtype`."""
+    from transformers import AutoTokenizer  # lazy, as in pil_image_processor
+
+    net = load_pretrained(model_class.from_pretrained, target.path, layout=layout, dtype=target.dtype)
+    image_processor = load_pretrained(pil_image_processor(processor).from_pretrained, target.path, layout=layout)
+    tokenizer = load_pretrained(AutoTokenizer.from_pretrained, target.path, layout=layout)
+    return net, image_processor, tokenizer
+
+
 def _diffusers_kwargs() -> dict[str, Any]:
     # Without `accelerate`, diffusers falls back to low_cpu_mem_usage=False anyway but prints a
     # warning on every load; say it ourselves so logs stay clean. With accelerate, the default

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from pipeline.errors import InputError
-from pipeline.models.loading import is_local, load_pretrained, resolve_device, resolve_dtype, resolve_model
+from pipeline.models.loading import is_local, load_image_text_model, load_target
 
 DEFAULT_CLIP_MODEL = "openai/clip-vit-large-patch14"
 CLIP_MODEL_HELP = (
@@ -23,14 +23,6 @@ CLIP_MODEL_HELP = (
     "for tests only)"
 )
 _CLIP_LAYOUT = "a CLIPModel checkpoint (config.json, weights, tokenizer and preprocessor files)"
-
-
-def _clip_image_processor_class() -> type:
-    # The PIL backend whatever is installed (torchvision is not a dependency): transformers 5 defaults
-    # to torchvision and falls back with a warning; one backend everywhere means one number everywhere.
-    import transformers
-
-    return getattr(transformers, "CLIPImageProcessorPil", None) or transformers.CLIPImageProcessor
 
 
 def _features(out: Any) -> torch.Tensor:
@@ -72,24 +64,22 @@ class ClipScorer:
         device: str | torch.device | None = None,
     ) -> ClipScorer:
         """A CLIPModel hub id or folder; 'tiny' -> the tiny folder's clip/ (meaningless values)."""
-        from transformers import AutoTokenizer, CLIPModel
+        from transformers import CLIPModel  # lazy: seconds to import, only to load
 
-        torch_dtype = resolve_dtype(dtype)
-        dev = resolve_device(device)
-        path = resolve_model(model, "clip")
+        target = load_target(model, part="clip", dtype=dtype, device=device)
         try:
-            net = load_pretrained(CLIPModel.from_pretrained, path, layout=_CLIP_LAYOUT, dtype=torch_dtype)
-            image_processor = load_pretrained(_clip_image_processor_class().from_pretrained, path, layout=_CLIP_LAYOUT)
-            tokenizer = load_pretrained(AutoTokenizer.from_pretrained, path, layout=_CLIP_LAYOUT)
+            net, image_processor, tokenizer = load_image_text_model(
+                CLIPModel, "CLIPImageProcessor", target, layout=_CLIP_LAYOUT
+            )
         except InputError as e:
-            if is_local(path):
+            if is_local(target.path):
                 raise
             # load_pretrained's message points at --model; the metrics' flag is --clip-model.
             raise InputError(
                 f"CLIP model {model!r} is not a local folder and could not be loaded from the Hugging Face "
                 f"hub (offline?): give a folder with {_CLIP_LAYOUT}, or --clip-model tiny (test values only)"
             ) from e
-        return cls(net, image_processor, tokenizer, device=dev, dtype=torch_dtype, source=model)
+        return cls(net, image_processor, tokenizer, device=target.device, dtype=target.dtype, source=model)
 
     @torch.inference_mode()
     def image_embeddings(self, frames: np.ndarray | Sequence[np.ndarray], batch_size: int = 16) -> torch.Tensor:
