@@ -29,11 +29,15 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+if TYPE_CHECKING:
+    from pipeline.method.editor import Pix2Video
+    from toyworld.benchmark import EditTask
 
 LONG_SEED = 4_000_000  # held out: training uses 0.., heldout 1e6.., edits 2e6.., shot cuts 3e6..
 MIN_PIXELS = 20  # as toyworld.measures.score_edit counts a frame as showing the object
@@ -43,13 +47,13 @@ def _ints(text: str) -> list[int]:
     return [int(v) for v in text.split(",") if v.strip()]
 
 
-def in_view(task: Any, window: int) -> bool:
+def in_view(task: EditTask, window: int) -> bool:
     """The edited object shows (>= MIN_PIXELS) in at least half the frames of every window."""
     seen = task.clip.masks[:, task.obj].sum(axis=(1, 2)) >= MIN_PIXELS
     return all(seen[w : w + window].mean() >= 0.5 for w in range(0, len(seen), window))
 
 
-def window_scores(frames: np.ndarray, task: Any, window: int) -> list[dict[str, float]]:
+def window_scores(frames: np.ndarray, task: EditTask, window: int) -> list[dict[str, float]]:
     """toyworld.measures.score_edit on every window of `window` frames (its flow: the window's pairs)."""
     from toyworld.measures import score_edit
 
@@ -72,28 +76,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--window", type=int, default=16, help="frames per scored window (default 16)")
     parser.add_argument("--seeds", type=int, default=4, help="held-out scenes kept (default 4)")
     parser.add_argument("--seed", type=int, default=LONG_SEED, help=f"first candidate seed (default {LONG_SEED})")
-    parser.add_argument("--steps", type=int, default=50)
-    parser.add_argument("--size", type=int, default=None, help="scene size in pixels (default the world's)")
-    parser.add_argument("--device", default=None)
-    parser.add_argument("--dtype", default="float32")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
-    parser.add_argument("--output", type=Path, help="write every figure as JSON here")
+    add_run_arguments(parser)
     args = parser.parse_args(argv)
 
-    import torch
-
-    from pipeline.method.editor import EditConfig, Pix2Video
-    from pipeline.models.loading import load_diffusion_models, resolve_model
-    from toyworld.benchmark import edit_task
+    from pipeline.method.editor import EditConfig
     from toyworld.measures import warp_error
 
-    torch.set_num_threads(args.threads)
-    editor = Pix2Video(load_diffusion_models(resolve_model(args.model), dtype=args.dtype, device=args.device))
+    editor = load_editor(args)
     longest = max(args.lengths)
-    size = {"size": args.size} if args.size else {}
 
-    def task_for(seed: int, frames: int) -> Any:
-        return edit_task(seed, frames) if not size else _sized_task(seed, frames, args.size)
+    def task_for(seed: int, frames: int) -> EditTask:
+        return toy_task(seed, frames, args.size)
 
     started = time.perf_counter()
     seeds, candidate = [], args.seed
@@ -187,7 +180,36 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _sized_task(seed: int, frames: int, size: int) -> Any:
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of how a toy benchmark runs, shared with masked_edit.py: steps, scene size, device,
+    dtype, threads, JSON output."""
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--size", type=int, default=None, help="scene size in pixels (default the world's)")
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    parser.add_argument("--output", type=Path, help="write every figure as JSON here")
+
+
+def load_editor(args: argparse.Namespace) -> Pix2Video:
+    """--model on --device in --dtype, torch on --threads CPU threads."""
+    import torch
+
+    from pipeline.method.editor import Pix2Video
+    from pipeline.models.loading import load_diffusion_models, resolve_model
+
+    torch.set_num_threads(args.threads)
+    return Pix2Video(load_diffusion_models(resolve_model(args.model), dtype=args.dtype, device=args.device))
+
+
+def toy_task(seed: int, frames: int, size: int | None = None) -> EditTask:
+    """`toyworld.benchmark.edit_task`, or with `size` the same task with the scene rendered at that size."""
+    from toyworld.benchmark import edit_task
+
+    return _sized_task(seed, frames, size) if size else edit_task(seed, frames)
+
+
+def _sized_task(seed: int, frames: int, size: int) -> EditTask:
     """`edit_task` with the scene rendered at another size (the tiny model's 64 pixels, say)."""
     from toyworld.benchmark import EditTask
     from toyworld.world import COLOURS, caption, random_scene, render

@@ -26,6 +26,8 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from long_video import add_run_arguments, load_editor, toy_task  # noqa: E402 - the toy benchmarks' shared parts
 
 MASK_SEED = 5_000_000  # held out: training 0.., heldout 1e6.., edits 2e6.., cuts 3e6.., long 4e6..
 
@@ -44,37 +46,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=8, help="held-out scenes (default 8)")
     parser.add_argument("--seed", type=int, default=MASK_SEED, help=f"first seed (default {MASK_SEED})")
     parser.add_argument("--frames", type=int, default=16)
-    parser.add_argument("--steps", type=int, default=50)
-    parser.add_argument("--size", type=int, default=None, help="scene size in pixels (default the world's)")
-    parser.add_argument("--device", default=None)
-    parser.add_argument("--dtype", default="float32")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
-    parser.add_argument("--output", type=Path, help="write every figure as JSON here")
+    add_run_arguments(parser)
     args = parser.parse_args(argv)
 
-    import torch
-
     from pipeline.method.blend import pixel_mask
-    from pipeline.method.editor import EditConfig, Pix2Video
-    from pipeline.models.loading import load_diffusion_models, resolve_model
+    from pipeline.method.editor import EditConfig
     from toyworld.measures import score_edit
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from long_video import _sized_task  # the same task, rendered at another size
-
-    torch.set_num_threads(args.threads)
-    editor = Pix2Video(load_diffusion_models(resolve_model(args.model), dtype=args.dtype, device=args.device))
+    editor = load_editor(args)
     config = EditConfig(steps=args.steps)
     feather = editor.sizes.vae_factor if config.mask_feather is None else config.mask_feather
     started = time.perf_counter()
     records: list[dict[str, Any]] = []
     for seed in range(args.seed, args.seed + args.seeds):
-        if args.size:
-            task = _sized_task(seed, args.frames, args.size)
-        else:
-            from toyworld.benchmark import edit_task
-
-            task = edit_task(seed, args.frames)
+        task = toy_task(seed, args.frames, args.size)
         clip = task.clip
         mask = clip.masks[:, task.obj]
         outside = pixel_mask(mask, feather) == 0  # beyond the feather: the composite keeps these exactly
