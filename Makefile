@@ -14,7 +14,8 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-# The main job on its embedded default: generated clips, local Ray on 127.0.0.1, tiny model.
+# The main job on its embedded default: held-out toy-world clips, local Ray on 127.0.0.1, the toy models;
+# Pix2Video and per-frame editing of the same clips, side by side in demo-output/edits/report/index.html.
 demo: setup
 	$(BIN)/pix2video demo
 

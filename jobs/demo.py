@@ -2,15 +2,29 @@
 
     pix2video demo                      # writes ./demo-output/ (toy world, a few minutes on a laptop CPU)
     pix2video demo --model tiny         # moving shapes and tiny random models: the machinery in seconds
+    pix2video demo --videos 1 --frames 8 --steps 10     # smaller and faster
 
 With the default `--model toy`, renders held-out clips of the toy world (objects the toy models never
-saw), writes them with a manifest (JSON lines: video, two target prompts that change one object's
-colour and texture, labels), runs `pix2video run` with the toy models committed in toyworld/model/
-(our own small SD2-depth, DPT, BLIP and CLIP, trained on that world) and writes the HTML report: the
-edits are recognisable and the metrics mean something within the toy world. It is not SD2's quality.
+saw), writes them with a manifest (JSON lines: video, two target prompts per clip, one that changes an
+object's colour and one that changes its texture to a kind the prompt names while its pattern (angle,
+phase, tint) is left free, and labels), and edits every clip with every prompt twice with the toy
+models committed in toyworld/model/ (our own small SD2-depth, DPT, BLIP and CLIP, trained on that
+world), each time exactly as `pix2video run` does:
+
+    demo-output/edits/       Pix2Video (anchor + previous-frame attention, latent update)
+    demo-output/per-frame/   per-frame editing: every frame from the same DDIM inversion, alone
+                             (`--injection none --no-latent-update`), the baseline the method improves on
+    demo-output/precompute/  the store both runs share (`--precompute-store`): frames, depth, captions
+                             and the inversions are made once
+
+then writes the HTML report of the edits with the per-frame run as its baseline (`pix2video report
+demo-output/edits --baseline demo-output/per-frame`): per clip and prompt, input, per-frame editing and
+Pix2Video playing side by side, a frame strip and both runs' Pixel-MSE (flicker). The edits are
+recognisable and the metrics mean something within the toy world. It is not SD2's quality.
+
 With `--model tiny` the clips are 64x64 moving shapes and the pictures are noise-like: that shows the
-machinery (manifest, Ray precompute and editor actors, mp4s, results, resume), not the method. For real
-edits use the published model:
+machinery (manifest, Ray precompute and editor actors, a shared store, mp4s, results, resume, the
+report), not the method. For real edits use the published model:
 
     pix2video run --manifest demo-output/manifest.jsonl --output edits/ --model stabilityai/stable-diffusion-2-depth
 """
@@ -20,6 +34,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import time
+from dataclasses import dataclass
 
 from jobs import _common
 from pipeline.errors import InputError
@@ -27,17 +43,53 @@ from pipeline.errors import InputError
 PROMPTS = ["a watercolor painting of shapes", "{caption}, neon lights"]
 
 
+@dataclass(frozen=True)
+class Scale:
+    """How much the demo edits: clips, frames per clip, DDIM steps, and the working size."""
+
+    videos: int
+    frames: int
+    steps: int
+    size: str
+
+
+# The demo's scale per model, in one place (`make demo` should stay within about 5 minutes on a
+# 2-core CPU: two runs of videos x 2 prompts x frames, plus the report). Flags override each value.
+SCALES = {
+    "toy": Scale(videos=4, frames=16, steps=25, size="128x128"),
+    "tiny": Scale(videos=4, frames=4, steps=3, size="64x64"),
+}
+BASELINE_FLAGS = ["--injection", "none", "--no-latent-update"]  # the paper's per-frame editing
+EDITS, BASELINE, STORE = "edits", "per-frame", "precompute"  # folders under --output
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    toy, tiny = SCALES["toy"], SCALES["tiny"]
     parser.add_argument(
         "--output", default="demo-output", metavar="DIR", help="folder for everything (default ./demo-output)"
     )
-    parser.add_argument("--videos", type=int, default=4, help="sample clips to generate (default 4)")
-    parser.add_argument("--frames", type=int, default=None, help="frames per clip (default 16 toy, 4 tiny)")
-    parser.add_argument("--steps", type=int, default=None, help="DDIM steps (default 25 toy, 3 tiny)")
+    parser.add_argument(
+        "--videos",
+        type=int,
+        default=None,
+        help=f"sample clips to generate (default {toy.videos} toy, {tiny.videos} tiny)",
+    )
+    parser.add_argument(
+        "--frames", type=int, default=None, help=f"frames per clip (default {toy.frames} toy, {tiny.frames} tiny)"
+    )
+    parser.add_argument(
+        "--steps", type=int, default=None, help=f"DDIM steps (default {toy.steps} toy, {tiny.steps} tiny)"
+    )
     parser.add_argument(
         "--model",
         default="toy",
         help="toy (default: the toy world's trained models and clips) or tiny (random models, moving shapes)",
+    )
+    parser.add_argument(
+        "--no-baseline",
+        dest="baseline",
+        action="store_false",
+        help="skip the per-frame baseline run (the report then shows input and Pix2Video only)",
     )
     parser.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray instance (default: all)")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
@@ -62,46 +114,35 @@ def write_dataset(folder: str, videos: int, frames: int) -> str:
     return manifest
 
 
-def run(args: argparse.Namespace) -> int:
-    from jobs.cli import build_parser
-    from pipeline.dataset.manifest import load_manifest
-    from pipeline.dataset.report import write_report
-    from pipeline.dataset.storage import StorageOptions
-    from pipeline.models.loading import TINY, TOY
+def scale(args: argparse.Namespace) -> Scale:
+    """The model's scale with the flags given; None = the default, an explicit 0 is refused."""
+    base = SCALES[args.model]
+    chosen = Scale(
+        videos=base.videos if args.videos is None else args.videos,
+        frames=base.frames if args.frames is None else args.frames,
+        steps=base.steps if args.steps is None else args.steps,
+        size=base.size,
+    )
+    for name in ("videos", "frames", "steps"):
+        _common.check_positive(name, getattr(chosen, name))
+    return chosen
 
-    if args.model not in (TINY, TOY):
-        raise InputError(f"--model {args.model!r}: the demo runs 'toy' or 'tiny'; use `pix2video run` for other models")
-    toy = args.model == TOY
-    # None = the world's default; an explicit 0 must reach check_positive, not become the default
-    frames = args.frames if args.frames is not None else (16 if toy else 4)
-    steps = args.steps if args.steps is not None else (25 if toy else 3)
-    size = "128x128" if toy else "64x64"
-    _common.check_positive("videos", args.videos)
-    _common.check_positive("frames", frames)
-    _common.check_positive("steps", steps)
-    folder = os.path.abspath(args.output)
-    if toy:
-        from toyworld import toy_model_dir
-        from toyworld.dataset import write_toy_dataset
 
-        toy_model_dir()  # a checkout without the committed toy models says so before any work
-        manifest_path = write_toy_dataset(folder, args.videos, frames)
-    else:
-        manifest_path = write_dataset(folder, args.videos, frames)
-    out = os.path.join(folder, "edits")
-
-    # Exactly what `pix2video run` would parse, so the demo exercises the real flags.
+def run_argv(args: argparse.Namespace, manifest: str, output: str, store: str, sc: Scale) -> list[str]:
+    """Exactly what `pix2video run` would parse, so the demo exercises the real flags."""
     argv = [
         "--manifest",
-        manifest_path,
+        manifest,
         "--output",
-        out,
+        output,
+        "--precompute-store",
+        store,
         "--model",
         args.model,
         "--size",
-        size,
+        sc.size,
         "--steps",
-        str(steps),
+        str(sc.steps),
         "--address",
         "local",
         "--num-editors",
@@ -112,29 +153,85 @@ def run(args: argparse.Namespace) -> int:
         argv += ["--num-cpus", str(args.num_cpus)]
     if not args.progress:
         argv += ["--no-progress"]
-    run_args = build_parser("run").parse_args(argv)
+    return argv
+
+
+def run(args: argparse.Namespace) -> int:
+    from jobs.cli import build_parser
+    from pipeline.dataset.manifest import load_manifest
+    from pipeline.dataset.report import write_report
+    from pipeline.dataset.storage import StorageOptions
+    from pipeline.models.loading import TINY, TOY
+
+    if args.model not in (TINY, TOY):
+        raise InputError(f"--model {args.model!r}: the demo runs 'toy' or 'tiny'; use `pix2video run` for other models")
+    started = time.perf_counter()
+    toy = args.model == TOY
+    sc = scale(args)
+    folder = os.path.abspath(args.output)
+    if toy:
+        from toyworld import toy_model_dir
+        from toyworld.dataset import write_toy_dataset
+
+        toy_model_dir()  # a checkout without the committed toy models says so before any work
+        manifest_path = write_toy_dataset(folder, sc.videos, sc.frames)
+    else:
+        manifest_path = write_dataset(folder, sc.videos, sc.frames)
+    out, base, store = (os.path.join(folder, name) for name in (EDITS, BASELINE, STORE))
+
+    parser = build_parser("run")
+    runs = [("Pix2Video", parser.parse_args(run_argv(args, manifest_path, out, store, sc)))]
+    if args.baseline:
+        runs.append(("per-frame", parser.parse_args(run_argv(args, manifest_path, base, store, sc) + BASELINE_FLAGS)))
     opts = StorageOptions()
-    run_opts = _common.run_options(run_args, opts)
-    run_opts.max_attempts = run_args.max_attempts
     manifest = load_manifest(manifest_path, opts)
-    summary, _ = _common.execute(run_args, manifest, run_opts, "demo")
-    report = write_report(out, opts, progress=args.progress)
+    seconds: dict[str, float] = {"dataset": time.perf_counter() - started}
+    summaries = []
+    session = _common.RaySession(runs[0][1])  # one local Ray instance for both runs
+    try:
+        for label, run_args in runs:
+            t0 = time.perf_counter()
+            print(f"\n== {label}: {run_args.output}")
+            run_opts = _common.run_options(run_args, opts)
+            run_opts.max_attempts = run_args.max_attempts
+            summaries.append(_common.execute(run_args, manifest, run_opts, "demo", session=session)[0])
+            seconds[label] = time.perf_counter() - t0
+    finally:
+        session.close()
+    t0 = time.perf_counter()
+    report = write_report(
+        out,
+        opts,
+        baseline=base if args.baseline else None,
+        baseline_label="per-frame",
+        label="Pix2Video",
+        progress=args.progress,
+    )
+    seconds["report"] = time.perf_counter() - t0
+    total = time.perf_counter() - started
+
     print()
     kind = "held-out toy-world clips" if toy else "generated clips"
-    print(f"dataset:   {manifest_path}  ({args.videos} {kind}, 2 prompts each)")
-    print(f"videos:    {os.path.join(out, 'videos')}/  (one mp4 per video x prompt)")
-    print(f"results:   {summary.results}  (pandas.read_parquet / pyarrow / datasets)")
-    print(f"precompute store: {os.path.join(out, 'precompute')}/  (frames, depth, captions, inversions)")
-    print(f"report:    {report}  (open in a browser: input and edit side by side, metrics)")
+    print(f"dataset:   {manifest_path}  ({sc.videos} {kind} x {sc.frames} frames, 2 prompts each)")
+    print(f"videos:    {os.path.join(out, 'videos')}/  (Pix2Video: one mp4 per video x prompt)")
+    if args.baseline:
+        print(f"baseline:  {os.path.join(base, 'videos')}/  (per-frame editing of the same clips and prompts)")
+    print(f"results:   {summaries[0].results}  (pandas.read_parquet / pyarrow / datasets)")
+    print(f"precompute store: {store}/  (frames, depth, captions, inversions; shared by the runs)")
+    shown = "input, per-frame editing and Pix2Video playing side by side" if args.baseline else "input and edit"
+    print(f"report:    {report}  (open in a browser: {shown}, metrics)")
     if toy:
         print("note: toy-world models (toyworld): small models we trained on a synthetic world, not SD2.")
     else:
         print("note: tiny random-weight models make noise-like pictures; they show the pipeline, not the method.")
     print(
         f"run it again: nothing is redone (resume); add --overwrite to `pix2video run --manifest "
-        f"{manifest_path} --output {out} --model {args.model} --size {size}` to redo everything."
+        f"{manifest_path} --output {out} --precompute-store {store} --model {args.model} --size {sc.size} "
+        f"--steps {sc.steps}` to redo everything."
     )
-    return 0 if summary.failed == 0 else 1
+    parts = ", ".join(f"{name} {s:.1f} s" for name, s in seconds.items())
+    print(f"wall time: {total:.1f} s ({parts})")
+    return 0 if all(s.failed == 0 for s in summaries) else 1
 
 
 if __name__ == "__main__":

@@ -2,12 +2,19 @@
 
     pix2video report OUTPUT                      # metrics shown where `evaluate`/`--metrics` computed them
     pix2video report OUTPUT --metrics            # compute missing metrics first (as `pix2video evaluate`)
+    pix2video report edits/ --baseline per-frame/ --baseline-label per-frame   # two runs side by side
 
 The page has a summary table of the run (clips by status, mean metrics of the edits and of the input
 videos, seconds per stage), a table of every clip, and per clip the input and the edit side by side as
 an animated GIF (plays in any browser or image viewer) with per-frame metric plots (PNG). Every link is
 relative, so the folder can be copied or zipped as is. For an s3:// OUTPUT the report is written to
 --report-dir if given, else built locally and uploaded to OUTPUT/report/.
+
+With --baseline DIR (another run of the same manifest, matched by id and prompt), each clip and prompt
+both runs edited shows instead one animated image (lossless WebP) of input | baseline | this run
+playing in step, a frame strip and both runs' Pixel-MSE, and the top of the page both runs' mean
+Pixel-MSE. A baseline that is not a run, is this run, or shares no clip and prompt with it is refused
+in one line before anything is written; --metrics scores both runs.
 
 Tiny models (--model tiny) give noise-like pictures, and metric values from the tiny CLIP
 (--clip-model tiny) are meaningless: such a report only shows that the pipeline runs.
@@ -18,6 +25,8 @@ from __future__ import annotations
 import argparse
 
 from jobs import _common, _metrics
+from pipeline.dataset.compare import DEFAULT_LABEL, STRIP_COLUMNS  # light: no pyarrow, Pillow or torch
+from pipeline.errors import InputError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,6 +40,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--metrics", action="store_true", help="compute missing metrics first (as `pix2video evaluate`)"
     )
     _common.add_clip_arguments(parser, device=True)
+    b = parser.add_argument_group("a second run side by side")
+    b.add_argument(
+        "--baseline",
+        metavar="DIR",
+        help="another run of the same manifest (say per-frame editing): shown beside this one, clip by clip",
+    )
+    b.add_argument(
+        "--baseline-label", metavar="TEXT", help="the baseline's name on the page (default: its folder's name)"
+    )
+    b.add_argument(
+        "--label", default=DEFAULT_LABEL, metavar="TEXT", help=f"this run's name on the page (default {DEFAULT_LABEL})"
+    )
+    b.add_argument(
+        "--strip-frames",
+        type=int,
+        default=STRIP_COLUMNS,
+        metavar="N",
+        help=f"columns of the frame strips: every k-th frame, k the smallest that fits (default {STRIP_COLUMNS})",
+    )
     g = parser.add_argument_group("previews")
     g.add_argument("--preview-height", type=int, default=192, metavar="PX", help="height of the previews (default 192)")
     g.add_argument(
@@ -49,17 +77,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from pipeline.dataset import storage
-    from pipeline.dataset.report import write_report
+    from pipeline.dataset.report import check_baseline, write_report
 
-    for name in ("preview_height", "preview_frames", "max_clips"):
+    for name in ("preview_height", "preview_frames", "max_clips", "strip_frames"):
         _common.check_positive(name.replace("_", "-"), getattr(args, name))
+    for flag, value in (("--label", args.label), ("--baseline-label", args.baseline_label)):
+        if value is not None and not value.strip():
+            raise InputError(f"{flag} {value!r}: empty; give the name the page shows for that run")
     opts = _common.storage_options(args)
+    if args.baseline is not None:
+        check_baseline(args.output, args.baseline, opts)  # refused before --metrics writes anything
     if args.metrics:
         _metrics.evaluate(args, opts, "report")
+        if args.baseline is not None:
+            _metrics.evaluate(argparse.Namespace(**{**vars(args), "output": args.baseline}), opts, "report")
     page = write_report(
         args.output,
         opts,
         args.report_dir,
+        baseline=args.baseline,
+        baseline_label=args.baseline_label,
+        label=args.label,
+        strip_frames=args.strip_frames,
         preview_height=args.preview_height,
         preview_frames=args.preview_frames,
         max_clips=args.max_clips,

@@ -379,11 +379,21 @@ def test_demo_and_its_rerun(ray_cluster: str, tmp_path: Path, capsys: pytest.Cap
     ]
     assert cli(argv) == 0
     printed = capsys.readouterr().out
-    assert "4 of 4 videos x prompts ok" in printed and "noise-like" in printed
-    assert len(os.listdir(tmp_path / "demo" / "edits" / "videos")) == 4
-    assert (tmp_path / "demo" / "manifest.jsonl").exists()
+    assert printed.count("4 of 4 videos x prompts ok") == 2 and "noise-like" in printed  # Pix2Video, per-frame
+    demo = tmp_path / "demo"
+    assert len(os.listdir(demo / "edits" / "videos")) == len(os.listdir(demo / "per-frame" / "videos")) == 4
+    assert (demo / "manifest.jsonl").exists()
+    # One precompute store for both runs, outside them; one inversion per clip, made once and reused.
+    assert not (demo / "edits" / "precompute").exists() and not (demo / "per-frame" / "precompute").exists()
+    assert len(list((demo / "precompute").glob("*/*/inversion-*.npy"))) == 2
+    per_frame = pq.read_table(demo / "per-frame" / "results.parquet").to_pylist()
+    assert all(r["seconds_depth"] == 0 and r["seconds_invert"] < 1 for r in per_frame), per_frame
+    assert all(r["pixel_mse"] is not None for r in per_frame)  # scored: the report compares flicker
+    page = (demo / "edits" / "report" / "index.html").read_text(encoding="utf-8")
+    assert page.count('class="animation"') == 4 and 'id="flicker-summary"' in page
+    assert "wall time: " in printed and "per-frame" in printed.split("wall time: ", 1)[1]
     assert cli(argv) == 0  # again: everything is done, nothing is redone
-    assert "4 done before this run" in capsys.readouterr().out
+    assert capsys.readouterr().out.count("4 done before this run") == 2
 
 
 def test_calls_are_cut_by_manifest_order_not_by_timing() -> None:

@@ -200,3 +200,188 @@ def test_evaluate_and_report_on_s3(tmp_path, tiny_model_dir, capsys):
             assert fs.exists(f"bucket/run/report/{ref}"), ref
     finally:
         server.stop()
+
+
+# ---------------------------------------------------------------------------------------------------
+# --baseline: two runs of one manifest side by side (pipeline/dataset/compare.py). No Ray: the Pixel-MSE
+# columns are written into the fake runs' tables, as `run --metrics` would have.
+# ---------------------------------------------------------------------------------------------------
+
+
+def _with_pixel_mse(output: Path, values: list[float | None]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(output / "results.parquet")
+    column = pa.array(values, pa.float64())
+    if "pixel_mse" in table.column_names:
+        table = table.set_column(table.column_names.index("pixel_mse"), "pixel_mse", column)
+    else:
+        table = table.append_column("pixel_mse", column)
+    pq.write_table(table, output / "results.parquet")
+
+
+def _two_runs(tmp_path: Path) -> tuple[Path, Path, dict[str, np.ndarray]]:
+    """This run (fake_run's edits) and a baseline of the same clips and prompts whose edit of clip 'a'
+    is the input itself with frame 1 replaced by noise: a flickering per-frame edit."""
+    from pipeline.io.video import write_video
+
+    run, base = tmp_path / "edits", tmp_path / "per-frame"
+    frames = make_run(run)
+    make_run(base)
+    flicker = frames["a"].copy()
+    flicker[1] = np.random.default_rng(1).integers(0, 256, flicker[1].shape, dtype=np.uint8)
+    write_video(base / "videos" / "a__a-red-car.mp4", flicker, 8.0)
+    _with_pixel_mse(run, [10.0, 20.0, None])
+    _with_pixel_mse(base, [30.0, 50.0, None])
+    return run, base, {**frames, "flicker": flicker}
+
+
+def _files(folder: Path) -> dict[str, int]:
+    return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in folder.rglob("*")}
+
+
+def test_baseline_shows_both_runs_in_step(tmp_path):
+    from pipeline.io.video import read_frames
+
+    run, base, frames = _two_runs(tmp_path)
+    argv = ["report", str(run), "--baseline", str(base), "--baseline-label", "per-frame", "--no-progress"]
+    assert main(argv) == 0
+    page = run / "report" / "index.html"
+    text = page.read_text(encoding="utf-8")
+    refs = [r for r in _refs(page).refs if not r.startswith("#")]
+    for ref in refs:
+        assert (page.parent / ref).is_file(), ref
+    # The two clips both runs edited: an animation and a strip each instead of the input | edit GIF.
+    animations = [r for r in refs if r.endswith(".webp")]
+    strips = [r for r in refs if r.endswith("-strip.png")]
+    assert text.count('class="animation"') == 2 and len(animations) == 2 and len(strips) == 2
+    assert not [r for r in refs if r.endswith(".gif")]
+
+    summary = text.split('id="flicker-summary"', 1)[1].split("</table>", 1)[0]
+    assert "per-frame" in summary and "Pix2Video" in summary
+    assert "40.00" in summary and "15.00" in summary  # means of (30, 50) and (10, 20)
+    assert "flickers less on 2 of them" in summary
+    clip_a = text.split('id="clip-a__a-red-car"', 1)[1].split('class="clip"', 1)[0]
+    assert "30.00" in clip_a and "10.00" in clip_a  # both runs' Pixel-MSE of this clip
+    assert 'href="../../per-frame/videos/a__a-red-car.mp4"' in clip_a  # the baseline's video, relative
+
+    # The animation: every frame holds input | baseline | this run, in that order, the same frame of each.
+    anim = page.parent / next(r for r in animations if "a__a-red-car" in r)
+    edit = read_frames(str(run / "videos" / "a__a-red-car.mp4")).frames
+    baseline = read_frames(str(base / "videos" / "a__a-red-car.mp4")).frames
+    with Image.open(anim) as webp:
+        assert webp.format == "WEBP" and webp.n_frames == FRAMES and webp.is_animated
+        shown = []
+        for t in range(webp.n_frames):
+            webp.seek(t)
+            shown.append(np.asarray(webp.convert("RGB")))
+    height, band, pitch = 192, 23, 192 + 6  # --preview-height 192; label band; panel + gap
+
+    def small(image: np.ndarray) -> np.ndarray:  # 16x16 means: resampling differences average out
+        return np.asarray(Image.fromarray(image).resize((16, 16), Image.BOX), dtype=np.float64)
+
+    def panel(t: int, i: int) -> np.ndarray:
+        return small(shown[t][band : band + height, i * pitch : i * pitch + height])
+
+    def diff(a: np.ndarray, b: np.ndarray) -> float:
+        return float(np.abs(a - small(b)).mean())
+
+    assert len({shown[t].tobytes() for t in range(FRAMES)}) == FRAMES  # it moves
+    for t in range(FRAMES):
+        assert diff(panel(t, 0), frames["a"][t]) < 6, t
+        assert diff(panel(t, 1), baseline[t]) < 6, t
+        assert diff(panel(t, 2), edit[t]) < 6, t
+    assert diff(panel(0, 2), baseline[0]) > 60  # the panels really are different videos
+    assert diff(panel(1, 1), frames["a"][1]) > 25  # the baseline's noisy frame, in its place
+
+    # The strip: one row per panel, every frame of the 4 (8 columns fit them all).
+    with Image.open(page.parent / strips[0]) as png:
+        assert png.format == "PNG" and png.size[0] > 4 * 128 and png.size[1] > 3 * 128
+    assert "every frame" in clip_a
+
+
+def test_strip_frames_and_a_clip_only_this_run_edited(tmp_path):
+    """A pair the baseline failed keeps the input | edit GIF; --strip-frames 2 shows one frame in 2."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    run, base, _ = _two_runs(tmp_path)
+    table = pq.read_table(base / "results.parquet")
+    table = table.set_column(table.column_names.index("status"), "status", pa.array(["failed", "ok", "failed"]))
+    pq.write_table(table, base / "results.parquet")
+    assert main(["report", str(run), "--baseline", str(base), "--strip-frames", "2", "--no-progress"]) == 0
+    page = run / "report" / "index.html"
+    text = page.read_text(encoding="utf-8")
+    refs = [r for r in _refs(page).refs if not r.startswith("#")]
+    assert [r for r in refs if r.endswith(".gif")] == ["assets/a__a-red-car.gif"]
+    assert [r for r in refs if r.endswith(".webp")] == ["assets/b__a-dog-in-the-snow-compare.webp"]
+    assert "one frame in 2" in text
+    assert "per-frame" in text.split('id="flicker-summary"', 1)[1]  # default label: the folder's name
+    strip = page.parent / "assets" / "b__a-dog-in-the-snow-strip.png"
+    with Image.open(strip) as png:
+        two_columns = png.size
+    assert main(["report", str(run), "--baseline", str(base), "--no-progress"]) == 0
+    with Image.open(strip) as png:
+        four_columns = png.size
+    assert four_columns[1] == two_columns[1] and four_columns[0] > 1.5 * two_columns[0]
+
+
+def test_baseline_labels_are_escaped(tmp_path):
+    run, base, _ = _two_runs(tmp_path)
+    label, base_label = "<script>alert(1)</script>", 'per-frame & "\x1b[31mraw\x00"'
+    argv = ["report", str(run), "--baseline", str(base), "--no-progress"]
+    assert main([*argv, "--label", label, "--baseline-label", base_label]) == 0
+    text = (run / "report" / "index.html").read_text(encoding="utf-8")
+    assert "<script>" not in text and "&lt;script&gt;alert(1)&lt;/script&gt;" in text
+    assert "per-frame &amp; &#34;[31mraw&#34;" in text
+    assert "\x1b" not in text and "\x00" not in text
+    assert main([*argv, "--label", "  "]) == 2
+
+
+@pytest.mark.parametrize("case", ["not a run", "this run", "this run, spelled otherwise", "no shared pair"])
+def test_a_wrong_baseline_is_refused_in_one_line_before_anything_is_written(tmp_path, capsys, case):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    run, base, _ = _two_runs(tmp_path)
+    if case == "not a run":
+        base = tmp_path / "empty"
+        base.mkdir()
+    elif case == "this run":
+        base = run
+    elif case == "this run, spelled otherwise":
+        base = Path(f"{run}/../{run.name}/")
+    else:
+        table = pq.read_table(base / "results.parquet")
+        prompts = pa.array(["another prompt"] * table.num_rows, pa.string())
+        pq.write_table(
+            table.set_column(table.column_names.index("prompt"), "prompt", prompts), base / "results.parquet"
+        )
+    before = _files(tmp_path)
+    # --metrics too: the baseline is checked before anything is scored (and written back)
+    argv = ["report", str(run), "--baseline", str(base), "--metrics", "--clip-model", "tiny", "--no-progress"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "error: baseline" in err, err
+    expected = {"not a run": "no results table", "no shared pair": "shares no clip and prompt"}
+    assert expected.get(case, "is the run itself") in err
+    assert _files(tmp_path) == before and not (run / "report").exists()
+
+
+def test_metrics_scores_both_runs(tmp_path, tiny_model_dir):
+    """`report --baseline --metrics` scores what neither run has scored yet (on Ray, like `evaluate`),
+    so the flicker summary has both means."""
+    import pyarrow.parquet as pq
+
+    run, base = tmp_path / "edits", tmp_path / "per-frame"
+    make_run(run)
+    make_run(base)
+    argv = ["report", str(run), "--baseline", str(base), "--metrics", "--clip-model", "tiny", "--no-progress"]
+    assert main(argv) == 0
+    for output in (run, base):
+        mse = pq.read_table(output / "results.parquet").column("pixel_mse").to_pylist()
+        assert mse[0] is not None and mse[1] is not None and mse[2] is None, output  # the failed row: none
+    summary = (run / "report" / "index.html").read_text(encoding="utf-8").split('id="flicker-summary"', 1)[1]
+    summary = summary.split("</table>", 1)[0]
+    assert "over the 2 clips × prompts both runs scored" in summary and "No clip and prompt" not in summary

@@ -3,9 +3,12 @@
 The page (templates/report.html, rendered by Jinja2 with autoescape) has a summary of the run (clips
 by status, mean metrics of the edits and of the input videos, seconds per stage), a table of every
 clip, and per clip the input and the edit side by side as an animated GIF with per-frame metric
-plots (PNG). Every link is relative, so the folder can be copied or zipped as is. Every value from
-the run (ids, prompts, errors, URLs) is escaped, and control characters (NUL, ESC, ...) are dropped
-before that: they have no business in a page and some browsers treat them oddly.
+plots (PNG). With a `baseline` (another run of the same manifest, compare.py), each clip and prompt
+both runs edited shows instead input | baseline | this run playing in step, a frame strip and both
+Pixel-MSEs, and the top of the page the mean Pixel-MSE of both runs. Every link is relative, so the
+folder can be copied or zipped as is. Every value from the run (ids, prompts, errors, URLs, labels)
+is escaped, and control characters (NUL, ESC, ...) are dropped before that: they have no business in
+a page and some browsers treat them oddly.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from pipeline.errors import InputError
 from pipeline.quality.metrics import METRIC_NAMES, METRIC_TITLES, PLOT_TITLES, format_value
 
-from . import storage
+from . import compare, storage
 from .manifest import safe_name
 from .results import clip_key, read_results
 from .storage import StorageOptions
@@ -47,6 +50,30 @@ _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 def clean_text(value: Any) -> str:
     """What a page may show of `value`: its text without control characters ('' for None)."""
     return _CONTROL.sub("", "" if value is None else str(value))
+
+
+def check_baseline(output: str, baseline: str, opts: StorageOptions) -> tuple[list[dict], list[dict]]:
+    """The rows of this run and of its baseline, refused in one line (InputError) before anything is
+    written when the baseline is not a run, is this run, or shares no clip and prompt with it."""
+    output, baseline = storage.normalize(output), storage.normalize(baseline)
+    if storage.is_under(output, baseline) and storage.is_under(baseline, output):
+        raise InputError(f"baseline {baseline}: is the run itself; give another run of the same manifest")
+    rows = read_results(output, opts).to_pylist()
+    try:
+        theirs = read_results(baseline, opts).to_pylist()
+    except InputError as e:
+        raise InputError(f"baseline {e}") from None
+    if not compare.match_rows(rows, theirs):
+        raise InputError(
+            f"baseline {baseline}: shares no clip and prompt (id, prompt) with {output}; "
+            "give a run of the same manifest"
+        )
+    return rows, theirs
+
+
+def default_baseline_label(baseline: str) -> str:
+    """The baseline's folder name (the last part of its path or URL)."""
+    return storage.normalize(baseline).rstrip("/").rsplit("/", 1)[-1] or "baseline"
 
 
 def preview_gif(
@@ -96,9 +123,13 @@ def render_page(
     clips: dict[str, dict[str, Any]],
     clip_models: set[str],
     generated: str,
+    comparison: dict[str, Any] | None = None,
 ) -> str:
     """The HTML. `rows` carry '_key'; `clips[key]` has 'preview', 'plot', 'link' (paths relative to the
-    page, or None) and 'problem'."""
+    page, or None) and 'problem', and with a baseline 'animation', 'strip', 'strip_step', 'mse' (this
+    run's and the baseline's Pixel-MSE, formatted) where both runs edited the clip. `comparison`:
+    'baseline' (its location), 'baseline_label', 'label', 'pairs' (matched rows) and 'flicker'
+    (compare.flicker's dict, values formatted, or None)."""
     counts: dict[str, int] = {}
     for r in rows:
         counts[r.get("status") or "?"] = counts.get(r.get("status") or "?", 0) + 1
@@ -144,6 +175,7 @@ def render_page(
             has_metrics=any(r.get("clip_image") is not None for r in rows),
             seconds=[(c.removeprefix("seconds_"), f"{sum(float(r.get(c) or 0) for r in rows):.1f}") for c in stages],
             clips=page_clips,
+            comparison=comparison,
         )
     )
 
@@ -167,19 +199,33 @@ def build_report(
     opts: StorageOptions,
     dest: Path,
     *,
+    baseline: str | None = None,
+    baseline_label: str | None = None,
+    label: str = compare.DEFAULT_LABEL,
+    strip_frames: int = compare.STRIP_COLUMNS,
     preview_height: int = 192,
     preview_frames: int = 48,
     max_clips: int = 200,
     progress: bool = True,
 ) -> Path:
-    """Write dest/index.html and dest/assets/ for the run in `output`; returns the page's path."""
+    """Write dest/index.html and dest/assets/ for the run in `output`; returns the page's path. With
+    `baseline` (another run of the same manifest), the clips both runs edited are shown side by side
+    under `baseline_label` (default: its folder's name) and `label`."""
     from tqdm import tqdm
 
     from pipeline.quality.metrics import Metrics
     from pipeline.quality.plots import metrics_figure
 
     output = storage.normalize(output)
-    rows = read_results(output, opts).to_pylist()  # refused (one line) before anything is written
+    # refused (one line) before anything is written
+    if baseline is None:
+        rows, matched = read_results(output, opts).to_pylist(), {}
+    else:
+        baseline = storage.normalize(baseline)
+        rows, theirs = check_baseline(output, baseline, opts)
+        matched = compare.match_rows(rows, theirs)
+        baseline_label = clean_text(baseline_label) or default_baseline_label(baseline)
+    label = clean_text(label) or compare.DEFAULT_LABEL
     dest.mkdir(parents=True, exist_ok=True)
     assets = dest / ASSETS
     if assets.exists():
@@ -192,7 +238,7 @@ def build_report(
     shown = [r for r in rows if r.get("output") or r.get("status") == "failed"][:max_clips]
     for r in tqdm(shown, unit="clip", desc="report", disable=not progress):
         key = r["_key"]
-        entry: dict[str, Any] = {"preview": None, "plot": None, "link": None, "problem": None}
+        entry: dict[str, Any] = dict.fromkeys(("preview", "plot", "link", "base_link", "problem", "animation"))
         clips[key] = entry
         if not r.get("output") or r.get("status") not in SCORED:
             continue
@@ -212,15 +258,34 @@ def build_report(
                 in_frames = read_video(r["video"], opts)
             except (InputError, OSError) as e:
                 entry["problem"] = f"the input could not be read ({e}); showing the edit alone"
-        gif = preview_gif(
-            in_frames,
-            out_frames,
-            float(r.get("fps") or 8.0),
-            assets / f"{key}.gif",
-            height=preview_height,
-            max_frames=preview_frames,
-        )
-        entry["preview"] = f"{ASSETS}/{gif.name}"
+        fps = float(r.get("fps") or 8.0)
+        theirs = matched.get(compare.pair_key(r))
+        base_frames = _baseline_frames(theirs, entry, baseline_label, opts) if theirs is not None else None
+        if base_frames is not None:
+            if storage.is_local(theirs["output"]):
+                entry["base_link"] = os.path.relpath(theirs["output"], dest)
+            panels = [compare.Panel(baseline_label, base_frames), compare.Panel(label, out_frames)]
+            if in_frames is not None:
+                panels.insert(0, compare.Panel("input", in_frames))
+            anim = compare.comparison_animation(
+                panels, assets / f"{key}-compare.webp", fps=fps, height=preview_height, max_frames=preview_frames
+            )
+            strip, step = compare.frame_strip(panels, assets / f"{key}-strip.png", columns=strip_frames)
+            entry.update(
+                animation=f"{ASSETS}/{anim.name}",
+                strip=f"{ASSETS}/{strip.name}",
+                strip_step=step,
+                panels=[p.label for p in panels],
+                mse=[
+                    (baseline_label, _num(theirs.get("pixel_mse"), "pixel_mse")),
+                    (label, _num(r.get("pixel_mse"), "pixel_mse")),
+                ],
+            )
+        else:
+            gif = preview_gif(
+                in_frames, out_frames, fps, assets / f"{key}.gif", height=preview_height, max_frames=preview_frames
+            )
+            entry["preview"] = f"{ASSETS}/{gif.name}"
         stored = read_clip_metrics(output, key, opts)
         if stored:
             clip_models.add(stored.get("clip_model", ""))
@@ -230,12 +295,34 @@ def build_report(
             }
             png = metrics_figure(per_frame, assets / f"{key}-metrics.png", PLOT_TITLES)
             entry["plot"] = f"{ASSETS}/{png.name}"
+    comparison = None
+    if baseline is not None:
+        pairs = [
+            (matched[compare.pair_key(r)].get("pixel_mse"), r.get("pixel_mse"))
+            for r in rows
+            if compare.pair_key(r) in matched
+        ]
+        summary = compare.flicker(pairs)
+        if summary is not None:
+            summary = {
+                **summary,
+                "baseline": _num(summary["baseline"], "pixel_mse"),
+                "run": _num(summary["run"], "pixel_mse"),
+            }
+        comparison = {
+            "baseline": baseline,
+            "baseline_label": baseline_label,
+            "label": label,
+            "pairs": len(pairs),
+            "flicker": summary,
+        }
     page = render_page(
         output=output,
         rows=rows,
         clips=clips,
         clip_models=clip_models,
         generated=dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
+        comparison=comparison,
     )
     index = dest / INDEX
     storage.write_bytes(str(index), page.encode("utf-8"), StorageOptions())  # a reader never sees half a page
@@ -269,6 +356,19 @@ def write_report(output: str, opts: StorageOptions, report_dir: str | None = Non
     finally:
         shutil.rmtree(dest, ignore_errors=True)
     return storage.join(upload, INDEX)
+
+
+def _baseline_frames(row: dict[str, Any], entry: dict[str, Any], name: str, opts: StorageOptions) -> np.ndarray | None:
+    """The baseline's edit of a clip both runs have, or None (with the reason in entry['problem'] when
+    it has an output that cannot be read)."""
+    if not row.get("output") or row.get("status") not in SCORED:
+        return None
+    try:
+        return read_video(row["output"], opts)
+    except (InputError, OSError) as e:
+        said = f"the {name} edit could not be read ({e}); showing this run's edit alone"
+        entry["problem"] = f"{entry['problem']}; {said}" if entry["problem"] else said
+        return None
 
 
 def _safe(*parts: Any) -> str:
