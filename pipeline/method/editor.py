@@ -11,7 +11,6 @@ in `engine.py`, the attention change is the processor in `injection.py`.
 
 from __future__ import annotations
 
-import math
 import random
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -22,73 +21,18 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.errors import InputError
+from pipeline.io.shots import shot_ranges
 from pipeline.models.sizes import ModelSizes
 
 from .blend import composite, latent_mask, pixel_mask
+from .config import EditConfig
 from .ddim import DDIMSchedule, ddim_step
-from .engine import AUTO_SCHEDULE, INJECTIONS, SCHEDULES, DenoiseEngine, EditJob, EngineSettings, StepTrace
+from .engine import DenoiseEngine, EditJob, StepTrace
 from .injection import FeatureStore, install
 from .steps import classifier_free_guidance
 
 if TYPE_CHECKING:
     from pipeline.models.loading import DiffusionModels
-
-
-@dataclass
-class EditConfig:
-    """Everything that changes an edit's result, plus how it is scheduled (which does not)."""
-
-    steps: int = 50
-    guidance_scale: float = 7.5
-    negative_prompt: str = ""
-    injection: str = "anchor+prev"  # anchor+prev | anchor | prev | random | none
-    latent_update: bool = True
-    update_weight: float = 100.0  # λ: each latent element moves by λ·2/(4·64·64)·(x̂0 - x̂0_prev), at every size
-    update_last_step: int | None = None  # K_u; None = steps // 2
-    reverse: bool = False  # anchor = last frame, edit backwards
-    seed: int = 0  # only the 'random' injection ablation draws anything: from (seed, video id, prompt)
-    schedule: str = "auto"  # sequential | wavefront | auto (= wavefront)
-    max_batch: int = 8  # wavefront: (frame, step, prompt) items per UNet call
-    inversion_batch: int = 8  # frames per UNet call during inversion
-    decode_batch: int = 4  # frames per VAE call
-    # K > 0: frames K, 2K, ... (edit order) become the anchor of the frames after them; no effect on the
-    # injections that do not attend to the anchor (prev, none)
-    anchor_refresh: int = 0
-    mask_feather: int | None = None  # masked edits: pixels the mask is feathered by; None = the VAE factor
-
-    def validate(self) -> None:
-        if self.schedule not in SCHEDULES:
-            raise InputError(f"schedule {self.schedule!r} is not one of: {', '.join(SCHEDULES)}")
-        if self.injection not in INJECTIONS:
-            raise InputError(f"injection {self.injection!r} is not one of: {', '.join(INJECTIONS)}")
-        if not 1 <= self.steps <= 1000:
-            raise InputError(f"steps must be between 1 and 1000, got {self.steps}")
-        # NaN or inf here turns every latent into NaN: black frames with exit 0.
-        for name, example in (("guidance_scale", 7.5), ("update_weight", 100)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-                raise InputError(f"--{name.replace('_', '-')} must be a finite number (e.g. {example}), got {value!r}")
-        if self.update_last_step is not None and self.update_last_step < -1:
-            raise InputError(f"update_last_step must be -1 (never) or a step index, got {self.update_last_step}")
-        if self.max_batch < 1 or self.inversion_batch < 1 or self.decode_batch < 1:
-            raise InputError("batch sizes must be at least 1")
-        for name in ("anchor_refresh", "mask_feather"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-                raise InputError(f"--{name.replace('_', '-')} must be a whole number of at least 0, got {value!r}")
-
-    def engine_settings(self) -> EngineSettings:
-        schedule = AUTO_SCHEDULE if self.schedule == "auto" else self.schedule
-        return EngineSettings(
-            guidance_scale=self.guidance_scale,
-            injection=self.injection,
-            latent_update=self.latent_update,
-            update_weight=self.update_weight,
-            update_last_step=self.steps // 2 if self.update_last_step is None else self.update_last_step,
-            max_batch=1 if schedule == "sequential" else self.max_batch,
-            seed=self.seed,
-            anchor_refresh=self.anchor_refresh,
-        )
 
 
 @dataclass
@@ -267,8 +211,6 @@ class Pix2Video:
     ) -> list[tuple[Video, torch.Tensor]]:
         """Each shot (`pipeline.io.shots`: first frames, `[0]` for one) as a video of its own with its
         inversion under its own source prompt: the (shot video, zT) pairs `edit_shots` takes."""
-        from pipeline.io.shots import shot_ranges
-
         if len(source_prompts) != len(shots):
             raise InputError(f"got {len(source_prompts)} source prompts for {len(shots)} shots")
         out = []

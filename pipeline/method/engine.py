@@ -19,15 +19,10 @@ from dataclasses import dataclass
 import torch
 
 from .blend import blend_latents, trajectory_index
+from .config import INJECTIONS, EngineSettings
 from .ddim import DDIMSchedule, ddim_step
 from .injection import FeatureStore, InjectionPlan, random_sources
-from .steps import ANCHOR, INJECTION_SOURCES, PREVIOUS, RANDOM_EARLIER, classifier_free_guidance, latent_update
-
-INJECTIONS = tuple(INJECTION_SOURCES)
-SCHEDULES = ("auto", "sequential", "wavefront")
-
-
-AUTO_SCHEDULE = "wavefront"  # what `--schedule auto` runs, on every device (BENCHMARKS.md has the timings)
+from .steps import classifier_free_guidance, latent_update
 
 
 @dataclass
@@ -57,47 +52,6 @@ class StepTrace:
     x0: torch.Tensor  # x̂0 of this step
     z_ddim: torch.Tensor  # z after the DDIM move, before the latent update
     z: torch.Tensor  # z after the latent update
-
-
-@dataclass(frozen=True)
-class EngineSettings:
-    guidance_scale: float = 7.5
-    injection: str = "anchor+prev"
-    latent_update: bool = True
-    update_weight: float = 100.0
-    update_last_step: int = 25  # K_u: steps 0..K_u inclusive get the update
-    max_batch: int = 1
-    seed: int = 0
-    anchor_refresh: int = 0  # K > 0: positions K, 2K, ... become the anchor of the positions after them
-
-    @property
-    def branches(self) -> int:
-        # g = 1 makes the unconditional branch cancel out, so it is not computed.
-        return 1 if self.guidance_scale == 1 else 2
-
-    @property
-    def sources(self) -> tuple[str, ...]:
-        """What the frames after the anchor attend to (`steps.INJECTION_SOURCES`)."""
-        return INJECTION_SOURCES[self.injection]
-
-    @property
-    def uses_anchor(self) -> bool:
-        return ANCHOR in self.sources
-
-    @property
-    def uses_prev(self) -> bool:
-        """Whether the previous-frame store is used: one rolling slot, or one slot per frame for the
-        random-earlier ablation."""
-        return PREVIOUS in self.sources or RANDOM_EARLIER in self.sources
-
-    @property
-    def random_earlier(self) -> bool:
-        return RANDOM_EARLIER in self.sources
-
-    def refreshes(self, position: int) -> bool:
-        """Whether the frame at `position` (edit order) becomes the anchor of the frames after it."""
-        k = self.anchor_refresh
-        return k > 0 and position > 0 and position % k == 0 and self.uses_anchor
 
 
 class DenoiseEngine:

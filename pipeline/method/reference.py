@@ -20,7 +20,7 @@ from .steps import ANCHOR, INJECTION_SOURCES, PREVIOUS, RANDOM_EARLIER, classifi
 if TYPE_CHECKING:
     from pipeline.models.loading import DiffusionModels
 
-    from .editor import EditConfig
+    from .config import EditConfig
 
 Features = dict[tuple[int, int, int], torch.Tensor]  # (step, branch, layer) -> the layer's input tokens
 
