@@ -37,73 +37,22 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import ray
+from tqdm import tqdm
+
 from pipeline.dataset import resume, storage
 from pipeline.dataset.manifest import Manifest, VideoJob
 from pipeline.dataset.record import PrecomputeRecord
 from pipeline.dataset.results import build_table, keep_scores, previous_scores
-from pipeline.dataset.storage import StorageOptions
 from pipeline.dataset.tables import RESULTS, write_table
 
-from .cluster import leave_room_for_precompute
+from .cluster import alive_nodes, leave_room_for_precompute
 from .dispatch import Dispatcher, Editors, Outcome, Precomputes
 from .editor import EditorActor, EditSpec
-from .precompute import TRANSIENT_ERRORS, PrecomputeSpec, precompute_video
+from .options import MAX_VIDEOS_PER_CALL, RunOptions
+from .precompute import TRANSIENT_ERRORS, precompute_video
 
 log = logging.getLogger(__name__)
-
-MAX_VIDEOS_PER_CALL = 8  # --videos-per-call auto: at most this many
-
-
-@dataclass
-class RunOptions:
-    """Everything `pix2video run` decides; see jobs/run.py for the flags."""
-
-    output: str
-    model: str
-    caption_model: str
-    config: Any  # pipeline.method.editor.EditConfig
-    size: tuple[int, int] | None = None
-    max_frames: int | None = None
-    device: str | None = None
-    dtype: str = "float32"
-    num_editors: int | None = None  # None: one per GPU, or one per 2 CPUs on a CPU cluster
-    gpus_per_editor: float | None = None  # None: 1 when the cluster has GPUs or --device cuda, else 0
-    cpus_per_editor: float | None = None  # None: 1 for a CPU editor, 0 for a GPU editor
-    precompute_cpus: float = 1.0
-    precompute_gpus: float = 0.0  # fractional GPU for DPT/BLIP on GPU clusters, e.g. 0.25
-    prefetch: int = 2  # calls' worth of videos precomputed ahead per editor (bounded memory and storage)
-    max_attempts: int = 3  # editor deaths per video before it becomes a failed row
-    videos_per_call: int | None = None  # None: auto (see `_grouping`); scheduling only, not in the fingerprint
-    overwrite: bool = False
-    storage: StorageOptions = field(default_factory=StorageOptions)
-    progress: bool = True
-    clip_model: str | None = None  # --metrics: the editors score each clip as they write it (CLIP model)
-    precompute_store: str | None = None  # --precompute-store: a store shared between outputs; None: OUTPUT/precompute
-    fault: dict[str, Any] | None = None  # tests only: see EditorActor._maybe_crash
-    # pipeline.models.speed.SpeedOptions (None: auto); how the editors' UNet runs, not what it computes:
-    # the same frames either way, so it is not in the fingerprint.
-    speed: Any = None
-    # Tests only: each unit's decoded frames (uint8, before H.264) also go to OUTPUT/frames/<key>.npy, so
-    # tests compare what the method computed rather than the encoder's decisions about it.
-    keep_frames: bool = False
-    shots: str = "auto"  # --shots: detect cuts (each shot edited as a video of its own) or "off"
-
-    def precompute_spec(self) -> PrecomputeSpec:
-        return PrecomputeSpec(
-            output=self.output,
-            model=self.model,
-            caption_model=self.caption_model,
-            size=self.size,
-            max_frames=self.max_frames,
-            anchor_last=bool(self.config.reverse),
-            # A precompute task without a GPU share sees no GPU (Ray hides them): keep it on the CPU
-            # even when --device cuda puts the editors on GPUs.
-            device=self.device if self.precompute_gpus > 0 else "cpu",
-            dtype=self.dtype,
-            root=self.precompute_store,
-            threads=self.precompute_cpus,
-            shots=self.shots,
-        )
 
 
 def settings_fingerprint(opts: RunOptions) -> str:
@@ -151,8 +100,6 @@ class _Progress:
     """videos done / failed / total, frames per second, ETA: a tqdm bar on stderr."""
 
     def __init__(self, total: int, enabled: bool) -> None:
-        from tqdm import tqdm
-
         # In a log file (a submitted job) a redraw every few seconds is plenty.
         every = 0.1 if sys.stderr.isatty() else 5.0
         self.bar = tqdm(
@@ -183,8 +130,6 @@ class _Progress:
 
 def _editor_resources(opts: RunOptions) -> tuple[float, float, int]:
     """(num_gpus, num_cpus, count) for the editor actors."""
-    import ray
-
     res = ray.cluster_resources()
     gpus = opts.gpus_per_editor
     if gpus is None:
@@ -208,8 +153,6 @@ def _editor_resources(opts: RunOptions) -> tuple[float, float, int]:
 
 
 def _start_editors(opts: RunOptions, count: int, gpus: float, cpus: float) -> list[Any]:
-    import ray
-
     cls = ray.remote(EditorActor).options(
         num_gpus=gpus,
         num_cpus=cpus,
@@ -231,8 +174,6 @@ def _start_editors(opts: RunOptions, count: int, gpus: float, cpus: float) -> li
 
 
 def _precompute_task(opts: RunOptions) -> Any:
-    import ray
-
     return ray.remote(precompute_video).options(
         num_cpus=opts.precompute_cpus,
         num_gpus=opts.precompute_gpus,
@@ -298,8 +239,6 @@ def _run_locked(manifest: Manifest, opts: RunOptions, connect: Callable[[], obje
     frames = 0
     drive = Outcome()
     if jobs:
-        from .cluster import alive_nodes
-
         if connect is not None:
             connect()
         if storage.is_local(opts.output) and alive_nodes() > 1:
@@ -443,8 +382,6 @@ def precompute_dataset(
 def _precompute_locked(
     manifest: Manifest, opts: RunOptions, need_caption: bool
 ) -> list[tuple[VideoJob, PrecomputeRecord]]:
-    import ray
-
     jobs = manifest.videos()
     stage = Precomputes(
         _precompute_task(opts), opts.precompute_spec(), opts.storage, need_caption=need_caption, refresh=opts.overwrite

@@ -2,7 +2,12 @@
 
 Every flag can also come from the YAML file given with `--config` (keys named like the flags, e.g.
 `storage_option: [key=..., secret=...]`, `num_editors: 4`), so credentials can live in a file
-instead of the shell history. Storage option values are never printed.
+instead of the shell history. Storage option values are never printed. The flags of the method's
+options (EditConfig) and of a run's (RunOptions) are made from those dataclasses' fields (jobs/_flags.py).
+
+Modules that import torch (pipeline.models, pipeline.method, actors.options and actors.runner, and
+jobs._metrics through CLIP) are imported inside the functions that need them: every verb imports this
+module to build its parser, and `pix2video VERB --help` or a usage error must not wait for torch.
 """
 
 from __future__ import annotations
@@ -11,15 +16,27 @@ import argparse
 import logging
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from jobs._flags import add_options, option_values
 from jobs._session import connect_ray, shutdown_ray
+from pipeline.dataset.storage import StorageOptions, parse_storage_options
 from pipeline.errors import InputError
+
+if TYPE_CHECKING:
+    from actors.options import RunOptions
+    from actors.runner import RunSummary
+    from pipeline.dataset.manifest import Manifest
+    from pipeline.method.config import EditConfig
+    from pipeline.models.sizes import ModelSizes
+    from pipeline.models.speed import SpeedOptions
 
 log = logging.getLogger(__name__)
 
 
 def add_io_arguments(parser: argparse.ArgumentParser, *, prompts: bool = True) -> None:
+    from actors.options import RunOptions
+
     parser.add_argument(
         "--manifest",
         required=True,
@@ -29,13 +46,7 @@ def add_io_arguments(parser: argparse.ArgumentParser, *, prompts: bool = True) -
         "or glob of videos (then give --prompt)",
     )
     parser.add_argument("--output", required=True, metavar="URL", help="output folder or prefix (local or s3://)")
-    parser.add_argument(
-        "--precompute-store",
-        metavar="URL",
-        help="where the precompute store is (frames, depth, captions, inversions; default OUTPUT/precompute): "
-        "runs of one manifest into other outputs can share one, e.g. to compare --injection variants "
-        "without decoding, estimating depth, captioning or inverting again",
-    )
+    add_options(parser, RunOptions, only=("precompute_store",))
     if prompts:
         parser.add_argument(
             "--prompt",
@@ -88,10 +99,10 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, caption: bool = True
 
 def add_device_arguments(group: Any, what: str, dtype_help: str) -> None:
     """--device and --dtype (the models' of a verb, or CLIP's for the metric verbs)."""
+    from pipeline.models.loading import DTYPES
+
     group.add_argument("--device", default=None, help=f"torch device for {what} (default: cuda if visible, else cpu)")
-    group.add_argument(
-        "--dtype", default="float32", choices=("float32", "float16", "bfloat16"), help=f"{dtype_help} (default float32)"
-    )
+    group.add_argument("--dtype", default="float32", choices=DTYPES, help=f"{dtype_help} (default %(default)s)")
 
 
 def add_speed_arguments(parser: argparse.ArgumentParser) -> None:
@@ -134,12 +145,12 @@ def add_speed_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def speed_options(args: argparse.Namespace) -> Any:
-    """SpeedOptions from the flags of `add_speed_arguments` (auto for a verb without them), checked."""
+def speed_options(args: argparse.Namespace) -> SpeedOptions:
+    """SpeedOptions from the flags of `add_speed_arguments` (its defaults for a verb without them), checked."""
     from pipeline.models.speed import SpeedOptions
 
-    names = ("channels_last", "attention", "compile", "cuda_graphs")
-    speed = SpeedOptions(**{name: getattr(args, name, None) or "auto" for name in names})
+    given = {name: value for name, value in option_values(SpeedOptions, args).items() if value is not None}
+    speed = SpeedOptions(**given)
     speed.validate()
     return speed
 
@@ -157,66 +168,18 @@ def add_clip_arguments(parser: argparse.ArgumentParser, *, device: bool) -> None
 def add_edit_arguments(parser: argparse.ArgumentParser, *, switches: bool = True) -> None:
     """The method's options. `switches=False` leaves out --injection and --no-latent-update, for
     `ablate`, which varies them itself. The speed switches come with them (every verb that edits)."""
+    from pipeline.method.config import EditConfig
+
     add_speed_arguments(parser)
     g = parser.add_argument_group("editing (see `pix2video edit --help`)")
-    g.add_argument("--steps", type=int, default=50, help="DDIM steps (default 50)")
-    g.add_argument("--guidance-scale", type=float, default=7.5, help="classifier-free guidance scale (default 7.5)")
-    g.add_argument("--negative-prompt", default="", help="prompt of the unconditional branch (default empty)")
-    if switches:
-        g.add_argument("--injection", default="anchor+prev", help="anchor+prev | anchor | prev | random | none")
-        g.add_argument("--no-latent-update", dest="latent_update", action="store_false", help="skip the latent update")
-    g.add_argument(
-        "--update-weight",
-        type=float,
-        default=100.0,
-        help="λ of the latent update (default 100, the published value): each latent element moves by "
-        "λ·2/(4·64·64)·(x̂0 − x̂0_prev), the published step at SD2's 512² size, the same at every size",
-    )
-    g.add_argument(
-        "--update-last-step",
-        type=int,
-        default=None,
-        metavar="K",
-        help="last step (from 0) that gets the latent update (default steps // 2, as the reference)",
-    )
-    g.add_argument("--reverse", action="store_true", help="anchor on the last frame and edit backwards")
-    g.add_argument("--seed", type=int, default=0, help="seed of the 'random' injection ablation (nothing else draws)")
-    g.add_argument(
-        "--schedule",
-        default="auto",
-        choices=("auto", "sequential", "wavefront"),
-        help="order of the UNet work (same frames either way): sequential = the reference's frame by frame; "
-        "wavefront = every ready (frame, step, prompt) item batched; auto = the faster on the device (default)",
-    )
-    g.add_argument("--max-batch", type=int, default=8, help="wavefront: items per UNet call (default 8)")
-    g.add_argument(
-        "--anchor-refresh",
-        type=int,
-        default=0,
-        metavar="K",
-        help="long videos: frames K, 2K, ... of each shot, as edited, become the anchor of the frames after "
-        "them (default 0: the first frame anchors the whole shot, as the paper)",
-    )
-    g.add_argument(
-        "--mask-feather",
-        type=int,
-        default=None,
-        metavar="PX",
-        help="masked edits: pixels the mask is feathered by outwards when the edit is composited over the "
-        "input (default: the model's VAE factor, one latent cell; 8 for SD2)",
-    )
+    add_options(g, EditConfig, exclude=() if switches else ("injection", "latent_update"))
 
 
 def add_shots_argument(parser: argparse.ArgumentParser) -> None:
     """--shots for the dataset verbs that edit (run, augment); a manifest's `shots` column wins per clip."""
-    parser.add_argument(
-        "--shots",
-        default="auto",
-        choices=("auto", "off"),
-        help="shot cuts: auto = detect them (PySceneDetect) and edit each shot as a video of its own, with its "
-        "own anchor, inversion and caption; off = every clip is one shot. A manifest column 'shots' (first "
-        "frame of each shot, e.g. [0, 48]) gives them instead (default auto)",
-    )
+    from actors.options import RunOptions
+
+    add_options(parser, RunOptions, only=("shots",))
 
 
 def add_cluster_arguments(parser: argparse.ArgumentParser, *, editors: bool = True, precompute: bool = True) -> None:
@@ -230,27 +193,23 @@ def add_cluster_arguments(parser: argparse.ArgumentParser, *, editors: bool = Tr
     g.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray instance (default: all)")
     g.add_argument("--num-gpus", type=int, default=None, help="GPUs of a local Ray instance (default: detected)")
     if editors:
-        g.add_argument("--num-editors", type=int, metavar="N", help="editor actors (default: one per GPU, else CPUs/2)")
-        g.add_argument("--gpus-per-editor", type=float, help="default 1 on a GPU cluster or with --device cuda, else 0")
-        g.add_argument("--cpus-per-editor", type=float, help="default 1 for CPU editors, 0 for GPU editors")
-        g.add_argument(
-            "--prefetch",
-            type=int,
-            default=2,
-            help="editor calls' worth of videos precomputed ahead per editor (default 2)",
-        )
+        from actors.options import MAX_VIDEOS_PER_CALL, RunOptions
+
+        add_options(g, RunOptions, only=("num_editors", "gpus_per_editor", "cpus_per_editor", "prefetch"))
+        # Text, not RunOptions.videos_per_call's int: `auto` (None there) or a count, see `videos_per_call`.
         g.add_argument(
             "--videos-per-call",
             default="auto",
             metavar="N",
             help="videos of one size an editor call takes, edited together so short clips share UNet batches "
             "(each video x prompt holds its own feature store). auto (default): 1 with --schedule sequential, "
-            "else videos until frames x prompts reach 2 x --max-batch, at most 8. A call's videos are "
-            "consecutive in the manifest, never chosen by timing: the same command gives the same pixels",
+            f"else videos until frames x prompts reach 2 x --max-batch, at most {MAX_VIDEOS_PER_CALL}. A call's "
+            "videos are consecutive in the manifest, never chosen by timing: the same command gives the same pixels",
         )
     if precompute:
-        g.add_argument("--precompute-cpus", type=float, default=1.0, help="CPUs per precompute task (default 1)")
-        g.add_argument("--precompute-gpus", type=float, default=0.0, help="GPU share per precompute task, e.g. 0.25")
+        from actors.options import RunOptions
+
+        add_options(g, RunOptions, only=("precompute_cpus", "precompute_gpus"))
     g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
 
@@ -258,9 +217,7 @@ def add_cluster_arguments(parser: argparse.ArgumentParser, *, editors: bool = Tr
 _STORAGE_LOGGERS = ("botocore", "aiobotocore", "boto3", "s3fs", "fsspec", "urllib3", "gcsfs", "adlfs")
 
 
-def storage_options(args: argparse.Namespace) -> Any:
-    from pipeline.dataset.storage import parse_storage_options
-
+def storage_options(args: argparse.Namespace) -> StorageOptions:
     for name in _STORAGE_LOGGERS:
         logging.getLogger(name).setLevel(max(logging.getLogger(name).getEffectiveLevel(), logging.INFO))
 
@@ -272,26 +229,12 @@ def storage_options(args: argparse.Namespace) -> Any:
     )
 
 
-def edit_config(args: argparse.Namespace, **overrides: Any) -> Any:
-    """EditConfig from the flags of `add_edit_arguments`; `overrides` for fields a verb sets itself."""
-    from pipeline.method.editor import EditConfig
+def edit_config(args: argparse.Namespace, **overrides: Any) -> EditConfig:
+    """EditConfig from the flags of `add_edit_arguments` (each named like its field); `overrides` for
+    fields a verb sets itself (ablate: the injection and the latent update, which its own flags vary)."""
+    from pipeline.method.config import EditConfig
 
-    fields = dict(
-        steps=args.steps,
-        guidance_scale=args.guidance_scale,
-        negative_prompt=args.negative_prompt,
-        update_weight=args.update_weight,
-        update_last_step=args.update_last_step,
-        reverse=args.reverse,
-        seed=args.seed,
-        schedule=args.schedule,
-        max_batch=args.max_batch,
-        anchor_refresh=getattr(args, "anchor_refresh", 0),
-        mask_feather=getattr(args, "mask_feather", None),
-    )
-    if "injection" not in overrides:
-        fields.update(injection=args.injection, latent_update=args.latent_update)
-    cfg = EditConfig(**(fields | overrides))
+    cfg = EditConfig(**(option_values(EditConfig, args) | overrides))
     cfg.validate()
     return cfg
 
@@ -304,7 +247,7 @@ def caption_model(args: argparse.Namespace) -> str:
     return args.model if args.model in BUILTIN else DEFAULT_CAPTION_MODEL
 
 
-def model_sizes(model: str) -> Any:
+def model_sizes(model: str) -> ModelSizes:
     """The `--model`'s VAE factor, size multiple and working size (`pipeline.models.sizes.ModelSizes`),
     from its config files: no weights are loaded, so a bad --size fails in seconds."""
     from pipeline.models.loading import resolve_model
@@ -345,50 +288,40 @@ def videos_per_call(value: object) -> int | None:
     return n
 
 
-def run_options(args: argparse.Namespace, opts: Any) -> Any:
-    """RunOptions from the parsed flags (shared by run, relabel and augment)."""
-    from actors.runner import RunOptions
+def run_options(args: argparse.Namespace, opts: StorageOptions) -> RunOptions:
+    """RunOptions from the parsed flags (shared by run, relabel and augment): every flag named like one
+    of its fields fills that field (a verb without the flag leaves the field's default); the fields
+    below are made from flags of another form."""
+    from actors.options import RunOptions
     from jobs import _metrics
 
     for name in ("num_editors", "max_frames", "prefetch"):
         check_positive(name.replace("_", "-"), getattr(args, name, None))
     for name in ("gpus_per_editor", "cpus_per_editor", "precompute_cpus", "precompute_gpus"):
         check_positive(name.replace("_", "-"), getattr(args, name, None), allow_zero=True)
-    return RunOptions(
-        output=args.output,
-        model=args.model,
-        caption_model=caption_model(args),
-        config=edit_config(args) if hasattr(args, "steps") else _default_config(),
-        size=parse_size(args.size, args.model),
-        max_frames=args.max_frames,
-        device=args.device,
-        dtype=args.dtype,
-        num_editors=getattr(args, "num_editors", None),
-        gpus_per_editor=getattr(args, "gpus_per_editor", None),
-        cpus_per_editor=getattr(args, "cpus_per_editor", None),
-        precompute_cpus=args.precompute_cpus,
-        precompute_gpus=args.precompute_gpus,
-        prefetch=getattr(args, "prefetch", 2),
-        videos_per_call=videos_per_call(getattr(args, "videos_per_call", None)),
-        overwrite=bool(getattr(args, "overwrite", False)),
-        storage=opts,
-        progress=bool(args.progress),
-        clip_model=_metrics.clip_model(args) if _metrics.wants_metrics(args) else None,
-        speed=speed_options(args),
-        precompute_store=getattr(args, "precompute_store", None) or None,
-        shots=getattr(args, "shots", None) or "auto",
-    )
-
-
-def _default_config() -> Any:
-    from pipeline.method.editor import EditConfig
-
-    return EditConfig()
+    given = option_values(RunOptions, args)
+    made = {  # in this order: a command with several bad values is refused for the first
+        "caption_model": caption_model(args),
+        "config": edit_config(args),  # `args.config` is the --config file, not the method's options
+        "size": parse_size(args.size, args.model),
+        "videos_per_call": videos_per_call(getattr(args, "videos_per_call", None)),
+        "storage": opts,
+        "clip_model": _metrics.clip_model(args) if _metrics.wants_metrics(args) else None,
+        "speed": speed_options(args),
+        "precompute_store": given.get("precompute_store") or None,  # an empty URL: the default place
+        "shots": given.get("shots") or RunOptions.shots,  # `shots: null` in a --config file: the default
+    }
+    return RunOptions(**(given | made))
 
 
 def execute(
-    args: argparse.Namespace, manifest: Any, run_opts: Any, verb: str, *, session: RaySession | None = None
-) -> tuple[Any, list[str]]:
+    args: argparse.Namespace,
+    manifest: Manifest,
+    run_opts: RunOptions,
+    verb: str,
+    *,
+    session: RaySession | None = None,
+) -> tuple[RunSummary, list[str]]:
     """Run the dataset (run, augment, demo), connecting to Ray only when there is work; print the
     summary; then, with --metrics or a filter bound, score what the editors did not (on the same Ray
     connection). Disconnects if Ray was started here, unless the caller's `session` (several runs on
@@ -433,7 +366,7 @@ class RaySession:
         self.connected = self.started = False
 
 
-def print_summary(verb: str, summary: Any) -> None:
+def print_summary(verb: str, summary: RunSummary) -> None:
     idle = "" if summary.editor_idle_share is None else f", editors idle {summary.editor_idle_share:.1%} once warm"
     print(
         f"pix2video {verb}: {summary.ok} of {summary.total} videos x prompts ok, {summary.failed} failed "

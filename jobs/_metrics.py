@@ -1,19 +1,25 @@
 """The quality-metric flags and printouts shared by the verbs (run, augment, edit, evaluate, report,
-ablate, demo). The work is below: actors/evaluation.py (a run's metrics), pipeline/quality (the math)."""
+ablate, demo). The work is below: actors/evaluation.py (a run's metrics), pipeline/quality (the math).
+
+Ray (actors.evaluation), pyarrow's tables and PyAV are imported in the functions that use them: the verbs
+import this module to build their parsers, and `--help` or a usage error does not wait for them."""
 
 from __future__ import annotations
 
 import argparse
 from typing import TYPE_CHECKING, Any
 
-from pipeline.quality.clip import CLIP_MODEL_HELP, DEFAULT_CLIP_MODEL
+from jobs import _session
+from pipeline.dataset.storage import StorageOptions
+from pipeline.models.loading import BUILTIN, TINY
+from pipeline.quality.clip import CLIP_MODEL_HELP, DEFAULT_CLIP_MODEL, ClipScorer
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import numpy as np
 
     from actors.evaluation import Evaluation
-    from pipeline.dataset.storage import StorageOptions
-    from pipeline.quality.clip import ClipScorer
 
 TINY_NOTE = "note: the tiny CLIP gives meaningless metric values; they only show that the code runs"
 CLIP_DEFAULT_NOTE = "; default 'tiny' when --model is tiny"
@@ -26,8 +32,6 @@ EDIT_METRICS_HELP = "print CLIP-Text, CLIP-Image and Pixel-MSE of the written ou
 
 def clip_model(args: argparse.Namespace) -> str:
     """--clip-model, else the tiny or toy CLIP for tiny or toy runs (offline) and the real one otherwise."""
-    from pipeline.models.loading import BUILTIN
-
     if getattr(args, "clip_model", None):
         return args.clip_model
     model = getattr(args, "model", None)
@@ -70,7 +74,6 @@ def wants_metrics(args: argparse.Namespace) -> bool:
 def print_evaluation(verb: str, ev: Evaluation) -> None:
     from pipeline.dataset.stored_metrics import summary_rows
     from pipeline.dataset.tables import METRIC_COLUMNS
-    from pipeline.models.loading import TINY
     from pipeline.quality.metrics import format_table
 
     scored = ev.computed + ev.reused
@@ -90,7 +93,6 @@ def evaluate(args: argparse.Namespace, opts: StorageOptions, verb: str, *, overw
     """`evaluate` and `report --metrics`: score what is left of the run in args.output on Ray (a local
     instance is started only when some clip needs scoring, and stopped after), then print the result."""
     from actors.evaluation import evaluate_run
-    from jobs import _session
 
     started = False
 
@@ -115,7 +117,9 @@ def evaluate(args: argparse.Namespace, opts: StorageOptions, verb: str, *, overw
     return ev
 
 
-def after_run(args: argparse.Namespace, opts: StorageOptions, verb: str, connect: Any = None) -> list[str]:
+def after_run(
+    args: argparse.Namespace, opts: StorageOptions, verb: str, connect: Callable[[], object] | None = None
+) -> list[str]:
     """For `run`/`augment`/`demo` after the dataset is done: with --metrics (or a bound), score what the
     editors did not, apply --min-clip-text/--max-pixel-mse, print what happened. Returns the keys filtered."""
     from actors.evaluation import score_run
@@ -155,7 +159,6 @@ def scorer_for(args: argparse.Namespace, device: Any = None) -> ClipScorer | Non
 def print_edit_metrics(output_path: str, input_frames: np.ndarray, prompt: str, scorer: ClipScorer) -> None:
     """Score the output as written (after encoding: what the user gets) against the input frames."""
     from pipeline.io.video import read_frames
-    from pipeline.models.loading import TINY
     from pipeline.quality.metrics import edit_metrics, format_table
 
     edit, base = edit_metrics(read_frames(output_path).frames, input_frames, prompt, scorer)

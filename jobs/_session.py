@@ -7,13 +7,13 @@ from __future__ import annotations
 import argparse
 import logging
 
+from actors.cluster import connect, describe_cluster
+
 log = logging.getLogger(__name__)
 
 
 def connect_ray(args: argparse.Namespace) -> bool:
     """Connect to Ray as the flags say; True when a local instance was started here."""
-    from actors.cluster import connect, describe_cluster
-
     started = connect(
         args.address,
         num_cpus=args.num_cpus,
@@ -32,6 +32,6 @@ def quiet_env() -> dict[str, str]:
 def shutdown_ray(started: bool) -> None:
     """Disconnect, when `connect_ray` started the instance here (a cluster's driver just leaves)."""
     if started:
-        import ray
+        import ray  # here, not at the top: every verb imports this module, most never start Ray
 
         ray.shutdown()

@@ -29,14 +29,25 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from tqdm import tqdm
+
 from jobs import _common
+from jobs._input import complete_input, read_input
 from jobs._metrics import TINY_NOTE, add_clip_model_argument, clip_model
 from pipeline.errors import InputError
-from pipeline.quality.metrics import METRIC_NAMES, METRIC_TITLES, Metrics, format_value
+from pipeline.method.config import INJECTIONS  # the paper's order, the method first
+from pipeline.models import loading
+from pipeline.models.depth import DepthEstimator
+from pipeline.models.loading import TINY, resolve_model
+from pipeline.quality.clip import ClipScorer
+from pipeline.quality.flow import input_flows
+from pipeline.quality.metrics import METRIC_NAMES, METRIC_TITLES, Metrics, format_table, format_value, video_metrics
+
+# The editor (diffusers), video writing (PyAV) and the toy world are imported where they are used:
+# `pix2video ablate --help` and a usage error do not wait for them.
 
 log = logging.getLogger(__name__)
-
-INJECTIONS = ("anchor+prev", "anchor", "prev", "random", "none")  # the paper's order, the method first
 INPUT_LABEL = "input video"
 SDEDIT_STRENGTH = 0.8  # the paper's per-frame SDEdit baseline (diffusers' depth2img default strength too)
 
@@ -150,16 +161,8 @@ def to_markdown(rows: list[dict[str, Any]], title: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    import numpy as np
-    from tqdm import tqdm
-
-    from jobs._input import complete_input, read_input
     from pipeline.io.video import write_output
     from pipeline.method.editor import Pix2Video
-    from pipeline.models.loading import TINY, load_diffusion_models, resolve_model
-    from pipeline.quality.clip import ClipScorer
-    from pipeline.quality.flow import input_flows
-    from pipeline.quality.metrics import format_table, video_metrics
 
     if args.toy_clips is not None:
         if args.input or args.prompt:
@@ -180,7 +183,8 @@ def run(args: argparse.Namespace) -> int:
     data = read_input(args)  # the cheap, checkable part first (as `edit` does)
     # Every model before any long work, so a wrong --model or --clip-model fails in seconds.
     speed = _common.speed_options(args)
-    models = load_diffusion_models(resolve_model(args.model), dtype=args.dtype, device=args.device, speed=speed)
+    # Through the module: tests replace it to check that bad input is refused before any model loads.
+    models = loading.load_diffusion_models(resolve_model(args.model), dtype=args.dtype, device=args.device, speed=speed)
     scorer = ClipScorer.from_model(clip_model(args), device=models.device)
     complete_input(data, args, device=models.device, dtype=args.dtype)
     editor = Pix2Video(models)
@@ -244,12 +248,7 @@ def run(args: argparse.Namespace) -> int:
 
 def run_toy(args: argparse.Namespace) -> int:
     """The ablation table over held-out toy clips, with the ground-truth columns."""
-    from tqdm import tqdm
-
     from pipeline.method.editor import Pix2Video
-    from pipeline.models.depth import DepthEstimator
-    from pipeline.models.loading import load_diffusion_models, resolve_model
-    from pipeline.quality.clip import ClipScorer
     from toyworld.benchmark import BENCH_SEED, VARIANTS, Variant, markdown_table, summarise, toy_ablation
 
     wanted = {(v.injection, v.latent_update) for v in variants(args.injections, args.latent_update)}
@@ -262,7 +261,7 @@ def run_toy(args: argparse.Namespace) -> int:
         raise InputError(f"-o {args.output}: exists and is not a folder; give a folder for the ablation outputs")
     started = time.perf_counter()
     speed = _common.speed_options(args)
-    models = load_diffusion_models(resolve_model(args.model), dtype=args.dtype, device=args.device, speed=speed)
+    models = loading.load_diffusion_models(resolve_model(args.model), dtype=args.dtype, device=args.device, speed=speed)
     scorer = ClipScorer.from_model(clip_model(args), device=models.device)
     depth = DepthEstimator.from_model(args.model, device=models.device)
     editor = Pix2Video(models)

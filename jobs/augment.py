@@ -19,6 +19,10 @@ import argparse
 from pathlib import Path
 
 from jobs import _common, _metrics
+from pipeline.dataset import storage
+from pipeline.dataset.datasets import augment_manifest, augmented_table
+from pipeline.dataset.manifest import load_manifest
+from pipeline.dataset.tables import AUGMENTED, FILTERED, RESULTS, write_table
 from pipeline.errors import InputError
 
 
@@ -79,11 +83,6 @@ def read_templates(prompts: list[str], prompts_file: str | None) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.dataset import storage
-    from pipeline.dataset.datasets import augment_manifest, augmented_table
-    from pipeline.dataset.manifest import load_manifest
-    from pipeline.dataset.tables import AUGMENTED, FILTERED, RESULTS, write_table
-
     templates = read_templates(args.prompt, args.prompts)
     k = args.variants if args.variants is not None else len(templates)
     if not 1 <= k <= len(templates):

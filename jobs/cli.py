@@ -3,6 +3,10 @@
 Every verb module defines `add_arguments(parser)` and `run(args) -> int`, and is also runnable as
 `python -m jobs.<verb>` (what `ray job submit -- python -m jobs.run ...` uses).
 Any flag can also come from a YAML file given with `--config`, keys spelled like the flags.
+
+This module is the console script's entry, which `pix2video --help` imports alone: what only a verb
+needs (its parser's flags, YAML, storage's redaction with fsspec, pyarrow, transformers) is imported
+where it is used.
 """
 
 from __future__ import annotations
@@ -13,8 +17,13 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from actors.cluster import interrupt_on_sigterm, reproducible_numerics
 from pipeline.errors import Failure, InputError
+
+if TYPE_CHECKING:
+    from jobs._flags import FlagRecord, Parser
 
 # verb -> (module, one-line help)
 VERBS: dict[str, tuple[str, str]] = {
@@ -47,7 +56,7 @@ def _load_config(path: str) -> dict:
     return {str(k).replace("-", "_"): v for k, v in data.items()}
 
 
-def _apply_config(parser: argparse.ArgumentParser, argv: list[str]) -> None:
+def _apply_config(parser: Parser, argv: list[str]) -> None:
     """Turn YAML keys into parser defaults, so flags on the command line still win."""
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config")
@@ -55,26 +64,26 @@ def _apply_config(parser: argparse.ArgumentParser, argv: list[str]) -> None:
     if not known.config:
         return
     values = _load_config(known.config)
-    dests = {a.dest: a for a in parser._actions}
-    unknown = sorted(k for k in values if k not in dests)
+    unknown = sorted(k for k in values if k not in parser.flags)
     if unknown:
         raise InputError(f"config file {known.config!r} has unknown keys: {', '.join(unknown)}")
-    for action in parser._actions:
-        if action.dest in values:
-            action.required = False
-            values[action.dest] = _config_value(action, values[action.dest], f"config file {known.config!r}")
+    for dest, flag in parser.flags.items():
+        if dest in values:
+            flag.action.required = False
+            values[dest] = _config_value(flag, values[dest], f"config file {known.config!r}")
     parser.set_defaults(**values)
 
 
-def _config_value(action: argparse.Action, value: object, where: str) -> object:
+def _config_value(flag: FlagRecord, value: object, where: str) -> object:
     """A config value checked and typed as its flag would be: argparse applies neither `type` nor
     `choices` to defaults, so `steps: 2.5`, `prompt: 123` or `reverse: "no"` would reach the verbs."""
+    action = flag.action
     where = f"{where}: {action.dest}"
-    if action.nargs == 0:  # --reverse, --overwrite, --no-progress: a switch
+    if flag.switch:  # --reverse, --overwrite, --no-progress
         if not isinstance(value, bool):
             raise InputError(f"{where} must be true or false (unquoted), got {value!r}")
         return value
-    if isinstance(action, argparse._AppendAction):
+    if flag.appends:
         if isinstance(value, dict) and action.dest == "storage_option":  # nested fsspec options
             return value
         return [_config_scalar(action, v, where) for v in (value if isinstance(value, list) else [value])]
@@ -106,10 +115,12 @@ def _config_scalar(action: argparse.Action, value: object, where: str) -> object
     return out
 
 
-def build_parser(verb: str) -> argparse.ArgumentParser:
+def build_parser(verb: str) -> Parser:
+    from jobs._flags import Parser
+
     module_name, help_text = VERBS[verb]
     module = importlib.import_module(module_name)
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog=f"pix2video {verb}",
         description=(module.__doc__ or help_text).strip(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -122,11 +133,10 @@ def build_parser(verb: str) -> argparse.ArgumentParser:
 
 def run_verb(verb: str, argv: list[str]) -> int:
     """Parse `argv` for `verb`, run it, and turn user errors into one line on stderr."""
-    from actors.cluster import interrupt_on_sigterm, reproducible_numerics
     from pipeline.dataset.storage import redact
 
     reproducible_numerics()  # as in the Ray workers: MKL's reproducible mode
-    _quiet_libraries()
+    _quiet_environment()
     interrupt_on_sigterm()  # SIGTERM (timeout, Kubernetes, systemd) stops a verb as Ctrl-C does
     try:
         parser = build_parser(verb)
@@ -138,6 +148,7 @@ def run_verb(verb: str, argv: list[str]) -> int:
         )
         for handler in logging.getLogger().handlers:  # no URL's password or signature in a log line
             handler.addFilter(_RedactFilter())
+        _quiet_libraries()  # after parsing: --help and usage errors do not wait for transformers
         module = importlib.import_module(VERBS[verb][0])
         return int(module.run(args) or 0)
     except InputError as e:
@@ -164,11 +175,17 @@ class _RedactFilter(logging.Filter):
         return True
 
 
-def _quiet_libraries() -> None:
-    """Per-file weight-loading bars and library chatter drown the one progress bar that matters."""
+def _quiet_environment() -> None:
+    """Per-file weight-loading bars and library chatter drown the one progress bar that matters: off,
+    in the environment the libraries read when they are first imported."""
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+
+
+def _quiet_libraries() -> None:
+    """What the environment cannot say, before a verb runs. pyarrow and transformers are imported here,
+    not at the top: `pix2video --help` imports this module only."""
     # pyarrow's CSV reader starts a C++ thread to catch Ctrl-C while it reads; left running, it is
     # destroyed while the process exits and aborts it (exit 134, "terminate called without an active
     # exception"), a few times in a hundred after a usage error. Our own handlers stop the verb.

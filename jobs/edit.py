@@ -20,9 +20,17 @@ import logging
 import time
 from pathlib import Path
 
+from tqdm import tqdm
+
 from jobs import _common, _metrics
 from jobs._input import complete_input, read_input
 from pipeline.errors import InputError
+from pipeline.io.masks import read_mask
+from pipeline.io.shots import check_shots, detect_shots, parse_shots_flag
+from pipeline.models import loading
+
+# Video files (PyAV) and the editor (diffusers) are imported where they are used: `pix2video edit --help`
+# and a usage error do not wait for them.
 
 log = logging.getLogger(__name__)
 
@@ -60,11 +68,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.io.masks import read_mask
-    from pipeline.io.shots import check_shots, detect_shots, parse_shots_flag
     from pipeline.io.video import WRITABLE_VIDEO_EXTENSIONS, check_frames_folder, check_output, write_output
     from pipeline.method.editor import Pix2Video
-    from pipeline.models.loading import load_diffusion_models, resolve_model
 
     if not args.prompt.strip():
         raise InputError("--prompt is empty: say what the video should become")
@@ -91,8 +96,8 @@ def run(args: argparse.Namespace) -> int:
     if Path(args.output).suffix.lower() not in WRITABLE_VIDEO_EXTENSIONS:
         check_frames_folder(args.output, data.names)  # an earlier edit of these frames, or nothing
     # Then the models: a wrong --model fails before minutes of depth estimation.
-    models = load_diffusion_models(
-        resolve_model(args.model), dtype=args.dtype, device=args.device, speed=_common.speed_options(args)
+    models = loading.load_diffusion_models(  # through the module: tests replace it to catch early loads
+        loading.resolve_model(args.model), dtype=args.dtype, device=args.device, speed=_common.speed_options(args)
     )
     scorer = _metrics.scorer_for(args, models.device)  # --metrics: CLIP loaded before the long work
     complete_input(data, args, device=models.device, dtype=args.dtype)
@@ -115,9 +120,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _progress(total: int, *, enabled: bool):
-    from tqdm import tqdm
-
+def _progress(total: int, *, enabled: bool) -> tqdm:
     return tqdm(total=total, unit="frame", desc="editing", disable=not enabled)
 
 

@@ -14,6 +14,10 @@ import argparse
 import logging
 
 from jobs import _common, _session
+from pipeline.dataset import storage
+from pipeline.dataset.datasets import labels_table
+from pipeline.dataset.manifest import load_manifest
+from pipeline.dataset.tables import LABELS, write_table
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from actors.runner import precompute_dataset
-    from pipeline.dataset import storage
-    from pipeline.dataset.datasets import labels_table
-    from pipeline.dataset.manifest import load_manifest
-    from pipeline.dataset.tables import LABELS, write_table
+    from actors.runner import precompute_dataset  # Ray: not imported before the flags are parsed
 
     opts = _common.storage_options(args)
     run_opts = _common.run_options(args, opts)

@@ -13,7 +13,10 @@ from __future__ import annotations
 import argparse
 import logging
 
+from actors.options import RunOptions
 from jobs import _common, _metrics
+from jobs._flags import add_options
+from pipeline.dataset.manifest import load_manifest
 
 log = logging.getLogger(__name__)
 
@@ -35,23 +38,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="exit 0 when at most N videos x prompts failed (default 0)",
     )
-    g.add_argument(
-        "--max-attempts",
-        type=int,
-        default=3,
-        metavar="N",
-        help="times a video is retried after its editor process died (default 3)",
-    )
+    add_options(g, RunOptions, only=("max_attempts",))
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.dataset.manifest import load_manifest
-
     opts = _common.storage_options(args)
-    run_opts = _common.run_options(args, opts)
+    run_opts = _common.run_options(args, opts)  # --max-attempts included
     _common.check_positive("max-attempts", args.max_attempts)
     _common.check_positive("max-failures", args.max_failures, allow_zero=True)
-    run_opts.max_attempts = args.max_attempts
     manifest = load_manifest(args.manifest, opts, prompts=args.prompt, output=args.output)
     # --metrics: the editors score each clip as they write it (columns clip_text, clip_image, pixel_mse).
     summary, _ = _common.execute(args, manifest, run_opts, "run")

@@ -107,6 +107,7 @@ def runtime_env(args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Ray here, not at the top: `pix2video submit --help` and a usage error do not wait for it.
     from ray.job_submission import JobStatus, JobSubmissionClient
 
     if not args.address:

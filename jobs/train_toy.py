@@ -32,6 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # torch and the toy world's trainers here, not at the top: `--help` and a usage error do not wait for them.
     import torch
 
     from toyworld.build import train_toy

@@ -20,6 +20,7 @@ RAY_BODIES = {
     "actors.precompute": "the precompute task's body; the runner wraps it with ray.remote",
     "actors.editor": "the editor actor's class; the runner wraps it with ray.remote",
     "actors.reaper": "kills a local Ray instance's processes when its driver dies (standard library only)",
+    "actors.options": "a run's options (RunOptions), which the command line reads to make its flags before Ray loads",
 }
 
 

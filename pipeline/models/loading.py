@@ -31,6 +31,7 @@ import torch
 
 from pipeline.errors import InputError, first_line
 from pipeline.models import registry
+from pipeline.models.speed import ResolvedSpeed, SpeedOptions, apply_speed_options
 
 DEFAULT_MODEL = "stabilityai/stable-diffusion-2-depth"
 DEFAULT_CAPTION_MODEL = "Salesforce/blip-image-captioning-large"
@@ -59,6 +60,7 @@ CAPTION_MODEL_HELP = (
 log = logging.getLogger(__name__)
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+DTYPES = tuple(_DTYPES)  # the dtypes a model can load in (every --dtype flag's choices)
 T = TypeVar("T")
 
 
@@ -235,7 +237,7 @@ class DiffusionModels:
     device: torch.device
     dtype: torch.dtype
     source: str
-    speed: Any = None  # pipeline.models.speed.ResolvedSpeed: the speed switches in force, once applied
+    speed: ResolvedSpeed | None = None  # the speed switches in force, once applied
 
 
 def _prepare(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
@@ -252,15 +254,15 @@ def load_diffusion_models(
     *,
     dtype: str | torch.dtype = "float32",
     device: str | torch.device | None = None,
-    speed: Any = None,
+    speed: SpeedOptions | None = None,
 ) -> DiffusionModels:
     """Load UNet, VAE, CLIP text encoder and tokenizer of SD2-depth from a hub id or local folder
     ('tiny' -> the tiny random models). device None = cuda if available, else cpu. `speed`: a
     `pipeline.models.speed.SpeedOptions` (None: every switch auto, the device type's defaults)."""
+    # Here, not at the top: diffusers and transformers take seconds to import, and every verb's parser
+    # imports this module (its model names and help).
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
-
-    from pipeline.models.speed import SpeedOptions, apply_speed_options
 
     torch_dtype = resolve_dtype(dtype)
     dev = resolve_device(device)
