@@ -1,4 +1,9 @@
-"""Connecting to Ray: an existing cluster (`auto`, `ray://…`, `host:port`), or a local one on loopback."""
+"""Connecting to Ray: an existing cluster (`auto`, `ray://…`, `host:port`), or a local one on loopback.
+
+Ray is imported inside the functions that use it: the command line imports this module first, for
+`interrupt_on_sigterm` and `reproducible_numerics`, and `pix2video --help` or a usage error must not
+wait for Ray.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,8 @@ import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
+
+from pipeline.errors import Failure, InputError, first_line
 
 from . import reaper
 
@@ -156,8 +163,6 @@ def _one_line(what: str) -> Iterator[None]:
     so no Ray thread is left to abort the process as it exits."""
     import ray
 
-    from pipeline.errors import Failure, first_line
-
     try:
         yield
     except KeyboardInterrupt:
@@ -256,8 +261,6 @@ def leave_room_for_precompute(
     warning line, and the run goes on. `nodes`: each alive node's CPU and GPU (default: Ray's);
     `fixed_cluster`: default, whether this process started the instance it is connected to.
     """
-    from pipeline.errors import InputError
-
     if nodes is None:
         import ray
 

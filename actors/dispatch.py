@@ -24,8 +24,12 @@ import collections
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import ray
+from ray.exceptions import RayActorError
 
 from pipeline.dataset import storage
 from pipeline.dataset.manifest import VideoJob
@@ -34,6 +38,10 @@ from pipeline.dataset.storage import StorageOptions
 from pipeline.errors import first_line
 
 from .editor import EditSpec, failed_row
+
+if TYPE_CHECKING:
+    from .precompute import PrecomputeSpec
+    from .runner import _Progress
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +61,9 @@ class Precomputes:
     most `limit()` in flight. `finish(ref)` gives (job, record) with a failed record for a task that
     raised after its retries."""
 
-    def __init__(self, task: Any, spec: Any, opts: StorageOptions, *, need_caption: bool | None, refresh: bool):
+    def __init__(
+        self, task: Any, spec: PrecomputeSpec, opts: StorageOptions, *, need_caption: bool | None, refresh: bool
+    ):
         self.task, self.spec, self.opts = task, spec, opts
         self.need_caption, self.refresh = need_caption, refresh
         self.inflight: dict[Any, VideoJob] = {}
@@ -65,8 +75,6 @@ class Precomputes:
         self.inflight[ref] = job
 
     def finish(self, ref: Any) -> Entry:
-        import ray
-
         job = self.inflight.pop(ref)
         try:
             meta = ray.get(ref)
@@ -76,10 +84,13 @@ class Precomputes:
             meta.error = storage.redact(meta.error, self.opts)
         return job, meta
 
-    def stream(self, jobs: list[VideoJob], limit: int, on_done: Any = None) -> dict[str, PrecomputeRecord]:
+    def stream(
+        self,
+        jobs: list[VideoJob],
+        limit: int,
+        on_done: Callable[[VideoJob, PrecomputeRecord], object] | None = None,
+    ) -> dict[str, PrecomputeRecord]:
         """Precompute `jobs` alone (relabel): at most `limit` in flight; records by video name."""
-        import ray
-
         waiting = collections.deque(jobs)
         metas: dict[str, PrecomputeRecord] = {}
         while waiting or self.inflight:
@@ -200,8 +211,6 @@ class Editors:
         """Editor `i` died: probe for its restart, and take back the calls sent to it since (they would
         wait for a restart that may never come on a fixed cluster; if one does run later, its output
         and marker are atomic rewrites). Returns those calls' videos."""
-        import ray
-
         if self.alive[i]:
             self.alive[i] = False
             self.probes[self.actors[i].ping.remote()] = i
@@ -215,9 +224,6 @@ class Editors:
         return taken
 
     def probed(self, ref: Any) -> None:
-        import ray
-        from ray.exceptions import RayActorError
-
         i = self.probes.pop(ref)
         try:
             ray.get(ref)
@@ -230,8 +236,6 @@ class Editors:
         return list(self.calls) + list(self.probes)
 
     def stop(self) -> None:
-        import ray
-
         for actor in self.actors:
             ray.kill(actor, no_restart=True)
 
@@ -263,7 +267,7 @@ class Dispatcher:
         target: float,
         prefetch: int,
         max_attempts: int,
-        progress: Any,
+        progress: _Progress,
         opts: StorageOptions,
     ) -> None:
         self.waiting = collections.deque(jobs)  # not yet precomputed
@@ -282,8 +286,6 @@ class Dispatcher:
     # ---------------------------------------------------------------- the loop
 
     def run(self) -> None:
-        import ray
-
         last_progress = time.monotonic()
         while self.waiting or self.precomputes or self.groups or self.editors.calls:
             self._start_precomputes()
@@ -340,9 +342,6 @@ class Dispatcher:
             self.per_call = min(self.limit, max(1, math.ceil(self.target / items(job, meta))))
 
     def _edited(self, ref: Any) -> None:
-        import ray
-        from ray.exceptions import RayActorError
-
         i, group = self.editors.finish(ref)
         try:
             result = ray.get(ref)

@@ -8,7 +8,8 @@ and for each (video, prompt) writes the mp4 (local temp file, then one atomic up
 marker. How many videos a call takes is the runner's choice (`--videos-per-call`).
 
 The class is plain Python; the runner turns it into a Ray actor with the resources and restart
-options of the cluster (`num_gpus=1` on GPU clusters, `max_restarts`).
+options of the cluster (`num_gpus=1` on GPU clusters, `max_restarts`). The method itself (diffusers)
+is imported in the actor's constructor: the driver imports this module too, and never edits.
 """
 
 from __future__ import annotations
@@ -19,17 +20,29 @@ import os
 import tempfile
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
 
 from pipeline.dataset import resume, storage
 from pipeline.dataset.manifest import Unit, short_hash
 from pipeline.dataset.record import PrecomputeRecord
 from pipeline.dataset.storage import StorageOptions
-from pipeline.errors import first_line
+from pipeline.dataset.stored_metrics import score_written, stored_values
+from pipeline.errors import InputError, first_line
+from pipeline.io.masks import read_mask
+from pipeline.io.shots import shot_ranges
+from pipeline.models import loading
 
+from .evaluation import load_scorer
 from .precompute import load_array, pin_numerics, save_array
+
+if TYPE_CHECKING:
+    from pipeline.method.config import EditConfig
+    from pipeline.method.editor import Video
+    from pipeline.models.speed import SpeedOptions
+    from pipeline.quality.clip import ClipScorer
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +59,7 @@ class EditSpec:
     output: str
     settings: str  # fingerprint of everything that changes the pixels (see runner.settings_fingerprint)
     model: str
-    config: Any  # pipeline.method.editor.EditConfig
+    config: EditConfig
     reuse_inversion: bool = True  # False (--overwrite): recompute zT even when the store has it
     clip_model: str | None = None  # --metrics: score each clip as it is written (actors/evaluation.py)
     run: str = ""  # this run's token, written into each marker
@@ -61,8 +74,9 @@ class _Prepared:
     meta: PrecomputeRecord
     units: list[Unit]
     attempt: int
-    video: Any  # pipeline.method.editor.Video: the whole clip (its mask, for the composite)
-    shots: list[Any]  # (shot Video, zT) per shot (Pix2Video.invert_shots): [(video, zT)] without a cut
+    video: Video  # the whole clip (its mask, for the composite)
+    # (shot Video, zT) per shot (Pix2Video.invert_shots): [(video, zT)] without a cut
+    shots: list[tuple[Video, torch.Tensor]]
     source_prompts: list[str]  # per shot: given, or the caption of the shot's anchor frame
     shot_prompts: list[list[str]]  # per unit, per shot: its prompt with {caption} filled in for that shot
     seconds_load: float
@@ -78,7 +92,7 @@ class _Prepared:
         """The units' prompts as used in the first shot (the results' `prompt`)."""
         return [per_shot[0] for per_shot in self.shot_prompts]
 
-    def clip(self, units: list[Unit]) -> list[tuple[Any, Any, list[str]]]:
+    def clip(self, units: list[Unit]) -> list[tuple[Video, torch.Tensor, list[str]]]:
         """`units`' edit as Pix2Video.edit_shots takes a clip: (shot video, zT, prompts) per shot."""
         index = {u.key: i for i, u in enumerate(self.units)}
         return [
@@ -105,21 +119,22 @@ class EditorActor:
         storage_options: StorageOptions | None = None,
         fault: dict[str, Any] | None = None,
         threads: float = 1.0,
-        speed: Any = None,  # pipeline.models.speed.SpeedOptions; None: the device's defaults
+        speed: SpeedOptions | None = None,  # None: the device's defaults
     ) -> None:
-        from pipeline.method.editor import Pix2Video
-        from pipeline.models.loading import load_diffusion_models, resolve_model
+        from pipeline.method.editor import Pix2Video  # diffusers: in the actor's process only
 
         self.threads = threads  # the actor's CPUs: its torch intra-op threads, set again at every call
         pin_numerics(threads)
         t0 = time.perf_counter()
-        self.models = load_diffusion_models(resolve_model(model), dtype=dtype, device=device, speed=speed)
+        # Through the module: tests replace it to check that nothing loads a model before its time.
+        path = loading.resolve_model(model)
+        self.models = loading.load_diffusion_models(path, dtype=dtype, device=device, speed=speed)
         self.editor = Pix2Video(self.models)
         self.opts = storage_options or StorageOptions()
         self.seconds_load_model = time.perf_counter() - t0
         self.fault = fault or {}
         self._last_end: float | None = None  # when the previous call returned: idle time is measured from it
-        self._scorer: Any = None  # CLIP for --metrics, loaded at the first clip that needs it
+        self._scorer: ClipScorer | None = None  # CLIP for --metrics, loaded at the first clip that needs it
 
     def ping(self) -> dict[str, Any]:
         """Cheap call: answers once the actor (re)started; used by the runner after a crash."""
@@ -193,8 +208,6 @@ class EditorActor:
         self, meta: PrecomputeRecord, units: list[Unit], attempt: int, e: Exception, rows: list[dict[str, Any]]
     ) -> None:
         """Failed rows for those of `units` that have no row yet: failures are data."""
-        from pipeline.errors import InputError
-
         msg = str(e) if isinstance(e, InputError) else f"{type(e).__name__}: {first_line(e)}"
         msg = storage.redact(msg, self.opts)
         done = {r["key"] for r in rows}
@@ -202,13 +215,9 @@ class EditorActor:
 
     def _prepare(self, meta: PrecomputeRecord, units: list[Unit], spec: EditSpec, attempt: int) -> _Prepared:
         """Load one video from the store, encode it, and get its inversion (stored, or computed)."""
-        from pipeline.io.shots import shot_ranges
-
         t0 = time.perf_counter()
         mask = None
         if units[0].mask:  # a masked edit: checked against the clip (a bad mask fails this video's rows)
-            from pipeline.io.masks import read_mask
-
             mask = read_mask(
                 units[0].mask,  # its error names it; _fail redacts any credentials
                 num_frames=int(meta.num_frames),
@@ -272,14 +281,14 @@ class EditorActor:
         self,
         p: _Prepared,
         units: list[Unit],
-        latents: list[Any],
+        latents: list[torch.Tensor],
         seconds_edit: list[float],
         group_size: int,
         spec: EditSpec,
         rows: list[dict[str, Any]],
     ) -> None:
         """Decode and write each unit's mp4 (local temp file, one atomic upload), then its marker."""
-        from pipeline.io.video import read_frames, write_video
+        from pipeline.io.video import read_frames, write_video  # when called: tests replace read_frames
 
         config, meta = spec.config, p.meta
         prompts_of = dict(zip((u.key for u in p.units), p.shot_prompts, strict=True))
@@ -328,10 +337,6 @@ class EditorActor:
         """The metric columns of a clip just written, from the frames in memory (the input's are the
         store's, at the working size, as `evaluate` resizes them); stored as `evaluate` stores them.
         A failure here costs the clip its metrics (the run's `evaluate` step retries), never its row."""
-        from pipeline.dataset.stored_metrics import score_written, stored_values
-
-        from .evaluation import load_scorer
-
         try:
             if self._scorer is None:
                 self._scorer = load_scorer(spec.clip_model, str(self.models.device))
@@ -343,14 +348,12 @@ class EditorActor:
         return stored_values(stored)
 
     def _inversion(
-        self, meta: PrecomputeRecord, video: Any, source_prompt: str, spec: EditSpec, start: int | None = None
-    ) -> Any:
+        self, meta: PrecomputeRecord, video: Video, source_prompt: str, spec: EditSpec, start: int | None = None
+    ) -> torch.Tensor:
         """zT for this video (or the shot of it that begins at frame `start`): from the precompute store
         when an earlier run saved it, else computed (and saved, so a rerun with new prompts skips the
         inversion). A masked video is always inverted: its edit needs the whole trajectory, which the
         store does not keep (S latents per frame)."""
-        import torch
-
         config = spec.config
         # Everything zT depends on besides the store's frames and depth (keyed by the store's folder):
         # not the injection, guidance or latent update, so runs that vary those share one inversion.

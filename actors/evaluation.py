@@ -20,7 +20,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import pyarrow as pa
+import ray
+from ray.util import ActorPool
+from tqdm import tqdm
 
 from pipeline.dataset import storage
 from pipeline.dataset.results import clip_key, read_results
@@ -36,12 +41,7 @@ from pipeline.dataset.stored_metrics import (
 )
 from pipeline.dataset.tables import METRIC_COLUMNS, RESULTS, SCORED, with_metric_columns, write_table
 from pipeline.errors import InputError, first_line
-from pipeline.quality.clip import DEFAULT_CLIP_MODEL
-
-if TYPE_CHECKING:
-    import pyarrow as pa
-
-    from pipeline.quality.clip import ClipScorer
+from pipeline.quality.clip import DEFAULT_CLIP_MODEL, ClipScorer
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +60,6 @@ class Evaluation:
 
 
 def load_scorer(clip_model: str, device: str | None, dtype: str = "float32") -> ClipScorer:
-    from pipeline.quality.clip import ClipScorer
-
     return ClipScorer.from_model(clip_model, device=device, dtype=dtype)
 
 
@@ -106,9 +104,6 @@ def _score_on_ray(
     todo: list[dict[str, Any]], output: str, clip_model: str, device: str | None, dtype: str, opts: StorageOptions
 ) -> Iterator[dict[str, Any]]:
     """The clips in `todo` on a pool of metric actors (one per 2 CPUs, at most one per clip)."""
-    import ray
-    from ray.util import ActorPool
-
     res = ray.cluster_resources()
     gpus = 0.25 if res.get("GPU", 0) > 0 and device != "cpu" else 0.0
     count = max(1, min(len(todo), int(res.get("CPU", 1)) // 2))
@@ -135,11 +130,8 @@ def _scores(
     `connect` connects), else here with CLIP loaded once."""
     if scorer is None and connect is not None:
         connect()
-    if scorer is None:
-        import ray
-
-        if ray.is_initialized():
-            return _score_on_ray(todo, output, clip_model, device, dtype, opts)
+    if scorer is None and ray.is_initialized():
+        return _score_on_ray(todo, output, clip_model, device, dtype, opts)
     return _score_here(todo, MetricsActor(output, clip_model, device, dtype, opts, scorer))
 
 
@@ -158,8 +150,6 @@ def evaluate_run(
     """Score every ok/filtered clip of the run in `output` that has no up-to-date metrics; write the
     metric columns into its results.parquet. Clips are scored on Ray when a driver is connected (or
     `connect` connects one; called only when something needs computing), else here."""
-    from tqdm import tqdm
-
     output = storage.normalize(output)
     results = storage.join(output, RESULTS)
     table = read_results(output, opts)  # missing, corrupt or foreign: one line

@@ -32,9 +32,10 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
 
 from pipeline.dataset import storage
 from pipeline.dataset.manifest import short_hash
@@ -42,6 +43,15 @@ from pipeline.dataset.record import PrecomputeRecord
 from pipeline.dataset.storage import StorageOptions
 from pipeline.dataset.tables import OK
 from pipeline.errors import InputError, first_line
+from pipeline.io.frames import resize_frames
+from pipeline.io.shots import DETECTOR, check_shots, detect_shots, shot_ranges
+from pipeline.models.caption import Captioner
+from pipeline.models.depth import DepthEstimator
+from pipeline.models.loading import resolve_model
+from pipeline.models.sizes import read_model_sizes
+
+if TYPE_CHECKING:
+    from pipeline.io.video import Frames
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +104,6 @@ def device_kind(device: str | None) -> str:
     not from another device of the same kind. None is what `resolve_device` makes of it, here."""
     if device:
         return str(device).split(":", 1)[0].strip().lower()
-    import torch
-
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
@@ -104,8 +112,6 @@ def pin_numerics(threads: float) -> None:
     intra-op thread count (reduction order in GEMM, convolutions, norms) set explicitly to the CPUs
     the task or actor was given (at least 1), not left to whichever task first initialised torch in
     a reused worker; and denormals kept (flush-to-zero off), whatever a library switched."""
-    import torch
-
     count = max(1, int(threads))
     if torch.get_num_threads() != count:
         torch.set_num_threads(count)
@@ -120,16 +126,12 @@ def store_url(spec: PrecomputeSpec, name: str) -> str:
 # One model per worker process: Ray reuses worker processes for tasks of the same function, so the
 # weights are loaded once per worker, not once per video.
 @functools.lru_cache(maxsize=2)
-def _depth_estimator(model: str, device: str | None, dtype: str) -> Any:
-    from pipeline.models.depth import DepthEstimator
-
+def _depth_estimator(model: str, device: str | None, dtype: str) -> DepthEstimator:
     return DepthEstimator.from_model(model, dtype=dtype, device=device)
 
 
 @functools.lru_cache(maxsize=2)
-def _captioner(model: str, device: str | None, dtype: str) -> Any:
-    from pipeline.models.caption import Captioner
-
+def _captioner(model: str, device: str | None, dtype: str) -> Captioner:
     return Captioner.from_model(model, dtype=dtype, device=device)
 
 
@@ -143,8 +145,8 @@ def load_array(url: str, opts: StorageOptions) -> np.ndarray:
     return np.load(io.BytesIO(storage.read_bytes(url, opts)), allow_pickle=False)
 
 
-def _decode(video: str, max_frames: int | None, opts: StorageOptions) -> Any:
-    from pipeline.io.video import read_frames
+def _decode(video: str, max_frames: int | None, opts: StorageOptions) -> Frames:
+    from pipeline.io.video import read_frames  # when called: tests replace it to catch early reads
 
     if storage.is_local(video):
         return read_frames(video, max_frames=max_frames)  # a file or a folder of images
@@ -162,8 +164,6 @@ def _caption_of(spec: PrecomputeSpec) -> list[Any]:
 
 def _shots_of(spec: PrecomputeSpec, given: Sequence[int] | None) -> list[Any]:
     """What the clip's shots are to come from (kept in meta.json as `shots_of`)."""
-    from pipeline.io.shots import DETECTOR
-
     if given is not None:
         return ["given", [int(s) for s in given]]
     return ["off"] if spec.shots == "off" else ["auto", DETECTOR]
@@ -171,8 +171,6 @@ def _shots_of(spec: PrecomputeSpec, given: Sequence[int] | None) -> list[Any]:
 
 def _find_shots(wanted: list[Any], frames: np.ndarray | None, num_frames: int, video: str) -> list[int]:
     """The clip's shots as `wanted` says: given (checked against its length), none, or detected."""
-    from pipeline.io.shots import check_shots, detect_shots
-
     if wanted[0] == "given":
         return check_shots(wanted[1], num_frames, f"{storage.redact_url(video)}: column 'shots'")
     if wanted[0] == "off":
@@ -245,10 +243,6 @@ def precompute_video(
             if len(frames) == 0:
                 raise InputError(f"{video}: video has no frames")
             src_h, src_w = frames.shape[1:3]
-            from pipeline.io.frames import resize_frames
-            from pipeline.models.loading import resolve_model
-            from pipeline.models.sizes import read_model_sizes
-
             # No --size: the model's working size on the short side (its folder's, else SD2's 512).
             width, height = spec.size or read_model_sizes(resolve_model(spec.model)).default_size(src_w, src_h)
             frames = resize_frames(frames, width, height)
@@ -284,8 +278,6 @@ def precompute_video(
             timings["seconds_decode"] += time.perf_counter() - t0  # detection: part of reading the clip
         captioned = meta.caption and meta.caption_of == _caption_of(spec)
         if need_caption and not (captioned and len(meta.shot_captions or []) == len(meta.shots)):
-            from pipeline.io.shots import shot_ranges
-
             if frames is None:
                 frames = load_array(meta.frames, opts)
             captioner = _captioner(spec.caption_model, spec.device, spec.dtype)
