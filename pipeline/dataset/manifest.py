@@ -21,10 +21,14 @@ import posixpath
 import re
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import pyarrow as pa
+import pyarrow.csv as pcsv
+import pyarrow.parquet as pq
 
 from pipeline.errors import InputError
+from pipeline.io.shots import check_shots
 from pipeline.io.video import VIDEO_EXTENSIONS as _VIDEO_EXTENSIONS
 
 from . import storage
@@ -74,8 +78,6 @@ def derive_id(video: str) -> str:
     """A stable id for a video URL: its file stem, plus a hash of the whole URL as written."""
     path = video
     if "://" in video:  # the stem of the URL's path: never its query (a presigned URL's signature)
-        from urllib.parse import urlsplit
-
         try:
             path = urlsplit(video).path or video
         except ValueError:
@@ -166,9 +168,6 @@ def _table_format(url: str) -> tuple[str, str | None]:
 
 
 def _read_table(url: str, opts: StorageOptions) -> pa.Table:
-    import pyarrow.csv as pcsv
-    import pyarrow.parquet as pq
-
     fmt, compression = _table_format(url)
     fs, path = storage.filesystem(url, opts)
     try:
@@ -360,8 +359,6 @@ def _prompts_of(value: Any, where: str) -> list[str]:
 def _shots_of(value: Any, where: str) -> tuple[int, ...] | None:
     """A row's `shots`: None when empty, else the first frames (a list; in CSV a JSON list in the cell),
     checked for shape here and against the clip's length once it is decoded (precompute)."""
-    from pipeline.io.shots import check_shots
-
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
     if isinstance(value, str):

@@ -17,6 +17,8 @@ from typing import Any
 
 import pyarrow as pa
 
+from pipeline.errors import InputError, first_line
+
 from . import storage
 from .manifest import Manifest
 from .storage import StorageOptions
@@ -37,8 +39,6 @@ log = logging.getLogger(__name__)
 def read_results(output: str, opts: StorageOptions) -> pa.Table:
     """OUTPUT/results.parquet of a finished run, for the verbs that read one (report, evaluate): a
     missing, unreadable or foreign table is one line (InputError) naming it, and nothing is written."""
-    from pipeline.errors import InputError, first_line
-
     url = storage.join(output, RESULTS)
     try:
         table = read_table(url, opts)

@@ -22,8 +22,11 @@ import os
 from pathlib import Path
 from typing import Any
 
+from pipeline.errors import InputError
+from pipeline.io.atomic import temp_sibling
+
 from . import storage
-from .manifest import Unit
+from .manifest import Unit, legacy_name, unit_key
 from .storage import StorageOptions
 
 log = logging.getLogger(__name__)
@@ -39,9 +42,6 @@ def check_output_location(output: str, flag: str = "--output") -> None:
     usage error before any work, not a traceback after every video failed. Probes with a temporary
     file where the folder is, or would be created, removed at once. Object stores are not probed.
     `flag`: the option the error names (--output, --precompute-store)."""
-    from pipeline.errors import InputError
-    from pipeline.io.atomic import temp_sibling
-
     if not storage.is_local(output):
         return
     path = Path(storage.normalize(output))
@@ -163,8 +163,6 @@ def adopt_legacy(output: str, units: list[Unit], opts: StorageOptions) -> int:
     `con-<hash>`. A finished unit under its old name, whose marker says it is that id's, is moved to
     the new name (mp4 first, then a marker with the new output URL, then the old marker goes), so a
     rerun does not redo it. Returns how many were moved."""
-    from .manifest import legacy_name, unit_key
-
     old_keys = {}
     for u in units:
         old = legacy_name(u.id)
@@ -210,12 +208,10 @@ class OutputLock:
         self.file: Any = None
 
     def __enter__(self) -> OutputLock:
-        from pipeline.errors import InputError
-
         if not storage.is_local(self.output):
             return self
         try:
-            import fcntl
+            import fcntl  # here: an ImportError off POSIX means no lock, not a module that cannot load
         except ImportError:  # not POSIX
             return self
         folder = Path(storage.normalize(self.output))

@@ -15,10 +15,12 @@ import shutil
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
 import fsspec
 from fsspec.utils import get_protocol
 
+from pipeline.errors import InputError, first_line
 from pipeline.io.atomic import TEMP_NAME, atomic_path, write_bytes_atomic
 
 LOCAL_PROTOCOLS = ("file", "local")
@@ -93,8 +95,6 @@ def parse_storage_options(
     from the environment are not passed on: each worker uses its own credential chain (instance
     profile, its own environment), which keeps secrets out of task arguments.
     """
-    from pipeline.errors import InputError
-
     extra: dict[str, Any] = {}
     if isinstance(pairs, Mapping):
         extra.update(pairs)
@@ -160,8 +160,6 @@ def redact_url(url: str) -> str:
     Text without `://` (a local path) is returned as it is."""
     if "://" not in url:
         return url
-    from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
-
     try:
         parts = urlsplit(url)
     except ValueError:  # e.g. an unbalanced [ in the host: show scheme and path only
@@ -188,8 +186,6 @@ def redact_url(url: str) -> str:
 def filesystem(url: str, storage: StorageOptions) -> tuple[fsspec.AbstractFileSystem, str]:
     """The filesystem for `url` and the path inside it; an unknown protocol, or one whose package
     is not installed, is one line naming the URL (InputError)."""
-    from pipeline.errors import InputError, first_line
-
     try:
         fs, path = fsspec.core.url_to_fs(url, **storage.for_url(url))
     except ValueError as e:

@@ -14,7 +14,9 @@ import io
 import json
 from typing import TYPE_CHECKING, Any
 
-from pipeline.quality.metrics import METRIC_NAMES, Metrics, mean_metrics, within_bounds
+import pyarrow as pa
+
+from pipeline.quality.metrics import METRIC_NAMES, Metrics, edit_metrics, mean_metrics, within_bounds
 
 from . import storage
 from .results import clip_key
@@ -23,7 +25,6 @@ from .tables import FILTERED, INPUT_PREFIX, OK, SCORED
 
 if TYPE_CHECKING:
     import numpy as np
-    import pyarrow as pa
 
     from pipeline.quality.clip import ClipScorer
 
@@ -52,7 +53,7 @@ def output_stamp(url: str, opts: StorageOptions) -> str:
 
 def read_video(url: str, opts: StorageOptions) -> np.ndarray:
     """uint8 frames of a local or remote video (or local folder of frames)."""
-    from pipeline.io.video import read_frames
+    from pipeline.io.video import read_frames  # when called: tests replace it to catch early reads
 
     if storage.is_local(url):
         return read_frames(url).frames
@@ -79,8 +80,6 @@ def score_written(
 ) -> dict[str, Any]:
     """Score one clip whose output is written (`frames` as stored, `input_frames` the input video's),
     store OUTPUT/metrics/<key>.json and return the stored record."""
-    from pipeline.quality.metrics import edit_metrics
-
     edit, base = edit_metrics(frames, input_frames, row["prompt"], scorer)
     stored = {
         "clip_model": scorer.source,
@@ -105,8 +104,6 @@ def apply_bounds(
 ) -> tuple[pa.Table, list[str]]:
     """Mark ok rows outside the bounds as 'filtered' (their outputs stay on disk). Returns the new
     table and the keys of the rows filtered."""
-    import pyarrow as pa
-
     statuses = table.column("status").to_pylist()
     outputs = table.column("output").to_pylist()
     rows = table.select([c for c in METRIC_NAMES if c in table.column_names]).to_pylist()

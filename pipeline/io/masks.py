@@ -10,12 +10,20 @@ method's blending (`pipeline.method.blend`) takes the binary mask at the working
 
 from __future__ import annotations
 
+import io
 import os
 from typing import Any
 
+import fsspec
 import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
 
 from pipeline.errors import InputError, first_line
+
+# pipeline.io.video is imported where it is used, so that its read_frames is looked up when called:
+# tests replace it to check that nothing reads a video before a bad flag is refused.
 
 # A mask is "binary-ish" when at most this share of its pixels is grey (between 10 % and 90 % white):
 # antialiased edges and H.264 ringing around a shape stay well below it (a 20-pixel-wide object's
@@ -66,9 +74,6 @@ def check_mask(grey: np.ndarray, label: str) -> None:
 
 def resize_mask(mask: np.ndarray, width: int, height: int) -> np.ndarray:
     """bool [N,H,W] -> bool [N,height,width]: area-averaged coverage, thresholded at half."""
-    import torch
-    import torch.nn.functional as F
-
     m = torch.from_numpy(np.asarray(mask, dtype=np.float32))[:, None]
     m = F.interpolate(m, size=(height, width), mode="bilinear", antialias=True, align_corners=False)
     return (m[:, 0] >= 0.5).numpy()
@@ -90,11 +95,6 @@ def _load(label: str, storage_options: dict[str, Any] | None) -> np.ndarray:
 
 def _read_remote(url: str, options: dict[str, Any]) -> np.ndarray:
     """A remote mask video, or a remote folder of images (listed, fetched, sorted by name)."""
-    import io
-
-    import fsspec
-    from PIL import Image
-
     from pipeline.io.video import IMAGE_EXTENSIONS, _natural_key, read_frames
 
     try:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import av
+import fsspec
 import numpy as np
 from av.video.reformatter import ColorRange, Colorspace
 from PIL import Image, ImageOps
@@ -81,8 +82,6 @@ def read_frames(src: str | os.PathLike | BinaryIO, *, max_frames: int | None = N
     if isinstance(label, bytes):
         label = os.fsdecode(label)
     if "://" in label and not label.startswith("file://"):
-        import fsspec  # only needed for remote inputs
-
         try:
             fileobj = fsspec.open(label, "rb").open()
         except FileNotFoundError:
