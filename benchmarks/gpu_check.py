@@ -17,8 +17,11 @@ Steps, each one JSON line (or several) in OUT/gpu_check.jsonl, in this order:
    fresh process): seconds per output frame, peak GPU memory, the feature store's bytes, the GPU's busy
    share while editing (pynvml's utilization.gpu, polled every 0.1 s; see jobs/bench.py).
 5. `speed`: each speed option on against all off, on a smaller workload (random-sd2, 512², bf16,
-   8 frames, 20 steps, wavefront, 1 prompt), in this process: seconds per frame, the ratio to all off,
-   warm-up (compile) seconds, and the largest pixel difference from the all-off frames.
+   8 frames, 20 steps, wavefront, 1 prompt), each in a fresh process that is stopped when the time
+   budget runs out (the CPU smoke run: in this process): seconds per frame (wall clock and CPU), the
+   ratios to all off, warm-up (compile) seconds, and the largest pixel difference from the all-off
+   frames. `--speed-workload`, `--variants` and `--speed-rounds` size it for a CPU measurement
+   (BENCHMARKS.md, "Speed options").
 
 A step that fails is a record with "ok": false and the error; the check goes on. Steps run until the
 time budget (`--budget-s`, 450 s on a GPU) is spent; what is left is recorded as skipped. A summary
@@ -35,6 +38,10 @@ import io
 import json
 import os
 import platform
+import shlex
+import shutil
+import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -43,7 +50,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 
 import numpy as np  # noqa: E402
 
@@ -67,6 +75,9 @@ SMOKE_VARIANTS: list[tuple[str, dict[str, str]]] = [
     ("attention math", {"attention": "math"}),
     ("channels-last", {"channels_last": "on"}),
 ]
+# Every variant `--variants` may name (exact names, comma list), e.g. the CPU measurement of
+# BENCHMARKS.md ("Speed options"): --variants "attention math,attention flash,channels-last,compile".
+ALL_VARIANTS = dict(SPEED_VARIANTS + SMOKE_VARIANTS)
 OFF = {"channels_last": "off", "attention": "auto", "compile": "off", "cuda_graphs": "off"}
 
 
@@ -228,11 +239,12 @@ def _captured(fn: Callable[[], int]) -> tuple[int, str]:
 
 
 BENCH_KEYS = (
-    "schedule", "prompts", "frames", "steps", "size", "dtype", "device", "seconds_per_frame", "encode_s",
-    "inversion_s", "edit_s", "decode_s", "warmup_s", "unet_calls", "unet_image_forwards_per_frame",
+    "schedule", "prompts", "frames", "steps", "size", "dtype", "device", "seconds_per_frame",
+    "cpu_seconds_per_frame", "encode_s", "inversion_s", "edit_s", "decode_s", "warmup_s", "warmup_cpu_s",
+    "unet_calls", "unet_image_forwards_per_frame",
     "feature_store_bytes", "peak_memory_bytes", "peak_memory_kind", "gpu_busy_share_edit", "gpu_busy_share",
     "gpu_busy_samples", "gpu_busy_source", "speed_channels_last", "speed_attention", "speed_compile",
-    "speed_cuda_graphs",
+    "speed_cuda_graphs", "torch_threads",
 )  # fmt: skip
 
 
@@ -263,16 +275,53 @@ def bench_grid(check: Check, argv: list[str], schedules: list[str], prompts: int
     return None  # the per-schedule records are the step's output
 
 
-def speed_sweep(check: Check, base_argv: list[str], variants: list[tuple[str, dict[str, str]]], work: Path) -> None:
-    """Each speed variant measured in this process (models rebuilt per variant), against all off."""
+def bench_in_fresh_process(argv: list[str], limit_s: float | None) -> dict[str, Any]:
+    """`python -m jobs.bench ARGV` in a process of its own (its peak memory, its own compiled graphs),
+    killed with everything it started once `limit_s` has passed: a compile that outgrows the time
+    budget costs the budget, not the whole check."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    child = subprocess.Popen(
+        [sys.executable, "-m", "jobs.bench", *argv],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group: inductor's compile workers go with it
+    )
+    try:
+        out, err = child.communicate(timeout=limit_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(child.pid, signal.SIGKILL)
+        child.communicate()
+        raise TimeoutError(f"stopped after {limit_s:.0f} s, the time budget left") from None
+    if child.returncode != 0:
+        raise RuntimeError(f"pix2video bench exited {child.returncode}: {err.strip()[-1500:]}")
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def speed_sweep(
+    check: Check,
+    base_argv: list[str],
+    variants: list[tuple[str, dict[str, str]]],
+    work: Path,
+    rounds: int = 1,
+    fresh: bool = False,
+) -> None:
+    """Each speed variant measured against all off (the first variant): in this process (models rebuilt
+    per variant), or with `fresh` each in a process of its own, stopped when the time budget runs out.
+    With `rounds` > 1 the whole list runs again, round after round, each variant's speed taken against
+    the all-off run of its own round: on a shared machine the spread between rounds is the noise. Pixel
+    differences are always against the first round's all-off frames."""
     import torch
 
     from jobs.bench import measure
     from jobs.cli import build_parser
 
-    baseline: dict[str, Any] | None = None
     base_frames: np.ndarray | None = None
-    for i, (name, switches) in enumerate(variants):
+    for i, (round_, name, switches) in enumerate((r, n, s) for r in range(rounds) for n, s in variants):
+        if name == variants[0][0]:
+            baseline: dict[str, Any] | None = None  # all off opens each round
         need = 60.0 if "compile" in switches or "cuda_graphs" in switches else 25.0
         if check.left() < need:
             check.write(
@@ -285,13 +334,20 @@ def speed_sweep(check: Check, base_argv: list[str], variants: list[tuple[str, di
             argv += [f"--{key.replace('_', '-')}", value]
         t0 = time.monotonic()
         try:
-            args = build_parser("bench").parse_args(argv)
-            r = measure(args)
+            args = build_parser("bench").parse_args(argv)  # flags checked here either way
+            if fresh:
+                r = bench_in_fresh_process(argv, None if check.left() == float("inf") else max(check.left() - 5, 1))
+            else:
+                r = measure(args)
             frames = np.load(frames_file)
             record = {"step": "speed", "variant": name, "ok": True, **{k: r.get(k) for k in BENCH_KEYS}}
             if baseline is None:
-                baseline, base_frames = r, frames
+                baseline = r
+            if base_frames is None:
+                base_frames = frames
             record["speedup_vs_all_off"] = round(baseline["seconds_per_frame"] / r["seconds_per_frame"], 3)
+            # On a shared CPU the ratio of CPU seconds is the steadier one (no waiting for a core).
+            record["cpu_speedup_vs_all_off"] = round(baseline["cpu_seconds_per_frame"] / r["cpu_seconds_per_frame"], 3)
             diff = np.abs(frames.astype(np.int16) - base_frames.astype(np.int16))
             record["max_pixel_diff_vs_all_off"] = int(diff.max())
             record["mean_pixel_diff_vs_all_off"] = round(float(diff.mean()), 4)
@@ -299,6 +355,8 @@ def speed_sweep(check: Check, base_argv: list[str], variants: list[tuple[str, di
             record = {"step": "speed", "variant": name, "ok": False, "error": f"{type(e).__name__}: {e}",
                       "traceback": traceback.format_exc(limit=6)}  # fmt: skip
         record["seconds"] = round(time.monotonic() - t0, 1)
+        if rounds > 1:
+            record["round"] = round_
         record["command"] = "pix2video bench " + " ".join(argv)
         check.write(record)
         # Free this variant's models (and compiled graphs) before the next one is built.
@@ -326,8 +384,8 @@ def summary_table(records: list[dict[str, Any]]) -> str:
             problem = r.get("skipped") or r.get("error") or r.get("problems") or r.get("rows")
             lines.append(f"{r['step']:<9} {what:<12} " + ("ok" if r.get("ok") else f"NOT OK: {problem}"[:160]))
     head = (
-        f"{'step':<6} {'workload':<28} {'s/frame':>8} {'x':>6} {'peak GiB':>8} {'store GB':>8} {'busy':>5} "
-        f"{'warm s':>7} {'Δpx':>4}"
+        f"{'step':<6} {'workload':<28} {'s/frame':>8} {'x':>6} {'cpu x':>6} {'peak GiB':>8} {'store GB':>8} "
+        f"{'busy':>5} {'warm s':>7} {'Δpx':>4}"
     )
     lines += ["", head]
     for r in records:
@@ -337,14 +395,16 @@ def summary_table(records: list[dict[str, Any]]) -> str:
             label = f"{r.get('schedule')} x{r.get('prompts')} prompts"
             ratio = r.get("speedup_vs_first")
         else:
-            label = r.get("variant", "")
+            label = r.get("variant", "") + (f" (round {r['round'] + 1})" if "round" in r else "")
             ratio = r.get("speedup_vs_all_off")
         if not r.get("ok"):
             lines.append(f"{r['step']:<6} {label:<28} {r.get('skipped') or r.get('error', 'failed')}"[:160])
             continue
         store = r.get("feature_store_bytes")
+        cpu_ratio = r.get("cpu_speedup_vs_all_off")  # the speed step's only
         lines.append(
             f"{r['step']:<6} {label:<28} {r['seconds_per_frame']:>8.3f} {ratio or 0:>6.2f} "
+            f"{'-' if cpu_ratio is None else f'{cpu_ratio:.2f}':>6} "
             f"{gib(r.get('peak_memory_bytes')):>8} {'-' if store is None else f'{store / 1e9:.2f}':>8} "
             f"{pct(r.get('gpu_busy_share_edit')):>5} {r.get('warmup_s', 0):>7.1f} "
             f"{r.get('max_pixel_diff_vs_all_off', '-'):>4}"
@@ -359,11 +419,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget-s", type=float, default=None, help="time budget (default 450 on a GPU, none smoke)")
     parser.add_argument("--only", default="", help="comma list of steps to run (env is always run)")
     parser.add_argument(
-        "--variants", default="", help="speed step: only the variants whose names contain one of these (comma list)"
+        "--variants",
+        default="",
+        help=f"speed step: these variants (exact names, comma list) besides all off; any of: {', '.join(ALL_VARIANTS)}",
+    )
+    parser.add_argument(
+        "--speed-rounds", type=int, default=1, help="speed step: run the variants this many times, round after round"
+    )
+    parser.add_argument(
+        "--speed-fresh",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="speed step: each variant in a fresh process, stopped at the time budget (default: on a GPU)",
+    )
+    parser.add_argument(
+        "--speed-workload",
+        default="",
+        metavar="BENCH_FLAGS",
+        help="speed step: `pix2video bench` flags that replace its workload's, e.g. '--model random-sd2 "
+        "--size 256x256 --frames 3 --steps 4' (to measure on a CPU at a size other than the smoke run's)",
     )
     args = parser.parse_args(argv)
     if not args.out:
         parser.error("give --out DIR (or set $OUT)")
+    picks = [p.strip() for p in args.variants.split(",") if p.strip()]
+    unknown = [p for p in picks if p not in ALL_VARIANTS]
+    if unknown:
+        parser.error(f"--variants: unknown {', '.join(unknown)}; known: {', '.join(ALL_VARIANTS)}")
 
     import torch
 
@@ -423,11 +505,13 @@ def main(argv: list[str] | None = None) -> int:
                 "20",
             ]
         base += ["--device", device, "--schedule", "wavefront", "--prompts", "1"]
+        base += shlex.split(args.speed_workload)  # later flags win
         variants = SMOKE_VARIANTS if smoke else SPEED_VARIANTS
-        picks = [p.strip() for p in args.variants.split(",") if p.strip()]
-        if picks:  # all off stays: it is what the others are compared with
-            variants = [v for i, v in enumerate(variants) if i == 0 or any(p in v[0] for p in picks)]
-        speed_sweep(check, base, variants, work)
+        if picks:  # all off comes first: it is what the others are compared with
+            variants = [("all off", {})] + [(p, ALL_VARIANTS[p]) for p in picks if p != "all off"]
+        fresh = not smoke if args.speed_fresh is None else args.speed_fresh
+        speed_sweep(check, base, variants, work, max(1, args.speed_rounds), fresh)
+    shutil.rmtree(work, ignore_errors=True)  # clips, frames and the run's output: the records hold the figures
     table = summary_table(check.records)
     (check.out / "gpu_check_summary.txt").write_text(table + "\n")
     print("\n" + table)

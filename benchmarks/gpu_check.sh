@@ -9,11 +9,11 @@
 #   bash benchmarks/gpu_check.sh /tmp/check --cpu-smoke       # the same steps at tiny sizes on a CPU
 #   bash benchmarks/gpu_check.sh --install-only               # only install what .whl*/ carries
 #
-# Packages the machine lacks travel as wheels in .whl/ (and .whl-*/ when one call cannot carry them
-# all; benchmarks/gpu_wheels.sh fills them): they are installed into .site/ in the repository, which a
-# warm machine keeps between calls, so a first call can carry and install one folder and the next the
-# rest. A slimmed Ray travels as a .tar.xz bundle there (its wheel alone is over the 64 MiB a call
-# may carry). Without a GPU the check runs its CPU smoke mode.
+# Packages the GPU machine lacks come as wheels in .whl/ (and .whl-*/ when one copy to the machine
+# cannot hold them all; benchmarks/gpu_wheels.sh fills them): they are installed into .site/ in the
+# repository, which stays on the machine between runs, so a first run can bring and install one folder
+# and the next the rest. A slimmed Ray comes as a .tar.xz bundle there (its wheel alone is 79 MB).
+# Without a GPU the check runs its CPU smoke mode.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -23,25 +23,44 @@ INSTALL_ONLY=0
 if [[ ${1:-} == --install-only ]]; then INSTALL_ONLY=1; shift; fi
 if [[ -n ${PYTHON:-} ]]; then PY=$PYTHON
 elif [[ -x .venv/bin/python ]]; then PY=.venv/bin/python   # the project's own environment (dev machine)
-else PY=python3; fi                                          # the device image's Python with PyTorch
+else PY=python3; fi                                          # the GPU image's Python with PyTorch
+if ! "$PY" -c 'import torch' 2>/dev/null; then
+    echo "gpu_check: $PY cannot import torch: install the project (README, Install) or set PYTHON" >&2
+    exit 2
+fi
 
 SITE=$ROOT/.site
+# What the check imports beyond the GPU image's packages. A Python that has them all (the project's
+# .venv, an installed project) installs nothing, whatever wheels lie in the checkout.
+NEEDED='import diffusers, av, ray, scenedetect'
 shopt -s nullglob
-for folder in .whl .whl-*; do
-    [[ -d $folder ]] || continue
-    wheels=("$folder"/*.whl)
-    bundles=("$folder"/*.tar.xz)
-    mkdir -p "$SITE"
-    if ((${#wheels[@]})); then
-        echo "installing ${#wheels[@]} wheels from $folder into .site"
-        "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" \
-            "${wheels[@]}" || { echo "gpu_check: pip could not install $folder/*.whl" >&2; exit 3; }
-    fi
-    for bundle in "${bundles[@]}"; do
-        echo "unpacking $bundle into .site"
-        tar -xJf "$bundle" -C "$SITE" || { echo "gpu_check: could not unpack $bundle" >&2; exit 3; }
+if PYTHONPATH=$SITE${PYTHONPATH:+:$PYTHONPATH} "$PY" -c "$NEEDED" 2>/dev/null; then
+    echo "$PY has every package the check needs: no wheels installed"
+else
+    for folder in .whl .whl-*; do
+        [[ -d $folder ]] || continue
+        wheels=("$folder"/*.whl)
+        bundles=("$folder"/*.tar.xz)
+        mkdir -p "$SITE"
+        # A folder installed by an earlier run on this machine (the same files) is not installed again.
+        stamp=$SITE/.installed-$folder
+        listing=$(ls -l "$folder")
+        if [[ -f $stamp && $(<"$stamp") == "$listing" ]]; then
+            echo "$folder already installed into .site"
+            continue
+        fi
+        if ((${#wheels[@]})); then
+            echo "installing ${#wheels[@]} wheels from $folder into .site"
+            "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" \
+                "${wheels[@]}" || { echo "gpu_check: pip could not install $folder/*.whl" >&2; exit 3; }
+        fi
+        for bundle in "${bundles[@]}"; do
+            echo "unpacking $bundle into .site"
+            tar -xJf "$bundle" -C "$SITE" || { echo "gpu_check: could not unpack $bundle" >&2; exit 3; }
+        done
+        echo "$listing" >"$stamp"
     done
-done
+fi
 if [[ -d $SITE ]]; then
     export PYTHONPATH=$ROOT:$SITE${PYTHONPATH:+:$PYTHONPATH}
     # `--model tiny` is found through the project's entry points: without an installed pix2video,

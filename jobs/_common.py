@@ -119,7 +119,7 @@ def add_speed_arguments(parser: argparse.ArgumentParser) -> None:
         default="auto",
         choices=SWITCHES,
         help="UNet and VAE weights in NHWC memory order (cuDNN's fast convolutions); default auto: off on "
-        "CPU (measured slower there) and on CUDA (not yet measured: benchmarks/gpu_check.sh measures it)",
+        "CPU (no gain measured there) and on CUDA (not yet measured: benchmarks/gpu_check.sh measures it)",
     )
     g.add_argument(
         "--attention",
@@ -134,7 +134,8 @@ def add_speed_arguments(parser: argparse.ArgumentParser) -> None:
         default="auto",
         choices=SWITCHES,
         help="torch.compile the UNet, batches padded to powers of two (one static shape each; the first "
-        "call of each size compiles, tens of seconds); default auto: off on CPU and CUDA (not yet measured)",
+        "call of each size compiles: minutes on a CPU); default auto: off on CPU (the compiling costs more "
+        "than it saves there) and on CUDA (not yet measured)",
     )
     g.add_argument(
         "--cuda-graphs",

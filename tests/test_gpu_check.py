@@ -81,3 +81,42 @@ def test_script_runs_the_check_with_the_project_python(tmp_path):
     (env,) = [json.loads(line) for line in (tmp_path / "gpu_check.jsonl").read_text().splitlines()]
     assert env["step"] == "env" and env["ok"] and env["mode"] == "cpu-smoke"
     assert (tmp_path / "gpu_check.log").read_text().count('"step": "env"') == 1
+
+
+def test_speed_step_variants_rounds_and_workload(tmp_path):
+    """`--variants` (exact names, all off first), `--speed-rounds` (each round against its own all off)
+    and `--speed-workload` (bench flags that replace the step's), as the CPU measurement uses them."""
+    import pytest
+
+    gpu_check = _gpu_check()
+    argv = ["--out", str(tmp_path), "--cpu-smoke", "--only", "speed", "--variants", "attention flash"]
+    argv += ["--speed-rounds", "2", "--speed-workload", "--frames 2 --steps 2"]
+    assert gpu_check.main(argv) == 0
+    records = [json.loads(line) for line in (tmp_path / "gpu_check.jsonl").read_text().splitlines()]
+    speed = [r for r in records if r["step"] == "speed"]
+    assert [(r["variant"], r["round"]) for r in speed] == [
+        ("all off", 0), ("attention flash", 0), ("all off", 1), ("attention flash", 1)
+    ]  # fmt: skip
+    assert all(r["ok"] and r["frames"] == 2 and r["steps"] == 2 for r in speed)
+    assert speed[2]["speedup_vs_all_off"] == 1  # round 2's all off is its own baseline
+    assert speed[2]["max_pixel_diff_vs_all_off"] == 0  # and gives round 1's frames exactly
+    assert all(r["max_pixel_diff_vs_all_off"] <= 1 for r in speed)
+    assert {r["speed_attention"] for r in speed} == {"auto", "flash"}
+    with pytest.raises(SystemExit):  # an unknown name fails before any step runs
+        gpu_check.main(["--out", str(tmp_path / "x"), "--cpu-smoke", "--variants", "turbo"])
+    assert not (tmp_path / "x").exists()
+
+
+def test_speed_step_in_fresh_processes(tmp_path):
+    """`--speed-fresh` (the GPU default): each variant through `python -m jobs.bench` in a process of its
+    own, its switches and frames read back from it."""
+    gpu_check = _gpu_check()
+    argv = ["--out", str(tmp_path), "--cpu-smoke", "--only", "speed", "--variants", "attention math"]
+    argv += ["--speed-fresh", "--speed-workload", "--frames 2 --steps 2"]
+    assert gpu_check.main(argv) == 0
+    records = [json.loads(line) for line in (tmp_path / "gpu_check.jsonl").read_text().splitlines()]
+    speed = [r for r in records if r["step"] == "speed"]
+    assert [(r["variant"], r["speed_attention"], r["frames"]) for r in speed] == [
+        ("all off", "auto", 2), ("attention math", "math", 2)
+    ]  # fmt: skip
+    assert speed[1]["max_pixel_diff_vs_all_off"] <= 1 and speed[1]["cpu_seconds_per_frame"] > 0

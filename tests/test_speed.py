@@ -166,10 +166,13 @@ def test_padding_changes_no_real_row_nor_the_store(tiny_model_dir, clip, baselin
     unet.forward = padded
     result = _edit(editor, clip, store=True)
     assert 8 in sizes and 6 not in sizes  # batches of 6 rows ran padded to 8
-    _compare(result, baseline, latent_tol=0.0)  # measured 0: bit for bit on this CPU
+    # Measured 0 here (bit for bit), but a CPU's GEMM and convolution kernels may block a batch of 8
+    # differently from one of 6 (seen on the two-level UNet below: 3.1e-5), so float-order noise is allowed.
+    _compare(result, baseline, latent_tol=2.5e-4)
     store, store0 = result[3], baseline[3]
     assert store.keys() == store0.keys()
-    assert all(torch.equal(store[k], store0[k]) for k in store)  # measured: bit for bit
+    assert all(store[k].shape == store0[k].shape for k in store)  # no padding row was recorded
+    assert max((store[k] - store0[k]).abs().max().item() for k in store) <= 2.5e-4  # measured 0
 
 
 def _small_unet_editor(tiny_model_dir, unet: torch.nn.Module, speed: SpeedOptions) -> Pix2Video:
@@ -222,15 +225,31 @@ def test_compiled_unet_same_frames(tiny_model_dir, clip, monkeypatch):
         zT = editor.invert(video, "shapes", edit_config)
         return zT, editor.edit(video, zT, PROMPTS, edit_config)
 
-    zT0, latents0 = edit(_small_unet_editor(tiny_model_dir, unet, SpeedOptions()))
+    def padded_only(editor: Pix2Video) -> Pix2Video:
+        # The compiled path's padding with the plain forward: what compiling must reproduce exactly.
+        forward = SpeedForward(editor.models.unet.forward, ResolvedSpeed(compile=False))
+        forward.speed, forward.compiled = ResolvedSpeed(compile=True), forward.original
+        editor.models.unet.forward = forward
+        return editor
+
+    def max_diff(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
+        return max((x - y).abs().max().item() for x, y in zip(a, b, strict=True))
+
+    unpadded = edit(_small_unet_editor(tiny_model_dir, unet, SpeedOptions()))
+    padded = edit(padded_only(_small_unet_editor(tiny_model_dir, unet, SpeedOptions())))
+    # Padding alone: the same real rows within float-order noise (batch 8 vs 6 blocks the kernels
+    # differently on this CPU: measured 3.1e-5).
+    assert max_diff([padded[0], *padded[1]], [unpadded[0], *unpadded[1]]) <= 2.5e-4
     torch._dynamo.reset()
     try:
         for speed in (SpeedOptions(compile="on"), SpeedOptions(cuda_graphs="on")):
             editor = _small_unet_editor(tiny_model_dir, unet, speed)
             warm_up(editor.models, {2, 3, 4, 6}, 64, 64)  # rows 2, 4, 6 -> 8 and the inversion's 3 -> 4
             zT, latents = edit(editor)
-            diff = max((a - b).abs().max().item() for a, b in zip([zT, *latents], [zT0, *latents0], strict=True))
-            assert diff == 0.0  # measured: bit for bit
+            # The graphs Dynamo captured, with the processor outside them, compute what the padded
+            # eager forward computes: measured bit for bit.
+            assert max_diff([zT, *latents], [padded[0], *padded[1]]) <= 1e-6
+            assert max_diff([zT, *latents], [unpadded[0], *unpadded[1]]) <= 2.5e-4
     finally:
         torch._dynamo.reset()
     assert modes == [None, "reduce-overhead"]

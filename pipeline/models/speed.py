@@ -38,11 +38,13 @@ from pipeline.errors import InputError
 SWITCHES = ("auto", "on", "off")
 ATTENTION_BACKENDS = ("auto", "flash", "efficient", "cudnn", "math")
 
-# What `auto` means per device type. CPU: measured with `pix2video bench` side by side on the project's
-# 2-core machine (BENCHMARKS.md, "Speed options on the CPU"). CUDA: nothing has been measured on a GPU
-# yet, so each option stays off (PyTorch's own attention choice) until `benchmarks/gpu_check.sh` has
-# measured it on and off; public figures for SD UNets (diffusers' and PyTorch's own write-ups) are for
-# other GPUs, plain pipelines and other batch shapes, not for this engine's injected attention.
+# What `auto` means per device type. CPU: measured on against off side by side on the project's 2-core
+# machine (BENCHMARKS.md, "Speed options"): channels-last gains nothing there, PyTorch's own attention
+# choice (its CPU flash kernel) beats math, and compiling pays per frame but costs minutes per batch
+# shape. CUDA: nothing has been measured on a GPU yet, so each option stays off (PyTorch's own attention
+# choice) until `benchmarks/gpu_check.sh` has measured it on and off; public figures for SD UNets
+# (diffusers' and PyTorch's own write-ups) are for other GPUs, plain pipelines and other batch shapes,
+# not for this engine's injected attention.
 DEFAULTS: dict[str, dict[str, Any]] = {
     "cpu": {"channels_last": False, "attention": "auto", "compile": False, "cuda_graphs": False},
     "cuda": {"channels_last": False, "attention": "auto", "compile": False, "cuda_graphs": False},
