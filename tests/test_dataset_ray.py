@@ -99,6 +99,36 @@ def _videos(out: Path) -> list[str]:
     return sorted(os.listdir(out / "videos"))
 
 
+def _interrupt_after_first_unit(
+    argv: list[str], out: Path, signum: int, *, start_s: float, stop_s: float
+) -> tuple[int, str]:
+    """`pix2video ARGV` in a process of its own, sent `signum` once a first unit's marker is under `out`
+    (within `start_s`): its exit code and what it printed (within `stop_s` of the signal)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jobs.cli", *argv],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        # A suite started in the background (CI, nohup) inherits SIGINT ignored, and Python keeps an
+        # ignored SIGINT ignored: give the driver the default disposition, as a terminal would.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    try:
+        deadline = time.monotonic() + start_s
+        while not (out / "markers").exists() or not os.listdir(out / "markers"):
+            assert proc.poll() is None, proc.stdout.read()
+            assert time.monotonic() < deadline, "no unit finished in time"
+            time.sleep(0.05)
+        proc.send_signal(signum)
+        log = proc.communicate(timeout=stop_s)[0]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return proc.returncode, log
+
+
 @pytest.fixture(scope="module")
 def reference(ray_cluster: str, dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
     """One uninterrupted run over the whole manifest: what every other run must reproduce."""
@@ -231,30 +261,8 @@ def test_interrupted_run_then_rerun(
         "--num-editors",
         "1",
     ]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "jobs.cli", *argv],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        # A suite started in the background (CI, nohup) inherits SIGINT ignored, and Python keeps an
-        # ignored SIGINT ignored: give the driver the default disposition, as a terminal would.
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while not (out / "markers").exists() or not os.listdir(out / "markers"):
-            assert proc.poll() is None, proc.stdout.read()
-            assert time.monotonic() < deadline, "no unit finished in time"
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGINT)
-        log = proc.communicate(timeout=60)[0]
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 130, log
+    returncode, log = _interrupt_after_first_unit(argv, out, signal.SIGINT, start_s=120, stop_s=60)
+    assert returncode == 130, log
     done_early = len(os.listdir(out / "markers"))
     assert 1 <= done_early < 6
     assert cli([*argv[:-4], "--max-failures", "4"]) == 0
@@ -607,26 +615,8 @@ def test_sigterm_is_an_interrupt_with_a_results_table(dataset: Path, tmp_path: P
     out = tmp_path / "out"
     argv = ["run", "--manifest", str(dataset / "good.jsonl"), "--output", str(out), *COMMON, "--steps", "30"]
     argv += ["--videos-per-call", "1", "--num-editors", "1", "--num-cpus", "2", "--num-gpus", "0"]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "jobs.cli", *argv],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 300
-        while not (out / "markers").exists() or not os.listdir(out / "markers"):
-            assert proc.poll() is None, proc.stdout.read()
-            assert time.monotonic() < deadline, "no unit finished in time"
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGTERM)
-        log = proc.communicate(timeout=120)[0]
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 130, log
+    returncode, log = _interrupt_after_first_unit(argv, out, signal.SIGTERM, start_s=300, stop_s=120)
+    assert returncode == 130, log
     assert log.strip().splitlines()[-1] == "pix2video run: interrupted", log
     assert "terminate called" not in log and "Traceback" not in log, log
     rows = pq.read_table(out / "results.parquet").to_pylist()
