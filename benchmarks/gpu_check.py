@@ -412,6 +412,15 @@ def summary_table(records: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _workload(smoke: bool, *, frames: int, steps: int) -> list[str]:
+    """`pix2video bench` flags of a step's workload: real-size SD2 at 512² in bfloat16 with `frames` and
+    `steps` on a GPU; the tiny model at 64², 3 frames and 3 steps in the CPU smoke run."""
+    if smoke:
+        return ["--model", "tiny", "--size", "64x64", "--dtype", "float32", "--frames", "3", "--steps", "3"]
+    return ["--model", "random-sd2", "--size", "512x512", "--dtype", "bfloat16", "--frames", str(frames),
+            "--steps", str(steps)]  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default=os.environ.get("OUT"), help="output folder (default: $OUT)")
@@ -467,44 +476,14 @@ def main(argv: list[str] | None = None) -> int:
         frames, steps = (2, 2) if smoke else (8, 10)
         check.step("ray_run", 30, lambda: ray_run(device, work, frames, steps))
     if wanted("bench"):
-        if smoke:
-            grid = ["--model", "tiny", "--size", "64x64", "--dtype", "float32", "--frames", "3", "--steps", "3"]
-        else:
-            grid = [
-                "--model",
-                "random-sd2",
-                "--size",
-                "512x512",
-                "--dtype",
-                "bfloat16",
-                "--frames",
-                "16",
-                "--steps",
-                "50",
-            ]
-        grid += ["--device", device]
+        grid = [*_workload(smoke, frames=16, steps=50), "--device", device]
         schedules = ["sequential", "wavefront"]
         for prompts in (1, 4):
             check.step(
                 "bench", 20 if smoke else 120, lambda p=prompts: bench_grid(check, grid, schedules, p, not smoke)
             )
     if wanted("speed"):
-        if smoke:
-            base = ["--model", "tiny", "--size", "64x64", "--dtype", "float32", "--frames", "3", "--steps", "3"]
-        else:
-            base = [
-                "--model",
-                "random-sd2",
-                "--size",
-                "512x512",
-                "--dtype",
-                "bfloat16",
-                "--frames",
-                "8",
-                "--steps",
-                "20",
-            ]
-        base += ["--device", device, "--schedule", "wavefront", "--prompts", "1"]
+        base = [*_workload(smoke, frames=8, steps=20), "--device", device, "--schedule", "wavefront", "--prompts", "1"]
         base += shlex.split(args.speed_workload)  # later flags win
         variants = SMOKE_VARIANTS if smoke else SPEED_VARIANTS
         if picks:  # all off comes first: it is what the others are compared with
