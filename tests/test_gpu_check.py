@@ -3,7 +3,6 @@ lines with the keys and values a GPU session will read (issue 19)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -12,16 +11,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _gpu_check():
-    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "benchmarks" / "gpu_check.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_cpu_smoke_writes_every_figure(ray_cluster, tmp_path, capsys):
+def test_cpu_smoke_writes_every_figure(ray_cluster, tmp_path, capsys, benchmark_script):
     """On the session's Ray instance (the check's `run` reuses a connected driver's)."""
-    gpu_check = _gpu_check()
+    gpu_check = benchmark_script("gpu_check")
     status = gpu_check.main(["--out", str(tmp_path), "--cpu-smoke"])
     printed = capsys.readouterr().out
     records = [json.loads(line) for line in (tmp_path / "gpu_check.jsonl").read_text().splitlines()]
@@ -83,12 +75,12 @@ def test_script_runs_the_check_with_the_project_python(tmp_path):
     assert (tmp_path / "gpu_check.log").read_text().count('"step": "env"') == 1
 
 
-def test_speed_step_variants_rounds_and_workload(tmp_path):
+def test_speed_step_variants_rounds_and_workload(tmp_path, benchmark_script):
     """`--variants` (exact names, all off first), `--speed-rounds` (each round against its own all off)
     and `--speed-workload` (bench flags that replace the step's), as the CPU measurement uses them."""
     import pytest
 
-    gpu_check = _gpu_check()
+    gpu_check = benchmark_script("gpu_check")
     argv = ["--out", str(tmp_path), "--cpu-smoke", "--only", "speed", "--variants", "attention flash"]
     argv += ["--speed-rounds", "2", "--speed-workload", "--frames 2 --steps 2"]
     assert gpu_check.main(argv) == 0
@@ -107,10 +99,10 @@ def test_speed_step_variants_rounds_and_workload(tmp_path):
     assert not (tmp_path / "x").exists()
 
 
-def test_speed_step_in_fresh_processes(tmp_path):
+def test_speed_step_in_fresh_processes(tmp_path, benchmark_script):
     """`--speed-fresh` (the GPU default): each variant through `python -m jobs.bench` in a process of its
     own, its switches and frames read back from it."""
-    gpu_check = _gpu_check()
+    gpu_check = benchmark_script("gpu_check")
     argv = ["--out", str(tmp_path), "--cpu-smoke", "--only", "speed", "--variants", "attention math"]
     argv += ["--speed-fresh", "--speed-workload", "--frames 2 --steps 2"]
     assert gpu_check.main(argv) == 0

@@ -3,24 +3,13 @@ meaningless here (noise-like pictures), the tables and the per-window JSON are w
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
-def _script():
-    spec = importlib.util.spec_from_file_location("long_video", ROOT / "benchmarks" / "long_video.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_long_video_script_scores_every_window(tmp_path, capsys, tiny_model_dir):
+def test_long_video_script_scores_every_window(tmp_path, capsys, tiny_model_dir, benchmark_script):
     out = tmp_path / "long.json"
     argv = ["--model", "tiny", "--lengths", "4,8", "--refresh", "0,4", "--window", "4", "--steps", "1"]
-    assert _script().main([*argv, "--size", "64", "--seeds", "1", "--output", str(out)]) == 0
+    assert benchmark_script("long_video").main([*argv, "--size", "64", "--seeds", "1", "--output", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "Edit accuracy per window" in printed and "Warp error per window" in printed
     assert "| 8 | 4 |" in printed and "| input |" in printed
@@ -31,10 +20,8 @@ def test_long_video_script_scores_every_window(tmp_path, capsys, tiny_model_dir)
     assert all({"accuracy", "warp", "input_warp"} <= set(w) for c in data["clips"] for w in c["windows"])
 
 
-def test_masked_edit_script_keeps_the_outside(tmp_path, capsys, tiny_model_dir):
-    spec = importlib.util.spec_from_file_location("masked_edit", ROOT / "benchmarks" / "masked_edit.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+def test_masked_edit_script_keeps_the_outside(tmp_path, capsys, tiny_model_dir, benchmark_script):
+    module = benchmark_script("masked_edit")
     out = tmp_path / "masked.json"
     argv = ["--model", "tiny", "--frames", "4", "--steps", "1", "--size", "64", "--seeds", "1", "--output", str(out)]
     assert module.main(argv) == 0
