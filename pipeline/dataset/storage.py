@@ -142,14 +142,19 @@ REDACTED = "***"
 
 
 def is_redacted(url: str) -> bool:
-    """Whether `url` is one `redact_url` changed (its credentials are `***`): it cannot be read again
-    as it is written, only with the manifest's own URL."""
+    """Whether `url` is one `redact_url` changed (its credentials, or its whole host part, are `***`):
+    it cannot be read again as it is written, only with the manifest's own URL."""
     if "://" not in url:
         return False
-    head, _, query = url.partition("?")
-    netloc = head.partition("://")[2].partition("/")[0]
-    userinfo = netloc.rpartition("@")[0]
-    return userinfo.endswith(REDACTED) or f"={REDACTED}" in query
+    from urllib.parse import parse_qsl, urlsplit
+
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return REDACTED in url
+    userinfo = parts.netloc.rpartition("@")[0]
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    return parts.netloc == REDACTED or userinfo.endswith(REDACTED) or any(v == REDACTED for _, v in query)
 
 
 def redact_url(url: str) -> str:
