@@ -11,12 +11,11 @@ Captions are deterministic: greedy decoding, no sampling, a fixed token budget.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 import torch
 
-from pipeline.models.loading import DEFAULT_CAPTION_MODEL, load_image_text_model, load_target
+from pipeline.models.loading import DEFAULT_CAPTION_MODEL, ImageTextModel
 
 # Returned instead of an empty caption. A random (tiny) model can emit only special tokens, and a
 # real one could in principle too; the editor always needs a non-empty source prompt (an empty one
@@ -28,44 +27,15 @@ MAX_NEW_TOKENS = 30
 _LAYOUT = "a BLIP captioning checkpoint (e.g. Salesforce/blip-image-captioning-large)"
 
 
-class Captioner:
+class Captioner(ImageTextModel):
     """uint8 images [N,H,W,3] (or a list of [H,W,3]) -> one caption string per image."""
 
-    def __init__(
-        self,
-        model: Any,
-        image_processor: Any,
-        tokenizer: Any,
-        *,
-        device: torch.device,
-        dtype: torch.dtype,
-        source: str = "",
-        max_new_tokens: int = MAX_NEW_TOKENS,
-    ) -> None:
-        self.model = model.to(device=device, dtype=dtype).eval().requires_grad_(False)
-        self.image_processor = image_processor
-        self.tokenizer = tokenizer
-        self.device = device
-        self.dtype = dtype
-        self.source = source
-        self.max_new_tokens = max_new_tokens
-
-    @classmethod
-    def from_model(
-        cls,
-        model: str = DEFAULT_CAPTION_MODEL,
-        *,
-        dtype: str | torch.dtype = "float32",
-        device: str | torch.device | None = None,
-    ) -> Captioner:
-        """A BLIP hub id or folder; 'tiny' -> the tiny folder's blip/."""
-        from transformers import BlipForConditionalGeneration  # lazy: seconds to import, only to load
-
-        target = load_target(model, part="blip", dtype=dtype, device=device)
-        net, image_processor, tokenizer = load_image_text_model(
-            BlipForConditionalGeneration, "BlipImageProcessor", target, layout=_LAYOUT
-        )
-        return cls(net, image_processor, tokenizer, device=target.device, dtype=target.dtype, source=model)
+    part = "blip"
+    default_model = DEFAULT_CAPTION_MODEL
+    network = "BlipForConditionalGeneration"
+    image_processor_class = "BlipImageProcessor"
+    layout = _LAYOUT
+    max_new_tokens = MAX_NEW_TOKENS
 
     @torch.inference_mode()
     def __call__(self, images: np.ndarray | Sequence[np.ndarray], batch_size: int = 8) -> list[str]:

@@ -21,7 +21,15 @@ import numpy as np
 import torch
 
 from pipeline.errors import InputError
-from pipeline.models.loading import hub_error, is_local, load_pretrained, load_target, pil_image_processor
+from pipeline.models.loading import (
+    DEFAULT_MODEL,
+    LoadedModel,
+    LoadTarget,
+    hub_error,
+    is_local,
+    load_pretrained,
+    pil_image_processor,
+)
 
 
 def load_dpt_image_processor(model: str, subfolder: str | None = None) -> Any:
@@ -40,31 +48,23 @@ def load_dpt_image_processor(model: str, subfolder: str | None = None) -> Any:
     )
 
 
-class DepthEstimator:
+class DepthEstimator(LoadedModel):
     """frames (uint8 [N,H,W,3]) -> raw DPT depth (float32 [N,h,w]), batched, without gradients."""
+
+    default_model = DEFAULT_MODEL
 
     def __init__(
         self, model: Any, processor: Any, *, device: torch.device, dtype: torch.dtype, source: str = ""
     ) -> None:
-        self.model = model.to(device=device, dtype=dtype).eval().requires_grad_(False)
+        super().__init__(model, device=device, dtype=dtype, source=source)
         self.processor = processor
-        self.device = device
-        self.dtype = dtype
-        self.source = source
 
     @classmethod
-    def from_model(
-        cls,
-        model: str,
-        *,
-        dtype: str | torch.dtype = "float32",
-        device: str | torch.device | None = None,
-    ) -> DepthEstimator:
+    def _load(cls, target: LoadTarget, model: str) -> DepthEstimator:
         """SD2-depth folder/id (its depth_estimator/ + feature_extractor/), a standalone DPT id/folder,
         or 'tiny'."""
         from transformers import DPTForDepthEstimation  # lazy: seconds to import, only to load
 
-        target = load_target(model, dtype=dtype, device=device)
         path = target.path
         layout = "the stable-diffusion-2-depth layout or a DPT checkpoint"
         if is_local(path):

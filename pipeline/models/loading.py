@@ -25,7 +25,7 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, ClassVar, Self, TypeVar
 
 import torch
 
@@ -192,6 +192,35 @@ def load_target(
     return LoadTarget(path=resolve_model(model, part), device=dev, dtype=torch_dtype)
 
 
+class LoadedModel:
+    """What the helper models (DepthEstimator, Captioner, ClipScorer) share: one network in eval mode
+    without gradients on one device and dtype, and the name it was loaded from (`source`, shown in
+    results and reports). `from_model` runs the one loader preamble (`load_target`: dtype and device
+    checked, the name resolved, a model folder's `part` subfolder taken) and hands the target to the
+    subclass's `_load`, which knows its checkpoint's layout."""
+
+    part: ClassVar[str | None] = None  # subfolder of a model folder ('blip', 'clip'), None: the folder
+    default_model: ClassVar[str]  # what `from_model()` loads without a name
+
+    def __init__(self, model: Any, *, device: torch.device, dtype: torch.dtype, source: str = "") -> None:
+        self.model = model.to(device=device, dtype=dtype).eval().requires_grad_(False)
+        self.device = device
+        self.dtype = dtype
+        self.source = source
+
+    @classmethod
+    def from_model(
+        cls, model: str | None = None, *, dtype: str | torch.dtype = "float32", device: str | torch.device | None = None
+    ) -> Self:
+        """A hub id or local folder (or a registered name such as 'tiny' or 'toy'); default `default_model`."""
+        name = cls.default_model if model is None else model
+        return cls._load(load_target(name, part=cls.part, dtype=dtype, device=device), name)
+
+    @classmethod
+    def _load(cls, target: LoadTarget, model: str) -> Self:
+        raise NotImplementedError
+
+
 def pil_image_processor(name: str) -> type:
     """transformers' image processor class `name` with its PIL backend (`<name>Pil`) where this
     transformers has one. transformers 5 made torchvision the default image backend and falls back to
@@ -203,17 +232,40 @@ def pil_image_processor(name: str) -> type:
     return getattr(transformers, name + "Pil", None) or getattr(transformers, name)
 
 
-def load_image_text_model(
-    model_class: Any, processor: str, target: LoadTarget, *, layout: str
-) -> tuple[Any, Any, Any]:
-    """(network, image processor, tokenizer) of an image-and-text checkpoint (BLIP, CLIP) at
-    `target.path`, in this order, each through `load_pretrained`; the network in `target.dtype`."""
-    from transformers import AutoTokenizer  # lazy, as in pil_image_processor
+class ImageTextModel(LoadedModel):
+    """A LoadedModel with an image processor and a tokenizer (BLIP, CLIP): `network` (the transformers
+    class name), `image_processor` (its processor's class name) and `layout` (what a folder must hold,
+    for the error message) say what to load; each of the three loads through `load_pretrained`."""
 
-    net = load_pretrained(model_class.from_pretrained, target.path, layout=layout, dtype=target.dtype)
-    image_processor = load_pretrained(pil_image_processor(processor).from_pretrained, target.path, layout=layout)
-    tokenizer = load_pretrained(AutoTokenizer.from_pretrained, target.path, layout=layout)
-    return net, image_processor, tokenizer
+    network: ClassVar[str]
+    image_processor_class: ClassVar[str]
+    layout: ClassVar[str]
+
+    def __init__(
+        self,
+        model: Any,
+        image_processor: Any,
+        tokenizer: Any,
+        *,
+        device: torch.device,
+        dtype: torch.dtype,
+        source: str = "",
+    ) -> None:
+        super().__init__(model, device=device, dtype=dtype, source=source)
+        self.image_processor = image_processor
+        self.tokenizer = tokenizer
+
+    @classmethod
+    def _load(cls, target: LoadTarget, model: str) -> Self:
+        import transformers  # lazy, as in pil_image_processor
+
+        path, layout = target.path, cls.layout
+        network = getattr(transformers, cls.network)
+        net = load_pretrained(network.from_pretrained, path, layout=layout, dtype=target.dtype)
+        processor = pil_image_processor(cls.image_processor_class)
+        image_processor = load_pretrained(processor.from_pretrained, path, layout=layout)
+        tokenizer = load_pretrained(transformers.AutoTokenizer.from_pretrained, path, layout=layout)
+        return cls(net, image_processor, tokenizer, device=target.device, dtype=target.dtype, source=model)
 
 
 def _diffusers_kwargs() -> dict[str, Any]:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from pipeline.errors import InputError
-from pipeline.models.loading import is_local, load_image_text_model, load_target
+from pipeline.models.loading import ImageTextModel, LoadTarget, is_local
 
 DEFAULT_CLIP_MODEL = "openai/clip-vit-large-patch14"
 CLIP_MODEL_HELP = (
@@ -31,46 +31,26 @@ def _features(out: Any) -> torch.Tensor:
     return out if isinstance(out, torch.Tensor) else out.pooler_output
 
 
-class ClipScorer:
+class ClipScorer(ImageTextModel):
     """CLIP image and text embeddings, L2-normalised, so a dot product is a cosine similarity.
 
     Load once (`ClipScorer.from_model`), score many videos.
     """
 
-    def __init__(
-        self,
-        model: Any,
-        image_processor: Any,
-        tokenizer: Any,
-        *,
-        device: torch.device,
-        dtype: torch.dtype,
-        source: str = "",
-    ) -> None:
-        self.model = model.to(device=device).eval().requires_grad_(False)
-        self.image_processor = image_processor
-        self.tokenizer = tokenizer
-        self.device = device
-        self.dtype = dtype
-        self.source = source
+    part = "clip"
+    default_model = DEFAULT_CLIP_MODEL
+    network = "CLIPModel"
+    image_processor_class = "CLIPImageProcessor"
+    layout = _CLIP_LAYOUT
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self._text_cache: dict[str, torch.Tensor] = {}
 
     @classmethod
-    def from_model(
-        cls,
-        model: str = DEFAULT_CLIP_MODEL,
-        *,
-        dtype: str | torch.dtype = "float32",
-        device: str | torch.device | None = None,
-    ) -> ClipScorer:
-        """A CLIPModel hub id or folder; 'tiny' -> the tiny folder's clip/ (meaningless values)."""
-        from transformers import CLIPModel  # lazy: seconds to import, only to load
-
-        target = load_target(model, part="clip", dtype=dtype, device=device)
+    def _load(cls, target: LoadTarget, model: str) -> ClipScorer:
         try:
-            net, image_processor, tokenizer = load_image_text_model(
-                CLIPModel, "CLIPImageProcessor", target, layout=_CLIP_LAYOUT
-            )
+            return super()._load(target, model)
         except InputError as e:
             if is_local(target.path):
                 raise
@@ -79,7 +59,6 @@ class ClipScorer:
                 f"CLIP model {model!r} is not a local folder and could not be loaded from the Hugging Face "
                 f"hub (offline?): give a folder with {_CLIP_LAYOUT}, or --clip-model tiny (test values only)"
             ) from e
-        return cls(net, image_processor, tokenizer, device=target.device, dtype=target.dtype, source=model)
 
     @torch.inference_mode()
     def image_embeddings(self, frames: np.ndarray | Sequence[np.ndarray], batch_size: int = 16) -> torch.Tensor:
