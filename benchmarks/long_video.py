@@ -62,7 +62,8 @@ def window_scores(frames: np.ndarray, task: EditTask, window: int) -> list[dict[
     for w in range(0, len(frames), window):
         end = min(w + window, len(frames))
         score = score_edit(
-            frames[w:end], c.masks[w:end], c.ids[w:end], c.flow[w : end - 1], task.obj, task.target_colour
+            frames[w:end], c.masks[w:end], c.ids[w:end], c.flow[w : end - 1], task.obj, task.colour_after,
+            c.frames[w:end],
         )
         out.append({"start": w, "accuracy": score.accuracy, "warp": score.warp})
     return out

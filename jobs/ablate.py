@@ -59,8 +59,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--toy-clips",
         type=int,
         metavar="N",
-        help="instead of VIDEO: N held-out toy-world clips (--model toy), each with a colour edit of its largest "
-        "object, scored also against the ground truth (edit accuracy, mask IoU, warp error with the true flow)",
+        help="instead of VIDEO: N held-out toy-world clips (--model toy), each with a colour and a texture edit of "
+        "its largest object, scored also against the ground truth (edit accuracy, mask IoU, warp error with the "
+        "true flow, PSNR outside the object)",
     )
     parser.add_argument(
         "-o",
@@ -249,7 +250,8 @@ def run(args: argparse.Namespace) -> int:
 def run_toy(args: argparse.Namespace) -> int:
     """The ablation table over held-out toy clips, with the ground-truth columns."""
     from pipeline.method.editor import Pix2Video
-    from toyworld.benchmark import BENCH_SEED, VARIANTS, Variant, markdown_table, summarise, toy_ablation
+    from toyworld.benchmark import ATTRIBUTES, BENCH_SEED, VARIANTS, Variant, markdown_table, summarise, toy_ablation
+    from toyworld.texture import find_reader
 
     wanted = {(v.injection, v.latent_update) for v in variants(args.injections, args.latent_update)}
     grid = [v for v in VARIANTS if v.sdedit_strength is None and (v.injection, v.latent_update) in wanted]
@@ -265,24 +267,37 @@ def run_toy(args: argparse.Namespace) -> int:
     scorer = ClipScorer.from_model(clip_model(args), device=models.device)
     depth = DepthEstimator.from_model(args.model, device=models.device)
     editor = Pix2Video(models)
+    # The texture reader of the toy measures (a folder's texture/, or none: texture edits then get the
+    # paper's metrics only).
+    reader = find_reader(resolve_model(args.model))
     seeds = range(BENCH_SEED, BENCH_SEED + args.toy_clips)
-    bar = tqdm(total=len(seeds), unit="clip", desc="toy ablation", disable=not args.progress)
+    bar = tqdm(total=len(seeds) * len(ATTRIBUTES), unit="edit", desc="toy ablation", disable=not args.progress)
     base = _common.edit_config(args, injection="anchor+prev", latent_update=True)
     rows = toy_ablation(
-        editor, seeds, depth=depth, scorer=scorer, config=base, variants=grid, on_clip=lambda *_: bar.update()
+        editor,
+        seeds,
+        depth=depth,
+        scorer=scorer,
+        config=base,
+        variants=grid,
+        reader=reader,
+        on_clip=lambda *_: bar.update(),
     )
     bar.close()
-    summary = summarise(rows)
-    title = (
-        f"Ablation on {len(seeds)} held-out toy clips (colour edit of one object; {base.steps} steps, "
-        f"guidance {base.guidance_scale:g}, update weight {base.update_weight:g})"
-    )
-    table = markdown_table(summary, title)
+    tables, summaries = [], {}
+    for edit in ATTRIBUTES:
+        summaries[edit] = summarise(rows, edit)
+        title = (
+            f"Ablation on {len(seeds)} held-out toy clips ({edit} edit of one object; {base.steps} steps, "
+            f"guidance {base.guidance_scale:g}, update weight {base.update_weight:g})"
+        )
+        tables.append(markdown_table(summaries[edit], title))
+    table = "\n".join(tables)
     print(table)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "table.md").write_text(table, encoding="utf-8")
     report = {"model": args.model, "clip_model": clip_model(args), "config": asdict(base)}
-    report.update(summary=summary, rows=rows)
+    report.update(summary=summaries, rows=rows)
     (out_dir / "table.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
     print(f"wrote {out_dir}/table.md and table.json ({time.perf_counter() - started:.1f} s)")
     return 0

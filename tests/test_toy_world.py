@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from toyworld.measures import score_edit, structure_iou, warp_error
+from toyworld.measures import outside_psnr, score_edit, structure_iou, warp_error
 from toyworld.trainer import Trainer
-from toyworld.world import COLOURS, FLOORS, SHAPES, TEXTURES, colour_of, random_scene, render
+from toyworld.world import COLOURS, FLOORS, RADIUS, SHAPES, SIZE, TEXTURES, colour_of, random_scene, render
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +49,8 @@ def test_texture_parameters_are_not_in_the_caption():
     scene = random_scene(7, objects=1, frames=2)
     scene.objects[0].texture = "striped"
     other = scene.with_object(0)
-    other.objects[0].phase += np.pi
+    along, across = other.objects[0].phase
+    other.objects[0].phase = ((along + 0.5) % 1.0, across)  # half a period: the stripes swap colours
     a, b = render(scene), render(other)
     assert a.captions == b.captions and np.array_equal(a.depth, b.depth)
     assert np.abs(a.frames.astype(int) - b.frames.astype(int)).max() > 50
@@ -75,9 +76,57 @@ def test_colour_reading_and_structure_iou():
     assert colour_of(original.frames[0][m]) == scene.objects[0].colour
     assert structure_iou(edited.frames[0], m, target) > 0.8
     assert structure_iou(original.frames[0], m, target) < 0.1
-    score = score_edit(edited.frames, edited.masks, edited.ids, edited.flow, 0, target)
+    score = score_edit(edited.frames, edited.masks, edited.ids, edited.flow, 0, target, original.frames)
     assert score.accuracy == 1.0 and score.iou > 0.8
-    assert score_edit(original.frames, original.masks, original.ids, original.flow, 0, target).accuracy == 0.0
+    assert score.outside > 45  # only the object changed
+    unchanged = score_edit(original.frames, original.masks, original.ids, original.flow, 0, target, original.frames)
+    assert unchanged.accuracy == 0.0 and unchanged.outside == pytest.approx(10 * np.log10(255**2 / 1e-6))
+
+
+def test_outside_psnr_ignores_the_dilated_mask_only():
+    frames = np.full((2, 32, 32, 3), 100, np.uint8)
+    mask = np.zeros((2, 32, 32), bool)
+    mask[:, 10:20, 10:20] = True
+    edited = frames.copy()
+    edited[:, 8:22, 8:22] = 0  # inside the mask dilated by 2: not counted
+    assert outside_psnr(edited, frames, mask, dilate=2) > 100
+    edited[:, 0, 0] = 90  # outside: counted
+    assert 40 < outside_psnr(edited, frames, mask, dilate=2) < 60
+
+
+def test_objects_are_large_and_patterns_span_latent_cells():
+    """A third to a half of the frame's height, and a pattern period of at least two cells of the 4x
+    latent (8 pixels), so the latent can hold the texture the caption names."""
+    radii, periods = [], []
+    for seed in range(40):
+        scene = random_scene(seed, frames=1)
+        for o in scene.objects:
+            r = RADIUS * SIZE / o.z0
+            radii.append(r)
+            periods.append(o.period * r)
+    diameters = 2 * np.array(radii) / SIZE
+    assert diameters.min() >= 0.33 and diameters.max() <= 0.6, (diameters.min(), diameters.max())
+    assert min(periods) >= 2 * 4
+
+
+def test_appearance_the_caption_leaves_free_is_shared_inside_a_frame():
+    """What a denoiser can copy from one region to another: the objects of a scene share the pattern's
+    angle, period and shade (and dotted ones one motif of dots), and the wallpaper repeats its motif
+    along the wall, so a shift by one period maps the wall onto itself."""
+    from toyworld.world import _paper
+
+    for seed in range(20):
+        scene = random_scene(seed, frames=1, objects=2)
+        a, b = scene.objects
+        assert (a.angle, a.period, a.shade, a.dots) == (b.angle, b.period, b.shade, b.dots)
+        assert a.phase != b.phase  # where the pattern sits is each object's own
+        angle, period = scene.paper
+        assert angle == a.angle
+        y, x = np.mgrid[0:64, 0:64].astype(np.float32)
+        shifted = _paper(scene, x + period * np.cos(angle), y + period * np.sin(angle))
+        assert np.mean(shifted == _paper(scene, x, y)) > 0.99
+    scenes = [random_scene(seed, frames=1) for seed in range(10)]
+    assert len({s.objects[0].dots for s in scenes}) == 10 and len({s.paper_dots for s in scenes}) == 10
 
 
 def test_trainer_resumes_where_it_stopped(tmp_path):

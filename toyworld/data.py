@@ -16,7 +16,7 @@ from pipeline.io.atomic import atomic_path
 from toyworld.world import ToyScene, caption, random_scene, render_frame
 
 HELDOUT_SEED = 1_000_000
-TRAIN_CLIPS = 600
+TRAIN_CLIPS = 1200
 HELDOUT_CLIPS = 40
 FRAMES_PER_CLIP = 8  # every other frame of a 16-frame clip: more scenes for the same number of frames
 
@@ -28,6 +28,7 @@ class FrameSet:
     ids: np.ndarray  # (N,H,W) int8 object index, -1 floor/backdrop
     captions: list[str]
     colours: list[list[str]]  # per frame, colour of object 0, 1, ...
+    textures: list[list[str]]  # per frame, texture kind of object 0, 1, ...
     clip: np.ndarray  # (N,) index of the scene each frame comes from
 
     def __len__(self) -> int:
@@ -46,6 +47,7 @@ def render_frames(scene: ToyScene, ts: list[int]) -> tuple[np.ndarray, np.ndarra
 
 def _render_set(seeds: range, frames_per_clip: int) -> FrameSet:
     out: dict[str, list] = {"frames": [], "disparity": [], "ids": [], "captions": [], "colours": [], "clip": []}
+    out["textures"] = []
     for k, seed in enumerate(seeds):
         scene = random_scene(seed)
         step = max(1, scene.frames // frames_per_clip)
@@ -56,6 +58,7 @@ def _render_set(seeds: range, frames_per_clip: int) -> FrameSet:
         out["ids"].append(i)
         out["captions"] += c
         out["colours"] += [[o.colour for o in scene.objects]] * len(ts)
+        out["textures"] += [[o.texture for o in scene.objects]] * len(ts)
         out["clip"] += [k] * len(ts)
     return FrameSet(
         frames=np.concatenate(out["frames"]),
@@ -63,8 +66,15 @@ def _render_set(seeds: range, frames_per_clip: int) -> FrameSet:
         ids=np.concatenate(out["ids"]),
         captions=out["captions"],
         colours=out["colours"],
+        textures=out["textures"],
         clip=np.array(out["clip"]),
     )
+
+
+def _textures(seeds: range, clip: np.ndarray) -> list[list[str]]:
+    """Each frame's object textures, from its scene (drawn again: the cache does not keep them)."""
+    kinds = {k: [o.texture for o in random_scene(seeds[k]).objects] for k in np.unique(clip)}
+    return [kinds[k] for k in clip]
 
 
 def _cached(path: Path, seeds: range, frames_per_clip: int) -> FrameSet:
@@ -76,6 +86,7 @@ def _cached(path: Path, seeds: range, frames_per_clip: int) -> FrameSet:
             ids=z["ids"],
             captions=list(z["captions"]),
             colours=[list(c) for c in z["colours"]],
+            textures=_textures(seeds, z["clip"]),
             clip=z["clip"],
         )
     fs = _render_set(seeds, frames_per_clip)

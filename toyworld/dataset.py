@@ -10,22 +10,10 @@ from __future__ import annotations
 import json
 import os
 
-import numpy as np
-
 from pipeline.io.atomic import atomic_path
-from toyworld.benchmark import BENCH_SEED, EditTask, edit_task
-from toyworld.world import TEXTURES, caption
+from toyworld.benchmark import BENCH_SEED, edit_task
 
 FPS = 8.0
-
-
-def texture_edit(task: EditTask) -> tuple[str, str]:
-    """(texture word, target prompt) for the object whose colour `task` edits."""
-    scene = task.clip.scene
-    rng = np.random.default_rng([scene.seed, 1])
-    old = scene.objects[task.obj].texture
-    new = str(rng.choice([t for t in TEXTURES if t not in (old, "plain")]))
-    return new, caption(scene.with_object(task.obj, texture=new))
 
 
 def write_toy_dataset(
@@ -41,22 +29,22 @@ def write_toy_dataset(
     lines = []
     for i in range(videos):
         seed = first_seed + i
-        task = edit_task(seed, frames)
+        colour = edit_task(seed, frames, "colour")
+        texture = edit_task(seed, frames, "texture", colour.clip)
         name = f"toy-{seed}.mp4"
         path = os.path.join(data, name)
         if not os.path.exists(path):
-            write_video(path, task.clip.frames, FPS)
-        texture, texture_prompt = texture_edit(task)
-        obj = task.clip.scene.objects[task.obj]
+            write_video(path, colour.clip.frames, FPS)
+        obj = colour.clip.scene.objects[colour.obj]
         lines.append(
             {
                 "video": f"data/{name}",
-                "prompt": [task.target_prompt, texture_prompt],
-                "scene_caption": task.source_prompt,
+                "prompt": [colour.target_prompt, texture.target_prompt],
+                "scene_caption": colour.source_prompt,
                 "toy_seed": seed,
                 "edited_object": obj.shape,
-                "colour_edit": f"{obj.colour}->{task.target_colour}",
-                "texture_edit": f"{obj.texture}->{texture}",
+                "colour_edit": f"{obj.colour}->{colour.target}",
+                "texture_edit": f"{obj.texture}->{texture.target}",
             }
         )
     manifest = os.path.join(folder, "manifest.jsonl")

@@ -1,4 +1,6 @@
-"""The toy VAE: SD's AutoencoderKL (scale factor 8, 4 latent channels) at toy widths, trained on toy frames.
+"""The toy VAE: SD's AutoencoderKL (4 latent channels) at toy widths with three blocks instead of four,
+so its scale factor is 4 (a 32x32 latent for a 128x128 frame; the editor reads the factor from the
+config, as diffusers does), trained on toy frames.
 
 Loss: L1 + MSE of the reconstruction from the posterior mean plus a small KL term (SD's VAE also has a
 perceptual and an adversarial term; the toy world's flat colours and hard edges do not need them).
@@ -23,10 +25,19 @@ SEED = 11
 
 
 def toy_vae_config() -> dict[str, Any]:
-    from fixtures.tiny import sd2_vae_config
+    from fixtures.published import sd2_vae_config
 
     cfg = {k: v for k, v in sd2_vae_config().items() if not k.startswith("_") and k != "scaling_factor"}
-    cfg.update(block_out_channels=[16, 32, 64, 64], layers_per_block=1, norm_num_groups=16)
+    # Three blocks: two downsamplings, a latent 4x smaller than the frame (32x32 for 128x128 frames), so
+    # that a texture's period spans at least two latent cells.
+    cfg.update(
+        block_out_channels=[32, 64, 128],
+        down_block_types=["DownEncoderBlock2D"] * 3,
+        up_block_types=["UpDecoderBlock2D"] * 3,
+        layers_per_block=1,
+        norm_num_groups=16,
+        sample_size=128,
+    )
     return cfg
 
 
@@ -34,7 +45,7 @@ def to_tensor(frames: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 127.5 - 1.0
 
 
-def train_vae(data: FrameSet, workdir: str | os.PathLike, steps: int = 1200, batch: int = 8, crop: int = 64) -> Any:
+def train_vae(data: FrameSet, workdir: str | os.PathLike, steps: int = 3000, batch: int = 8, crop: int = 64) -> Any:
     """Trained on random crops (the VAE is convolutional; crops cost a quarter of whole frames)."""
     from diffusers import AutoencoderKL
 
@@ -67,10 +78,11 @@ def train_vae(data: FrameSet, workdir: str | os.PathLike, steps: int = 1200, bat
 
 
 def finetune_decoder(
-    vae: Any, data: FrameSet, workdir: str | os.PathLike, steps: int = 1500, batch: int = 8, crop: int = 64
+    vae: Any, data: FrameSet, workdir: str | os.PathLike, steps: int = 1500, batch: int = 4, crop: int = 128
 ) -> Any:
-    """Second phase: the decoder alone, with the encoder frozen. The latents do not
-    move, so the UNet can train on them meanwhile; only the reconstructions get sharper."""
+    """Second phase: the decoder alone, with the encoder frozen, on whole frames (the mid-block attention
+    then sees as many tokens as it will when editing). The latents do not move, so the UNet can train on
+    them meanwhile; only the reconstructions get sharper."""
     decoder = [vae.decoder, vae.post_quant_conv]
     params = [p for m in decoder for p in m.parameters()]
     opt = torch.optim.AdamW(params, lr=3e-4, weight_decay=0.0)

@@ -51,6 +51,7 @@ class Trainer:
         checkpoint_every: int = 200,
         lr_warmup: int = 100,
         lr_decay: bool = True,
+        on_checkpoint: Callable[[int, dict[str, torch.nn.Module]], None] | None = None,
     ):
         self.name = name
         self.dir = Path(workdir) / name
@@ -63,6 +64,7 @@ class Trainer:
         self.lr_warmup = lr_warmup
         self.lr_decay = lr_decay
         self.start = 0
+        self.on_checkpoint = on_checkpoint  # called with (step, modules) after each periodic checkpoint
 
     @property
     def done(self) -> bool:
@@ -125,6 +127,8 @@ class Trainer:
                     f.flush()
                 if (step + 1) % self.checkpoint_every == 0:
                     self.save(step + 1)
+                    if self.on_checkpoint is not None:
+                        self.on_checkpoint(step + 1, self.modules)
         self.save(self.steps)
         for m in self.modules.values():
             m.eval()

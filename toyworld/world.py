@@ -1,21 +1,29 @@
 """The toy world: a synthetic video domain with ground truth, rendered with numpy alone, seeded.
 
-A clip shows one or two objects (ball, cube, cone) standing on a floor in front of a backdrop. They
-slide, spin and occlude each other while the camera pans or zooms. Every frame comes with its true
-depth, a mask per object, the true optical flow to the next frame and a caption from a small grammar:
+A clip shows one or two objects (ball, cube, cone), each a third to a half of the frame's height,
+standing on a floor in front of a papered wall. They slide, tilt and occlude each other while the
+camera pans or zooms. Every frame comes with its true depth, a mask per object, the true optical flow
+to the next frame and a caption from a small grammar:
 
     "a red striped ball and a yellow cube on a gray floor"
 
 The caption names each object's shape, colour and texture kind and the floor's colour, never the
-texture's free parameters (stripe orientation, period and phase; dot spacing, offset and size; checker
-scale; light direction; the backdrop's tint). Depth and text therefore do not fix the appearance, so a
-per-frame editor is free to draw a different stripe pattern in every frame: exactly the inconsistency
-that Pix2Video's attention to the anchor and previous frame is meant to remove.
+texture's free parameters: the pattern's angle, period and phase, the motif of the dots, the shade of
+the pattern's second colour, the light, the wall's tint and its wallpaper. Depth and text therefore do
+not fix the appearance, so a per-frame editor is free to draw another pattern in every frame: exactly
+the inconsistency that Pix2Video's attention to the anchor and previous frame is meant to remove.
+
+What the caption leaves free is shared inside a frame, so that a denoiser gains by looking from one
+region at another, which is what self-attention does and what Pix2Video's injection exploits: every
+object of a scene has the same pattern angle (the wallpaper's too), period and shade, dotted objects
+repeat the same random motif of dots, and the wallpaper repeats a random motif of its own all along
+the wall. Patterns are at a scale the 4x latent holds (a period of 14 to 29 pixels, at least 3 latent
+cells).
 
 The geometry is 2.5-D: a pinhole camera above a flat floor, objects as screen-space shapes whose size
 and floor contact follow their distance. The camera pans (a shift of the world) and zooms (a change of
 focal length), so the true flow of a floor pixel follows the camera alone and that of an object pixel
-follows the object's rigid motion (shift, spin, scale) composed with the camera's.
+follows the object's rigid motion (shift, scale) composed with the camera's.
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-SIZE = 128  # pixels, square; the toy models are trained at this size (latent 16x16)
+SIZE = 128  # pixels, square; the toy models are trained at this size (latent 32x32, a 4x VAE)
 FRAMES = 16
 SUPERSAMPLE = 2  # colour is rendered at 2x and box-filtered: edges without staircase aliasing
 
@@ -46,9 +54,12 @@ FLOORS: dict[str, tuple[int, int, int]] = {
 SHAPES = ("ball", "cube", "cone")
 TEXTURES = ("plain", "striped", "dotted", "checkered")  # "plain" is not said in the caption
 
+DOT_RADIUS = 0.17  # a motif's dots: radius in periods
+PAPER_CONTRAST = 0.18  # the wallpaper's motif: this much darker than the wall
+
 WALL_DEPTH = 12.0
 BOTTOM_DEPTH = 1.5  # floor distance at the bottom row
-SECONDARY = 0.32  # the pattern's second colour: the base colour this much as bright (same hue)
+RADIUS = 0.68  # an object's radius is RADIUS * size / distance: a third to a half of the frame's height
 
 
 @dataclass
@@ -62,14 +73,16 @@ class ToyObject:
     vz: float  # distance per frame
     theta0: float  # spin angle at frame 0 (radians)
     omega: float  # radians per frame
-    # the texture's free parameters, in object-local units (1 = the object's radius)
-    stripe_angle: float = 0.0
-    stripe_period: float = 0.6
-    phase: float = 0.0
-    dot_spacing: float = 0.5
-    dot_offset: tuple[float, float] = (0.0, 0.0)
-    dot_radius: float = 0.15
-    checker: float = 0.5
+    # The texture's free parameters, never named in the caption. Object-local units (1 = the
+    # object's radius). `period` and `shade` are the scene's (every object of a scene shares them);
+    # the angle and phase are the object's own. `dots`: where a period's dots lie (fractions of a
+    # period, along and across), the scene's own random motif, repeated over every dotted object.
+    angle: float = 0.0
+    phase: tuple[float, float] = (0.0, 0.0)  # fractions of a period along and across the pattern
+    dots: tuple[tuple[float, float], ...] = ((0.5, 0.5),)
+    period: float = 0.65
+    shade: float = 0.32  # the pattern's second colour: < 1 the base this much as bright, > 1 mixed
+    #                      towards white by (shade - 1)
 
     def words(self) -> str:
         tex = "" if self.texture == "plain" else f"{self.texture} "
@@ -86,6 +99,10 @@ class ToyScene:
     pan: float  # world x shift per frame
     zoom: float  # relative focal-length change per frame
     floor_grid: float  # spacing of the floor's faint tiles (world units), not in the caption
+    # The backdrop's wallpaper, not in the caption: a random motif of dots repeated along the wall at the
+    # scene's angle, with a period in pixels: what repeats is arbitrary, so it can only be copied.
+    paper: tuple[float, float] = (0.0, 16.0)  # angle, period (pixels)
+    paper_dots: tuple[tuple[float, float], ...] = ((0.5, 0.5),)
     seed: int = 0
     size: int = SIZE
     frames: int = FRAMES
@@ -125,9 +142,13 @@ def random_scene(seed: int, *, size: int = SIZE, frames: int = FRAMES, objects: 
     """A scene drawn from the toy world's distribution; the same seed gives the same scene."""
     rng = np.random.default_rng(seed)
     n = int(objects if objects is not None else rng.integers(1, 3))
-    xs = rng.permutation(np.linspace(0.3, 0.7, n)) * size + rng.uniform(-0.06, 0.06, n) * size
+    xs = rng.permutation(np.linspace(0.28, 0.72, n)) * size + rng.uniform(-0.05, 0.05, n) * size
     objs = []
     colours = rng.permutation(list(COLOURS))
+    period = float(rng.uniform(0.55, 0.8))
+    shade = float(rng.uniform(0.2, 0.42)) if rng.random() < 0.5 else float(rng.uniform(1.5, 1.75))
+    angle = float(rng.uniform(0, np.pi))  # the scene's pattern angle: every object's and the wallpaper's
+    dots = _motif(rng)
     for i in range(n):
         objs.append(
             ToyObject(
@@ -136,17 +157,15 @@ def random_scene(seed: int, *, size: int = SIZE, frames: int = FRAMES, objects: 
                 texture=str(rng.choice(TEXTURES)),
                 x0=float(xs[i]),
                 vx=float(rng.uniform(-1.2, 1.2)) * size / 128,
-                z0=float(rng.uniform(1.9, 3.4)),
-                vz=float(rng.uniform(-0.025, 0.025)),
-                theta0=float(rng.uniform(0, 2 * np.pi)),
-                omega=float(rng.choice([-1, 1]) * rng.uniform(0.02, 0.08)),
-                stripe_angle=float(rng.uniform(0, np.pi)),
-                stripe_period=float(rng.uniform(0.45, 0.8)),
-                phase=float(rng.uniform(0, 2 * np.pi)),
-                dot_spacing=float(rng.uniform(0.5, 0.8)),
-                dot_offset=(float(rng.uniform(0, 1)), float(rng.uniform(0, 1))),
-                dot_radius=float(rng.uniform(0.14, 0.22)),
-                checker=float(rng.uniform(0.4, 0.7)),
+                z0=float(rng.uniform(2.4, 3.4)),
+                vz=float(rng.uniform(-0.02, 0.02)),
+                theta0=float(rng.uniform(-0.4, 0.4)),
+                omega=0.0,
+                angle=angle,
+                dots=dots,
+                phase=(float(rng.uniform(0, 1)), float(rng.uniform(0, 1))),
+                period=period,
+                shade=shade,
             )
         )
     hue = rng.uniform(0, 1)
@@ -165,6 +184,8 @@ def random_scene(seed: int, *, size: int = SIZE, frames: int = FRAMES, objects: 
         pan=pan,
         zoom=zoom,
         floor_grid=float(rng.uniform(0.6, 1.4)),
+        paper=(angle, float(rng.uniform(12, 20))),
+        paper_dots=_motif(rng),
         seed=seed,
         size=size,
         frames=frames,
@@ -203,8 +224,8 @@ def _floor_k(scene: ToyScene) -> float:
 
 def _object_pose(scene: ToyScene, o: ToyObject, t: int) -> tuple[float, float, float, float]:
     """World centre (x, y), radius (pixels) and spin angle of object `o` at frame t."""
-    z = max(1.5, o.z0 + o.vz * t)
-    r = 0.42 * scene.size / z
+    z = max(2.0, o.z0 + o.vz * t)
+    r = RADIUS * scene.size / z
     base = scene.horizon + _floor_k(scene) / z  # where the object touches the floor
     return o.x0 + o.vx * t, base - r, r, o.theta0 + o.omega * t
 
@@ -222,17 +243,17 @@ def _shape_mask(shape: str, lu: np.ndarray, lv: np.ndarray, su: np.ndarray, sv: 
 
 def _texture(o: ToyObject, lu: np.ndarray, lv: np.ndarray) -> np.ndarray:
     """1 where the base colour shows, 0 where the pattern's second colour does."""
+    if o.texture == "plain":
+        return np.ones_like(lu, dtype=np.float32)
+    c, s = np.cos(o.angle), np.sin(o.angle)
+    a = (lu * c + lv * s) / o.period + o.phase[0]  # along the pattern, in periods
+    b = (-lu * s + lv * c) / o.period + o.phase[1]  # across it
     if o.texture == "striped":
-        s = lu * np.cos(o.stripe_angle) + lv * np.sin(o.stripe_angle)
-        return (np.sin(2 * np.pi * s / o.stripe_period + o.phase) >= 0).astype(np.float32)
+        return (a % 1.0 < 0.5).astype(np.float32)
     if o.texture == "dotted":
-        gu = (lu / o.dot_spacing + o.dot_offset[0]) % 1.0 - 0.5
-        gv = (lv / o.dot_spacing + o.dot_offset[1]) % 1.0 - 0.5
-        return ((gu * gu + gv * gv) * o.dot_spacing**2 > o.dot_radius**2).astype(np.float32)
-    if o.texture == "checkered":
-        a = np.floor(lu / o.checker + o.phase) + np.floor(lv / o.checker)
-        return (a % 2 == 0).astype(np.float32)
-    return np.ones_like(lu, dtype=np.float32)
+        return (~_dotted(a, b, o.dots)).astype(np.float32)
+    # checkered: squares of half a period
+    return ((np.floor(2 * a) + np.floor(2 * b)) % 2 == 0).astype(np.float32)
 
 
 def _shading(o: ToyObject, su: np.ndarray, sv: np.ndarray, light: np.ndarray) -> np.ndarray:
@@ -244,6 +265,34 @@ def _shading(o: ToyObject, su: np.ndarray, sv: np.ndarray, light: np.ndarray) ->
         lam = 0.75 + 0.25 * np.clip(su * light[0] * 1.5, -1, 1)
         return lam
     return np.full_like(su, 0.85 + 0.1 * light[2])
+
+
+def _motif(rng: np.random.Generator) -> tuple[tuple[float, float], ...]:
+    """A random motif: 2 or 3 dots at random places in a period, none overlapping another or its copies."""
+    dots: list[tuple[float, float]] = []
+    while len(dots) < (2 if rng.random() < 0.5 else 3):
+        p = (float(rng.uniform(0, 1)), float(rng.uniform(0, 1)))
+        if all(min(abs(p[0] - q[0]), 1 - abs(p[0] - q[0])) ** 2 + min(abs(p[1] - q[1]), 1 - abs(p[1] - q[1])) ** 2
+               > (2.6 * DOT_RADIUS) ** 2 for q in dots):
+            dots.append(p)
+    return tuple(dots)
+
+
+def _dotted(a: np.ndarray, b: np.ndarray, dots: tuple[tuple[float, float], ...]) -> np.ndarray:
+    """True inside a dot of the motif `dots` repeated every period, at coordinates (a, b) in periods."""
+    inside = np.zeros(a.shape, bool)
+    for da, db in dots:
+        ea, eb = (a - da + 0.5) % 1.0 - 0.5, (b - db + 0.5) % 1.0 - 0.5
+        inside |= ea * ea + eb * eb < DOT_RADIUS**2
+    return inside
+
+
+def _paper(scene: ToyScene, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """The wallpaper's brightness factor at world points (x, y): 1 - PAPER_CONTRAST on the motif."""
+    angle, period = scene.paper
+    a = (x * np.cos(angle) + y * np.sin(angle)) / period
+    b = (-x * np.sin(angle) + y * np.cos(angle)) / period
+    return (1.0 - PAPER_CONTRAST * _dotted(a, b, scene.paper_dots)).astype(np.float32)
 
 
 def _render_layer(scene: ToyScene, t: int, u: np.ndarray, v: np.ndarray):
@@ -260,12 +309,12 @@ def _render_layer(scene: ToyScene, t: int, u: np.ndarray, v: np.ndarray):
     tiles = ((np.floor(gx) + np.floor(gz)) % 2) * 0.06 + 0.94
     fog = np.clip(depth / WALL_DEPTH, 0, 1)[..., None]
     ground = floor * (tiles * (1.0 - 0.25 * fog[..., 0]))[..., None]
-    wall = np.array(scene.wall, np.float32) * (0.9 + 0.1 * (y / scene.size))[..., None]
+    wall = np.array(scene.wall, np.float32) * ((0.9 + 0.1 * (y / scene.size)) * _paper(scene, x, y))[..., None]
     rgb = np.where(below[..., None], ground, wall)
     ids = np.full(u.shape, -1, np.int8)
     local = np.zeros(u.shape + (2,), np.float32)
     light = np.array(scene.light)
-    zs = {i: max(1.5, o.z0 + o.vz * t) for i, o in enumerate(scene.objects)}
+    zs = {i: max(2.0, o.z0 + o.vz * t) for i, o in enumerate(scene.objects)}
     for i in sorted(zs, key=lambda i: -zs[i]):  # painter's order: the nearest is drawn last
         o = scene.objects[i]
         cx, cy, r, th = _object_pose(scene, o, t)
@@ -276,8 +325,9 @@ def _render_layer(scene: ToyScene, t: int, u: np.ndarray, v: np.ndarray):
         if not inside.any():
             continue
         base = np.array(COLOURS[o.colour], np.float32)
-        pattern = _texture(o, lu, lv)[..., None]
-        colour = base * (pattern + (1 - pattern) * SECONDARY) * _shading(o, su, sv, light)[..., None]
+        pattern = _texture(o, su, sv)[..., None]  # in the image's axes: the scene's angle is the same on every object
+        second = base * o.shade if o.shade <= 1 else base + (255.0 - base) * (o.shade - 1)
+        colour = (base * pattern + second * (1 - pattern)) * _shading(o, su, sv, light)[..., None]
         rgb = np.where(inside[..., None], colour, rgb)
         bulge = np.sqrt(np.clip(1 - su * su - sv * sv, 0, 1)) if o.shape == "ball" else 0.3 * (1 - np.abs(su))
         zobj = (zs[i] - 0.25 * bulge).astype(np.float32)
