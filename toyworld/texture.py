@@ -118,8 +118,7 @@ def train_texture(data: FrameSet, workdir: str | os.PathLike, steps: int = 1500,
     model = TextureReader()
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.01)
     trainer = Trainer("texture", workdir, {"texture": model}, opt, steps, lr_warmup=100)
-    if trainer.done:
-        trainer.resume()
+    if trainer.finished():
         return model.eval().requires_grad_(False)
     samples = _samples(data.ids, object_textures(data))
 

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from toyworld.data import FrameSet
-from toyworld.trainer import Trainer, batch_rng
+from toyworld.trainer import batch_rng, component_trainer, optimise
 from toyworld.world import COLOURS, SHAPES, TEXTURES
 
 SEED = 31
@@ -208,19 +208,11 @@ def train_caption(
     torch.manual_seed(SEED)
     model = BlipForConditionalGeneration(toy_blip_config(proc.tokenizer))
     head = PatchAttributeHead(model.config.vision_config.hidden_size)
-    params = list(model.parameters()) + list(head.parameters())
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
-    trainer = Trainer(
-        "caption",
-        workdir,
-        {"blip": model, "aux": head},
-        opt,
-        steps,
-        lr_warmup=min(100, steps // 10 + 1),
-        checkpoint_every=checkpoint_every,
+    modules = {"blip": model, "aux": head}
+    trainer, params = component_trainer(
+        "caption", workdir, modules, steps, lr=lr, weight_decay=0.01, checkpoint_every=checkpoint_every
     )
-    if trainer.done:
-        trainer.resume()
+    if trainer.finished():
         return model.eval().requires_grad_(False)
     # Token ids of each caption and of its mirror image's caption (the same words, so the same length).
     ids, labels = caption_tokens(proc.tokenizer, data.captions)
@@ -246,12 +238,8 @@ def train_caption(
             reduction="mean",
         )
         aux = head.loss(image, table[idx], masks, PATCH)
-        loss = out.loss + AUX_WEIGHT * aux
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        return float(out.loss.detach())
+        optimise(trainer.opt, out.loss + AUX_WEIGHT * aux, params)
+        return float(out.loss.detach())  # the caption loss alone is what loss.csv tracks
 
     trainer.run(step)
     return model.eval().requires_grad_(False)

@@ -34,7 +34,7 @@ from toyworld.train_caption import (
     mirrored_caption,
     pixel_values,
 )
-from toyworld.trainer import Trainer, batch_rng
+from toyworld.trainer import batch_rng, component_trainer, optimise
 
 SEED = 41
 CLIP_SIZE = 128
@@ -59,22 +59,12 @@ def clip_processor(size: int = CLIP_SIZE) -> Any:
 def toy_clip_config(tokenizer: Any, size: int = CLIP_SIZE) -> Any:
     """`_build_clip`'s config with wider layers (vision 96, text 64; projection 64), 4 vision and 3 text
     layers, quick_gelu in both towers, and a `size` input in 16-pixel patches."""
-    from transformers import CLIPConfig, CLIPTextConfig, CLIPVisionConfig
+    from transformers import CLIPConfig, CLIPVisionConfig
+
+    from toyworld.tokens import text_tower_config
 
     width, vision_width = 64, 96
-    text = CLIPTextConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=width,
-        intermediate_size=2 * width,
-        num_hidden_layers=3,
-        num_attention_heads=2,
-        max_position_embeddings=77,
-        hidden_act="quick_gelu",
-        projection_dim=width,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
+    text = text_tower_config(tokenizer, width=width, intermediate=2 * width, hidden_act="quick_gelu")
     vision = CLIPVisionConfig(
         hidden_size=vision_width,
         intermediate_size=2 * vision_width,
@@ -117,19 +107,11 @@ def train_clip(
     torch.manual_seed(SEED)
     model = CLIPModel(toy_clip_config(proc.tokenizer))
     head = PatchAttributeHead(model.config.vision_config.hidden_size)
-    params = list(model.parameters()) + list(head.parameters())
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
-    trainer = Trainer(
-        "clip",
-        workdir,
-        {"clip": model, "aux": head},
-        opt,
-        steps,
-        lr_warmup=min(100, steps // 10 + 1),
-        checkpoint_every=checkpoint_every,
+    modules = {"clip": model, "aux": head}
+    trainer, params = component_trainer(
+        "clip", workdir, modules, steps, lr=lr, weight_decay=0.01, checkpoint_every=checkpoint_every
     )
-    if trainer.done:  # Trainer.run returns at once on a finished run, without loading the checkpoint
-        trainer.resume()
+    if trainer.finished():
         return model.eval().requires_grad_(False)
     # Every caption and its mirror image's (see train_caption.augment), tokenized once.
     mirrored = [mirrored_caption(c) for c in data.captions]
@@ -154,11 +136,8 @@ def train_clip(
         same = torch.from_numpy(cap[:, None] == cap[None, :])
         loss = contrastive_loss(image, text, model.logit_scale.exp().clamp(max=100), same)
         aux = head.loss(vision.last_hidden_state, table[idx], masks, PATCH)
-        opt.zero_grad(set_to_none=True)
-        (loss + AUX_WEIGHT * aux).backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        return float(loss.detach())
+        optimise(trainer.opt, loss + AUX_WEIGHT * aux, params)
+        return float(loss.detach())  # the contrastive loss alone is what loss.csv tracks
 
     trainer.run(step)
     return model.eval().requires_grad_(False)

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from toyworld.data import FrameSet
-from toyworld.trainer import Trainer, batch_rng
+from toyworld.trainer import batch_rng, component_trainer, optimise
 
 SEED = 21
 DEPTH_SIZE = 128  # DPT input (and output) resolution
@@ -88,15 +88,8 @@ def train_depth(
         raise ValueError(f"frames must be square, got {data.frames.shape[1:3]}")
     torch.manual_seed(SEED)
     model = DPTForDepthEstimation(toy_dpt_config(size))
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    trainer = Trainer(
-        "depth",
-        workdir,
-        {"depth": model},
-        opt,
-        steps,
-        lr_warmup=min(100, steps // 10 + 1),
-        checkpoint_every=checkpoint_every,
+    trainer, params = component_trainer(
+        "depth", workdir, {"depth": model}, steps, lr=lr, weight_decay=1e-4, checkpoint_every=checkpoint_every
     )
 
     def step(i: int) -> float:
@@ -107,17 +100,9 @@ def train_depth(
         if rng.random() < 0.5:
             x, d = x.flip(-1), d.flip(-1)
         pred = model(pixel_values=x).predicted_depth
-        loss = depth_loss(pred, d)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        return float(loss.detach())
+        return optimise(trainer.opt, depth_loss(pred, d), params)
 
-    if trainer.done:  # Trainer.run returns at once on a finished run, without loading the checkpoint
-        trainer.resume()
-    else:
-        trainer.run(step)
+    trainer.run(step)  # a finished run: its final weights, loaded
     return model.eval().requires_grad_(False)
 
 

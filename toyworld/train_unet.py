@@ -48,21 +48,9 @@ def toy_unet_config(sample_size: int = 32) -> dict[str, Any]:
 
 
 def toy_text_config(tokenizer: Any) -> Any:
-    from transformers import CLIPTextConfig
+    from toyworld.tokens import text_tower_config
 
-    return CLIPTextConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=TEXT_HIDDEN,
-        intermediate_size=4 * TEXT_HIDDEN,
-        num_hidden_layers=3,
-        num_attention_heads=2,
-        max_position_embeddings=77,
-        hidden_act="gelu",
-        projection_dim=TEXT_HIDDEN,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
+    return text_tower_config(tokenizer, width=TEXT_HIDDEN, intermediate=4 * TEXT_HIDDEN, hidden_act="gelu")
 
 
 def alphas_cumprod() -> torch.Tensor:
@@ -109,8 +97,7 @@ def train_unet(
     opt = torch.optim.AdamW(params, lr=4e-4, weight_decay=0.01)
     modules = {"unet": unet, "text_encoder": text, "ema_unet": ema_unet, "ema_text_encoder": ema_text}
     trainer = Trainer("unet", workdir, modules, opt, steps, lr_warmup=200, on_checkpoint=on_checkpoint)
-    if trainer.done:  # Trainer.run returns at once on a finished run: load the final weights only
-        trainer.resume()
+    if trainer.finished():  # the final weights: no latents, depth or tokens to prepare
         return ema_unet.eval(), ema_text.eval()
     depth = torch.cat([depth_maps(data.disparity[i : i + 256], sample_size) for i in range(0, len(data), 256)])
     ids = tokenizer(

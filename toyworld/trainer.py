@@ -39,6 +39,25 @@ def optimise(opt: torch.optim.Optimizer, loss: torch.Tensor, params, max_norm: f
     return float(loss.detach())
 
 
+def component_trainer(
+    name: str,
+    workdir: str | os.PathLike,
+    modules: dict[str, torch.nn.Module],
+    steps: int,
+    *,
+    lr: float,
+    weight_decay: float,
+    checkpoint_every: int = 200,
+) -> tuple[Trainer, list[torch.nn.Parameter]]:
+    """What the toy captioner, CLIP and depth trainers share: AdamW over every module's parameters (in
+    the order of `modules`), a warm-up of a tenth of the run (at most 100 steps), checkpoints under
+    `workdir/name`. Returns the trainer and the parameters (for `optimise`)."""
+    params = [p for m in modules.values() for p in m.parameters()]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    warmup = min(100, steps // 10 + 1)
+    return Trainer(name, workdir, modules, opt, steps, lr_warmup=warmup, checkpoint_every=checkpoint_every), params
+
+
 class Trainer:
     def __init__(
         self,
@@ -69,6 +88,13 @@ class Trainer:
     @property
     def done(self) -> bool:
         return (self.dir / "done").exists()
+
+    def finished(self) -> bool:
+        """True when the run is done, with its final weights loaded: a trainer can then skip preparing
+        its data (`run` would return at once anyway)."""
+        if self.done:
+            self.resume()
+        return self.done
 
     def _ckpt(self) -> Path:
         return self.dir / "ckpt.pt"
