@@ -11,6 +11,11 @@ import pytest
 from fixtures.published import SD2_DEPTH_FILES
 
 
+# Measured on the committed models (BENCHMARKS.md, "The toy world"), with a margin for other CPUs' rounding.
+EDIT_ACCURACY = {"colour": 0.75, "texture": 0.5}
+WARP_RATIO = {"colour": 1.0, "texture": 0.9}
+
+
 def _files(folder):
     return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
 
@@ -59,28 +64,34 @@ def test_committed_toy_folder_has_the_published_file_set():
     for sub, names in SD2_DEPTH_FILES.items():
         expected = [sub] if names is None else [f"{sub}/{n}" for n in names]
         assert set(expected) <= set(files), sub
-    assert any(f.startswith("blip/") for f in files) and any(f.startswith("clip/") for f in files)
+    for sub in ("blip/", "clip/", "texture/"):  # captioner, metrics' CLIP, the measures' texture reader
+        assert any(f.startswith(sub) for f in files), sub
     size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
     assert size < 30 * 2**20
 
 
-def test_toy_colour_edit_is_recognisable_and_consistent(toy_editor):
-    """A held-out clip edited to another colour: the object shows the target colour in most frames,
-    keeps its silhouette, and Pix2Video's frames agree along the true flow better than per-frame
-    editing's."""
+@pytest.mark.parametrize("attribute", ["colour", "texture"])
+def test_toy_edit_is_recognisable_and_steadier_than_per_frame(toy_editor, attribute):
+    """A held-out clip, its largest object edited to another colour or another texture kind (whose
+    pattern the prompt leaves free): the object shows the target in most frames, keeps its silhouette,
+    and Pix2Video's frames agree along the true flow better than per-frame editing's, the paper's
+    claim, by a margin (the texture edit is where per-frame editing draws a new pattern every frame)."""
     from pipeline.method.editor import EditConfig
     from pipeline.models.depth import DepthEstimator
-    from toyworld.benchmark import BENCH_SEED, VARIANTS, edit_task, edit_variants
+    from toyworld import toy_model_dir
+    from toyworld.benchmark import BENCH_SEED, PER_FRAME, VARIANTS, edit_task, edit_variants
+    from toyworld.texture import load_reader
 
-    task = edit_task(BENCH_SEED, frames=8)
+    task = edit_task(BENCH_SEED, frames=8, attribute=attribute)
     depth = DepthEstimator.from_model("toy", device="cpu")(task.clip.frames)
-    method, per_frame = VARIANTS[0], next(v for v in VARIANTS if v.injection == "none")
-    cfg = EditConfig(steps=20)
-    rows = {r["variant"]: r for r in edit_variants(toy_editor, task, depth, [method, per_frame], cfg)}
+    method, per_frame = VARIANTS[0], next(v for v in VARIANTS if v.label == PER_FRAME)
+    reader = load_reader(toy_model_dir() / "texture")
+    rows = edit_variants(toy_editor, task, depth, [method, per_frame], EditConfig(steps=20), reader=reader)
+    rows = {r["variant"]: r for r in rows}
     ours, theirs = rows[method.label], rows[per_frame.label]
-    assert ours["edit_accuracy"] >= 0.75, ours
+    assert ours["edit_accuracy"] >= EDIT_ACCURACY[attribute], ours
     assert ours["structure_iou"] >= 0.4, ours
-    assert ours["warp_error"] < theirs["warp_error"], (ours, theirs)
+    assert ours["warp_error"] < WARP_RATIO[attribute] * theirs["warp_error"], (ours, theirs)
 
 
 def test_toy_captioner_names_the_objects():
