@@ -10,7 +10,6 @@ import pytest
 
 from fixtures.published import SD2_DEPTH_FILES
 
-
 # Measured on the committed models (BENCHMARKS.md, "The toy world"), with a margin for other CPUs' rounding.
 EDIT_ACCURACY = {"colour": 0.75, "texture": 0.5}
 WARP_RATIO = {"colour": 1.0, "texture": 0.9}
