@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from toyworld.data import training_set
+from toyworld.trainer import TrainSettings
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -24,11 +25,8 @@ def frames(tmp_path_factory):
 def _train(name):
     from toyworld import train_caption, train_clip, train_depth
 
-    return {
-        "depth": lambda d, w, **kw: train_depth.train_depth(d, w, batch=2, **kw),
-        "caption": lambda d, w, **kw: train_caption.train_caption(d, w, batch=4, **kw),
-        "clip": lambda d, w, **kw: train_clip.train_clip(d, w, batch=4, **kw),
-    }[name]
+    module, batch = {"depth": (train_depth, 2), "caption": (train_caption, 4), "clip": (train_clip, 4)}[name]
+    return lambda d, w, **kw: getattr(module, f"train_{name}")(d, w, TrainSettings(batch=batch, **kw))
 
 
 def _state(model):
@@ -78,7 +76,7 @@ def test_depth_folder_loads_through_depth_estimator(frames, tmp_path):
     from pipeline.models.depth import DepthEstimator
     from toyworld.train_depth import evaluate_depth, predict_depth, save_depth, train_depth
 
-    model = train_depth(frames, tmp_path, steps=2, batch=2)
+    model = train_depth(frames, tmp_path, TrainSettings(steps=2, batch=2))
     folder = save_depth(model, None, tmp_path / "toy")
     assert (folder / "depth_estimator" / "config.json").is_file()
     assert (folder / "feature_extractor" / "preprocessor_config.json").is_file()
@@ -95,7 +93,7 @@ def test_caption_folder_loads_through_captioner(frames, tmp_path):
     from pipeline.models.caption import Captioner
     from toyworld.train_caption import caption_processor, evaluate_caption, save_caption, train_caption
 
-    model = train_caption(frames, tmp_path, steps=2, batch=4)
+    model = train_caption(frames, tmp_path, TrainSettings(steps=2, batch=4))
     folder = save_caption(model, caption_processor(), tmp_path / "blip")
     cap = Captioner.from_model(str(folder), device="cpu")
     assert cap.image_processor.size == {"height": 128, "width": 128}
@@ -110,7 +108,7 @@ def test_clip_folder_loads_through_clip_scorer(frames, tmp_path):
     from pipeline.quality.clip import ClipScorer
     from toyworld.train_clip import clip_processor, evaluate_clip, save_clip, train_clip
 
-    model = train_clip(frames, tmp_path, steps=2, batch=4)
+    model = train_clip(frames, tmp_path, TrainSettings(steps=2, batch=4))
     assert model.config.vision_config.hidden_act == "quick_gelu" == model.config.text_config.hidden_act
     folder = save_clip(model, clip_processor(), tmp_path / "clip_model")
     scorer = ClipScorer.from_model(str(folder), device="cpu")

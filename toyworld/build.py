@@ -20,6 +20,7 @@ import logging
 import os
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -120,10 +121,8 @@ def train_toy(
             from toyworld import texture, train_caption, train_clip, train_depth
 
             module = {"texture": texture, "depth": train_depth, "caption": train_caption, "clip": train_clip}[part]
-            train = getattr(module, f"train_{part}")
-            import inspect
-
-            trained = train(data, out, steps=steps(inspect.signature(train).parameters["steps"].default))
+            train, settings = getattr(module, f"train_{part}"), module.SETTINGS
+            trained = train(data, out, replace(settings, steps=steps(settings.steps)))
             figures.update(**{part: getattr(module, f"evaluate_{part}")(trained, held)})
             models[part] = trained
         figures.update(seconds={part: round(time.time() - t, 1)})

@@ -19,10 +19,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from toyworld.data import FrameSet
-from toyworld.trainer import Trainer, batch_rng, optimise
+from toyworld.trainer import TrainSettings, batch_rng, component_trainer, optimise
 from toyworld.world import TEXTURES
 
 SEED = 41
+SETTINGS = TrainSettings(steps=1500, batch=64, lr=2e-3)
 CROP = 48
 WIDTH = 32
 MIN_PIXELS = 150  # objects with fewer visible pixels are not read
@@ -112,20 +113,19 @@ def _batch(frames, ids, samples, pick, rng) -> tuple[torch.Tensor, torch.Tensor]
     return x, torch.tensor([samples[n][2] for n in pick])
 
 
-def train_texture(data: FrameSet, workdir: str | os.PathLike, steps: int = 1500, batch: int = 64) -> TextureReader:
+def train_texture(data: FrameSet, workdir: str | os.PathLike, settings: TrainSettings = SETTINGS) -> TextureReader:
     """Train the texture reader on ground-truth object crops under `<workdir>/texture/` (resumable)."""
     torch.manual_seed(SEED)
     model = TextureReader()
-    opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.01)
-    trainer = Trainer("texture", workdir, {"texture": model}, opt, steps, lr_warmup=100)
+    trainer, params = component_trainer("texture", workdir, {"texture": model}, settings, weight_decay=0.01)
     if trainer.finished():
         return model.eval().requires_grad_(False)
     samples = _samples(data.ids, object_textures(data))
 
     def step(i: int) -> float:
         rng = batch_rng(SEED, i)
-        x, y = _batch(data.frames, data.ids, samples, rng.integers(0, len(samples), batch), rng)
-        return optimise(opt, F.cross_entropy(model(x), y), model.parameters())
+        x, y = _batch(data.frames, data.ids, samples, rng.integers(0, len(samples), settings.batch), rng)
+        return optimise(trainer.opt, F.cross_entropy(model(x), y), params)
 
     trainer.run(step)
     return model.eval().requires_grad_(False)

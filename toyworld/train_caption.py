@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +28,11 @@ import numpy as np
 import torch
 
 from toyworld.data import FrameSet
-from toyworld.trainer import batch_rng, component_trainer, optimise
+from toyworld.trainer import TrainSettings, batch_rng, component_trainer, optimise
 from toyworld.world import COLOURS, SHAPES, TEXTURES
 
 SEED = 31
+SETTINGS = TrainSettings(steps=2000, batch=32)
 CAPTION_SIZE = 128  # vision input resolution: the frames' own (no resize)
 PATCH = 16  # 8x8 patches, as many tokens as 64x64 inputs with 8x8 patches
 SHIFT = 12  # training translations: up to this many pixels each way
@@ -193,36 +194,66 @@ class PatchAttributeHead(torch.nn.Module):
         return total
 
 
-def train_caption(
-    data: FrameSet,
-    workdir: str | os.PathLike,
-    steps: int = 2000,
-    batch: int = 32,
-    lr: float = 1e-3,
-    checkpoint_every: int = 200,
-) -> Any:
+class AttributeTraining:
+    """What the toy captioner's and CLIP's trainings share: the model and a PatchAttributeHead on its
+    vision tower's patch tokens (weight AUX_WEIGHT), one AdamW over both (`component_trainer`, the
+    checkpoint holding the model under `key` and the head as "aux"), and batches of augmented frames
+    (mirrored with their captions, `augment`) drawn with `seed`."""
+
+    def __init__(
+        self,
+        name: str,
+        key: str,
+        model: Any,
+        data: FrameSet,
+        workdir: str | os.PathLike,
+        settings: TrainSettings,
+        seed: int,
+    ) -> None:
+        self.model, self.data, self.seed, self.size = model, data, seed, settings.batch
+        self.head = PatchAttributeHead(model.config.vision_config.hidden_size)
+        modules = {key: model, "aux": self.head}
+        self.trainer, self.params = component_trainer(name, workdir, modules, settings, weight_decay=0.01)
+        self.finished = self.trainer.finished()  # a finished run's weights are loaded: nothing to prepare
+        self.table = None if self.finished else attribute_tables(data)
+
+    def batch(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Step `i`'s (frame indices, augmented frames, their object-id maps, which were mirrored)."""
+        rng = batch_rng(self.seed, i)
+        idx = np.sort(rng.integers(0, len(self.data), self.size))
+        return (idx, *augment(self.data.frames[idx], rng, ids=self.data.ids[idx]))
+
+    def optimise(self, loss: torch.Tensor, patch_tokens: torch.Tensor, idx: np.ndarray, ids: np.ndarray) -> float:
+        """One update on `loss` plus the attribute loss; returns `loss` alone (what loss.csv tracks)."""
+        aux = self.head.loss(patch_tokens, self.table[idx], ids, self.model.config.vision_config.patch_size)
+        optimise(self.trainer.opt, loss + AUX_WEIGHT * aux, self.params)
+        return float(loss.detach())
+
+    def run(self, step: Callable[[int], float]) -> Any:
+        """Train with `step` (resuming from the last checkpoint); the trained model."""
+        self.trainer.run(step)
+        return self.trained()
+
+    def trained(self) -> Any:
+        return self.model.eval().requires_grad_(False)
+
+
+def train_caption(data: FrameSet, workdir: str | os.PathLike, settings: TrainSettings = SETTINGS) -> Any:
     """Train a toy BLIP on `data` under `<workdir>/caption/` (resumable); returns it in eval mode."""
     from transformers import BlipForConditionalGeneration
 
     proc = caption_processor()
     torch.manual_seed(SEED)
     model = BlipForConditionalGeneration(toy_blip_config(proc.tokenizer))
-    head = PatchAttributeHead(model.config.vision_config.hidden_size)
-    modules = {"blip": model, "aux": head}
-    trainer, params = component_trainer(
-        "caption", workdir, modules, steps, lr=lr, weight_decay=0.01, checkpoint_every=checkpoint_every
-    )
-    if trainer.finished():
-        return model.eval().requires_grad_(False)
+    run = AttributeTraining("caption", "blip", model, data, workdir, settings, SEED)
+    if run.finished:
+        return run.trained()
     # Token ids of each caption and of its mirror image's caption (the same words, so the same length).
     ids, labels = caption_tokens(proc.tokenizer, data.captions)
     ids_m, labels_m = caption_tokens(proc.tokenizer, [mirrored_caption(c) for c in data.captions])
-    table = attribute_tables(data)
 
     def step(i: int) -> float:
-        rng = batch_rng(SEED, i)
-        idx = np.sort(rng.integers(0, len(data), batch))
-        frames, masks, flips = augment(data.frames[idx], rng, ids=data.ids[idx])
+        idx, frames, masks, flips = run.batch(i)
         flip = torch.from_numpy(flips)[:, None]
         tok = torch.where(flip, ids_m[idx], ids[idx])
         lab = torch.where(flip, labels_m[idx], labels[idx])
@@ -237,12 +268,9 @@ def train_caption(
             labels=lab[:, :width],
             reduction="mean",
         )
-        aux = head.loss(image, table[idx], masks, PATCH)
-        optimise(trainer.opt, out.loss + AUX_WEIGHT * aux, params)
-        return float(out.loss.detach())  # the caption loss alone is what loss.csv tracks
+        return run.optimise(out.loss, image, idx, masks)
 
-    trainer.run(step)
-    return model.eval().requires_grad_(False)
+    return run.run(step)
 
 
 _OBJECT = re.compile(r"^a (\w+)(?: (striped|dotted|checkered))? (\w+)$")

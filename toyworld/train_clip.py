@@ -26,17 +26,11 @@ import numpy as np
 import torch
 
 from toyworld.data import FrameSet
-from toyworld.train_caption import (
-    AUX_WEIGHT,
-    PatchAttributeHead,
-    attribute_tables,
-    augment,
-    mirrored_caption,
-    pixel_values,
-)
-from toyworld.trainer import batch_rng, component_trainer, optimise
+from toyworld.train_caption import AttributeTraining, mirrored_caption, pixel_values
+from toyworld.trainer import TrainSettings
 
 SEED = 41
+SETTINGS = TrainSettings(steps=1200, batch=32)
 CLIP_SIZE = 128
 PATCH = 16
 GALLERY = 32  # images per retrieval gallery (distinct captions)
@@ -92,27 +86,16 @@ def contrastive_loss(image: torch.Tensor, text: torch.Tensor, scale: torch.Tenso
     return (li + lt) / 2
 
 
-def train_clip(
-    data: FrameSet,
-    workdir: str | os.PathLike,
-    steps: int = 1200,
-    batch: int = 32,
-    lr: float = 1e-3,
-    checkpoint_every: int = 200,
-) -> Any:
+def train_clip(data: FrameSet, workdir: str | os.PathLike, settings: TrainSettings = SETTINGS) -> Any:
     """Train a toy CLIP on `data` under `<workdir>/clip/` (resumable); returns it in eval mode."""
     from transformers import CLIPModel
 
     proc = clip_processor()
     torch.manual_seed(SEED)
     model = CLIPModel(toy_clip_config(proc.tokenizer))
-    head = PatchAttributeHead(model.config.vision_config.hidden_size)
-    modules = {"clip": model, "aux": head}
-    trainer, params = component_trainer(
-        "clip", workdir, modules, steps, lr=lr, weight_decay=0.01, checkpoint_every=checkpoint_every
-    )
-    if trainer.finished():
-        return model.eval().requires_grad_(False)
+    run = AttributeTraining("clip", "clip", model, data, workdir, settings, SEED)
+    if run.finished:
+        return run.trained()
     # Every caption and its mirror image's (see train_caption.augment), tokenized once.
     mirrored = [mirrored_caption(c) for c in data.captions]
     names = sorted(set(data.captions) | set(mirrored))
@@ -120,12 +103,9 @@ def train_clip(
     caption_index = np.array([where[c] for c in data.captions])
     mirrored_index = np.array([where[c] for c in mirrored])
     tok = proc.tokenizer(names, padding="longest", return_tensors="pt")
-    table = attribute_tables(data)
 
     def step(i: int) -> float:
-        rng = batch_rng(SEED, i)
-        idx = np.sort(rng.integers(0, len(data), batch))
-        frames, masks, flips = augment(data.frames[idx], rng, ids=data.ids[idx])
+        idx, frames, masks, flips = run.batch(i)
         cap = np.where(flips, mirrored_index[idx], caption_index[idx])
         # get_image_features, spelled out to reach the patch tokens for the auxiliary loss
         vision = model.vision_model(pixel_values=pixel_values(proc.image_processor, frames))
@@ -135,12 +115,9 @@ def train_clip(
         text = _unit(model.get_text_features(input_ids=ids, attention_mask=mask))[torch.from_numpy(inverse)]
         same = torch.from_numpy(cap[:, None] == cap[None, :])
         loss = contrastive_loss(image, text, model.logit_scale.exp().clamp(max=100), same)
-        aux = head.loss(vision.last_hidden_state, table[idx], masks, PATCH)
-        optimise(trainer.opt, loss + AUX_WEIGHT * aux, params)
-        return float(loss.detach())  # the contrastive loss alone is what loss.csv tracks
+        return run.optimise(loss, vision.last_hidden_state, idx, masks)
 
-    trainer.run(step)
-    return model.eval().requires_grad_(False)
+    return run.run(step)
 
 
 def retrieval_galleries(

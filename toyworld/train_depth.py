@@ -22,9 +22,10 @@ import numpy as np
 import torch
 
 from toyworld.data import FrameSet
-from toyworld.trainer import batch_rng, component_trainer, optimise
+from toyworld.trainer import TrainSettings, batch_rng, component_trainer, optimise
 
 SEED = 21
+SETTINGS = TrainSettings(steps=1500, batch=8)
 DEPTH_SIZE = 128  # DPT input (and output) resolution
 BIT_DEPTHS = (1, 1, 1)  # bottleneck blocks per BiT stage
 ORDINAL_MIN_RATIO = 0.05  # pixel pairs whose true disparities differ by less than 5% are not counted
@@ -72,14 +73,7 @@ def depth_loss(pred: torch.Tensor, disparity: torch.Tensor) -> torch.Tensor:
     return plain + 0.5 * ssi
 
 
-def train_depth(
-    data: FrameSet,
-    workdir: str | os.PathLike,
-    steps: int = 1500,
-    batch: int = 8,
-    lr: float = 1e-3,
-    checkpoint_every: int = 200,
-) -> Any:
+def train_depth(data: FrameSet, workdir: str | os.PathLike, settings: TrainSettings = SETTINGS) -> Any:
     """Train a toy DPT on `data` under `<workdir>/depth/` (resumable); returns it in eval mode."""
     from transformers import DPTForDepthEstimation
 
@@ -89,12 +83,12 @@ def train_depth(
     torch.manual_seed(SEED)
     model = DPTForDepthEstimation(toy_dpt_config(size))
     trainer, params = component_trainer(
-        "depth", workdir, {"depth": model}, steps, lr=lr, weight_decay=1e-4, checkpoint_every=checkpoint_every
+        "depth", workdir, {"depth": model}, settings, weight_decay=1e-4
     )
 
     def step(i: int) -> float:
         rng = batch_rng(SEED, i)
-        idx = np.sort(rng.integers(0, len(data), batch))
+        idx = np.sort(rng.integers(0, len(data), settings.batch))
         x = to_pixels(data.frames[idx])
         d = torch.from_numpy(data.disparity[idx].astype(np.float32))
         if rng.random() < 0.5:

@@ -15,6 +15,7 @@ import math
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -39,23 +40,34 @@ def optimise(opt: torch.optim.Optimizer, loss: torch.Tensor, params, max_norm: f
     return float(loss.detach())
 
 
+@dataclass(frozen=True)
+class TrainSettings:
+    """How long and how a component trains: steps, batch size, peak learning rate, checkpoint interval.
+    Each component module has its defaults (`SETTINGS`); `dataclasses.replace` makes a variant."""
+
+    steps: int
+    batch: int
+    lr: float = 1e-3
+    checkpoint_every: int = 200
+
+
 def component_trainer(
     name: str,
     workdir: str | os.PathLike,
     modules: dict[str, torch.nn.Module],
-    steps: int,
+    settings: TrainSettings,
     *,
-    lr: float,
     weight_decay: float,
-    checkpoint_every: int = 200,
 ) -> tuple[Trainer, list[torch.nn.Parameter]]:
     """What the toy captioner, CLIP and depth trainers share: AdamW over every module's parameters (in
     the order of `modules`), a warm-up of a tenth of the run (at most 100 steps), checkpoints under
     `workdir/name`. Returns the trainer and the parameters (for `optimise`)."""
     params = [p for m in modules.values() for p in m.parameters()]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    opt = torch.optim.AdamW(params, lr=settings.lr, weight_decay=weight_decay)
+    steps = settings.steps
     warmup = min(100, steps // 10 + 1)
-    return Trainer(name, workdir, modules, opt, steps, lr_warmup=warmup, checkpoint_every=checkpoint_every), params
+    trainer = Trainer(name, workdir, modules, opt, steps, lr_warmup=warmup, checkpoint_every=settings.checkpoint_every)
+    return trainer, params
 
 
 class Trainer:
