@@ -86,13 +86,13 @@ def train_toy(
     held = heldout_set(out, heldout) if heldout else heldout_set(out)
     models: dict[str, Any] = {}
     from toyworld.tokens import write_toy_tokenizer
-    from toyworld.train_vae import encode, finetune_decoder, psnr, train_vae
+    from toyworld.train_vae import DECODER_STEPS, STEPS, encode, finetune_decoder, psnr, train_vae
 
     def vae() -> Any:
         if "vae" not in models:
             if "vae" not in todo and not _done(out, "vae"):
                 raise RuntimeError(f"the VAE of {out} is not trained yet: run the 'vae' part first")
-            models["vae"] = train_vae(data, out, steps=steps(3000))
+            models["vae"] = train_vae(data, out, steps=steps(STEPS))
         return models["vae"]
 
     tokenizer = write_toy_tokenizer(out / "tokenizer")
@@ -101,6 +101,7 @@ def train_toy(
             continue
         t = time.time()
         if part == "unet":
+            from toyworld.train_unet import STEPS as UNET_STEPS
             from toyworld.train_unet import train_unet
 
             latents_path = out / "unet" / "latents.pt"
@@ -112,10 +113,10 @@ def train_toy(
                 torch.save(latents, latents_path)
             monitor = _Monitor(out, vae, tokenizer, held_seeds(MONITOR_SCENES))
             models["unet"], models["text_encoder"] = train_unet(
-                data, latents, tokenizer, out, steps=steps(8000), on_checkpoint=monitor
+                data, latents, tokenizer, out, steps=steps(UNET_STEPS), on_checkpoint=monitor
             )
         elif part == "vae-decoder":
-            models["vae"] = finetune_decoder(vae(), data, out, steps=steps(1500))
+            models["vae"] = finetune_decoder(vae(), data, out, steps=steps(DECODER_STEPS))
             figures.update(vae_psnr_db=round(psnr(models["vae"], held.frames), 2))
         else:
             from toyworld import texture, train_caption, train_clip, train_depth

@@ -22,6 +22,8 @@ from toyworld.trainer import Trainer, batch_rng, optimise
 
 SCALING_FACTOR = 0.18215  # diffusers' default, which SD2's vae/config.json relies on
 SEED = 11
+STEPS = 3000  # the joint phase
+DECODER_STEPS = 600  # the decoder alone (the committed VAE: +0.46 dB on held-out frames in these 600 steps)
 
 
 def toy_vae_config() -> dict[str, Any]:
@@ -45,7 +47,7 @@ def to_tensor(frames: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 127.5 - 1.0
 
 
-def train_vae(data: FrameSet, workdir: str | os.PathLike, steps: int = 3000, batch: int = 8, crop: int = 64) -> Any:
+def train_vae(data: FrameSet, workdir: str | os.PathLike, steps: int = STEPS, batch: int = 8, crop: int = 64) -> Any:
     """Trained on random crops (the VAE is convolutional; crops cost a quarter of whole frames)."""
     from diffusers import AutoencoderKL
 
@@ -78,7 +80,7 @@ def train_vae(data: FrameSet, workdir: str | os.PathLike, steps: int = 3000, bat
 
 
 def finetune_decoder(
-    vae: Any, data: FrameSet, workdir: str | os.PathLike, steps: int = 1500, batch: int = 4, crop: int = 128
+    vae: Any, data: FrameSet, workdir: str | os.PathLike, steps: int = DECODER_STEPS, batch: int = 4, crop: int = 128
 ) -> Any:
     """Second phase: the decoder alone, with the encoder frozen, on whole frames (the mid-block attention
     then sees as many tokens as it will when editing). The latents do not move, so the UNet can train on
