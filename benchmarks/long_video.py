@@ -220,7 +220,7 @@ def _sized_task(seed: int, frames: int, size: int) -> EditTask:
     obj = int(np.argmax(clip.masks.sum(axis=(0, 2, 3))))
     old = scene.objects[obj].colour
     target = str(np.random.default_rng(seed).choice([c for c in COLOURS if c != old]))
-    return EditTask(clip, obj, target, clip.captions[0], caption(scene.with_object(obj, colour=target)))
+    return EditTask(clip, obj, "colour", target, clip.captions[0], caption(scene.with_object(obj, colour=target)))
 
 
 if __name__ == "__main__":

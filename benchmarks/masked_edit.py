@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
             zT = editor.invert(video, task.source_prompt, config)
             (latents,) = editor.edit(video, zT, [task.target_prompt], config)
             frames = np.stack(list(editor.decode(latents, config.decode_batch, video=video, config=config)))
-            score = score_edit(frames, clip.masks, clip.ids, clip.flow, task.obj, task.target_colour)
+            score = score_edit(frames, clip.masks, clip.ids, clip.flow, task.obj, task.colour_after, clip.frames)
             row[label] = {
                 "accuracy_inside": score.accuracy,
                 "psnr_outside": psnr(frames, clip.frames, ~mask),
