@@ -35,10 +35,6 @@ MONITOR_SCENES = 16  # held-out scenes sampled at each UNet checkpoint (unet/mon
 MONITOR_EVERY = 1000  # UNet steps between two monitor samples
 
 
-def _timed(figures: dict[str, Any], name: str, started: float) -> None:
-    figures.setdefault("seconds", {})[name] = round(time.time() - started, 1)
-
-
 class _Figures:
     """figures.json, read and written whole at each update (two processes may share it)."""
 

@@ -59,7 +59,7 @@ def component_trainer(
     *,
     weight_decay: float,
 ) -> tuple[Trainer, list[torch.nn.Parameter]]:
-    """What the toy captioner, CLIP and depth trainers share: AdamW over every module's parameters (in
+    """What the toy captioner, CLIP, depth and texture trainers share: AdamW over every module's parameters (in
     the order of `modules`), a warm-up of a tenth of the run (at most 100 steps), checkpoints under
     `workdir/name`. Returns the trainer and the parameters (for `optimise`)."""
     params = [p for m in modules.values() for p in m.parameters()]

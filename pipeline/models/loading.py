@@ -234,7 +234,7 @@ def pil_image_processor(name: str) -> type:
 
 class ImageTextModel(LoadedModel):
     """A LoadedModel with an image processor and a tokenizer (BLIP, CLIP): `network` (the transformers
-    class name), `image_processor` (its processor's class name) and `layout` (what a folder must hold,
+    class name), `image_processor_class` (its processor's class name) and `layout` (what a folder must hold,
     for the error message) say what to load; each of the three loads through `load_pretrained`."""
 
     network: ClassVar[str]
