@@ -29,7 +29,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -62,7 +62,12 @@ def window_scores(frames: np.ndarray, task: EditTask, window: int) -> list[dict[
     for w in range(0, len(frames), window):
         end = min(w + window, len(frames))
         score = score_edit(
-            frames[w:end], c.masks[w:end], c.ids[w:end], c.flow[w : end - 1], task.obj, task.colour_after,
+            frames[w:end],
+            c.masks[w:end],
+            c.ids[w:end],
+            c.flow[w : end - 1],
+            task.obj,
+            task.colour_after,
             c.frames[w:end],
         )
         out.append({"start": w, "accuracy": score.accuracy, "warp": score.warp})
@@ -135,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
                     }
                 )
                 print(f"seed {seed}, {n} frames, refresh {k}: {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+                # after every edit, so that a long run stopped early keeps what it measured
+                write_output(args, {"seeds": seeds, "clips": records})
 
     print(
         f"{len(seeds)} held-out scenes (seeds {', '.join(map(str, seeds))}), model {args.model}, {args.steps} steps, "
@@ -174,10 +181,7 @@ def main(argv: list[str] | None = None) -> int:
                 values = [v for v in values if v is not None and np.isfinite(v)]
                 cells.append(fmt.format(np.mean(values)) if values else "–")
             print(f"| {n} | {'' if n == 'input' else k} | " + " | ".join(cells) + " |")
-    if args.output:
-        args.output.write_text(
-            json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "seeds": seeds, "clips": records})
-        )
+    write_output(args, {"seeds": seeds, "clips": records})
     return 0
 
 
@@ -190,6 +194,12 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     parser.add_argument("--output", type=Path, help="write every figure as JSON here")
+
+
+def write_output(args: argparse.Namespace, figures: dict[str, Any]) -> None:
+    """Every figure so far and the run's flags as JSON at --output (none: nothing written)."""
+    if args.output:
+        args.output.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, **figures}))
 
 
 def load_editor(args: argparse.Namespace) -> Pix2Video:

@@ -17,7 +17,6 @@ latent cell). "PSNR outside" is over every pixel outside the true mask, the feat
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -27,7 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from long_video import add_run_arguments, load_editor, toy_task  # noqa: E402 - the toy benchmarks' shared parts
+from long_video import add_run_arguments, load_editor, toy_task, write_output  # noqa: E402 - the toy benchmarks' shared parts
 
 MASK_SEED = 5_000_000  # held out: training 0.., heldout 1e6.., edits 2e6.., cuts 3e6.., long 4e6..
 
@@ -78,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
             }
         records.append(row)
         print(f"seed {seed}: {time.perf_counter() - started:.0f} s", file=sys.stderr)
+        write_output(args, {"clips": records})
 
     def mean(label: str, key: str) -> str:
         values = [r[label][key] for r in records if np.isfinite(r[label][key]) or r[label][key] == np.inf]
@@ -97,8 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     for label in ("masked", "unmasked"):
         cells = [mean(label, k) for k in ("accuracy_inside", "psnr_outside", "psnr_beyond_feather", "warp")]
         print(f"| {label} | " + " | ".join(cells) + " |")
-    if args.output:
-        args.output.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "clips": records}))
+    write_output(args, {"clips": records})
     return 0
 
 

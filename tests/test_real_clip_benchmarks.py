@@ -1,5 +1,6 @@
-"""benchmarks/long_video.py at test scale: the tiny model, short toy clips, one step; the figures are
-meaningless here (noise-like pictures), the tables and the per-window JSON are what is checked."""
+"""The real-clip benchmarks (long_video.py, masked_edit.py, shot_edits.py) at test scale: the tiny model,
+short toy clips, one or two steps; the pictures are noise-like, so what is checked is the tables, the
+JSON, and what holds whatever the model draws."""
 
 from __future__ import annotations
 
@@ -30,3 +31,17 @@ def test_masked_edit_script_keeps_the_outside(tmp_path, capsys, tiny_model_dir, 
     (clip,) = json.loads(out.read_text())["clips"]
     assert clip["masked"]["psnr_beyond_feather"] == float("inf")  # the composite keeps the input exactly
     assert clip["unmasked"]["psnr_outside"] < clip["masked"]["psnr_outside"]
+
+
+def test_shot_edits_script_edits_each_shot_as_if_alone(tmp_path, capsys, tiny_model_dir, benchmark_script):
+    out = tmp_path / "shots.json"
+    argv = ["--model", "tiny", "--frames", "6", "--steps", "2", "--size", "64", "--pairs", "1", "--output", str(out)]
+    assert benchmark_script("shot_edits").main(argv) == 0
+    assert "| second (cut to end) |" in capsys.readouterr().out
+    (pair,) = json.loads(out.read_text())["pairs"]
+    assert pair["shots"] == [0, 6]
+    first, second = pair["per_shot"]
+    # split vs alone: float order only (measured: at most 1 grey level after rounding)
+    assert first["split_vs_alone_max"] <= 2 and second["split_vs_alone_max"] <= 2
+    # one shot paints the second clip from the first's anchor (measured: 107 levels at most)
+    assert second["one_shot_vs_alone_max"] > 20
