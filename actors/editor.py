@@ -96,8 +96,7 @@ class _Prepared:
         """`units`' edit as Pix2Video.edit_shots takes a clip: (shot video, zT, prompts) per shot."""
         index = {u.key: i for i, u in enumerate(self.units)}
         return [
-            (shot, zT, [self.shot_prompts[index[u.key]][s] for u in units])
-            for s, (shot, zT) in enumerate(self.shots)
+            (shot, zT, [self.shot_prompts[index[u.key]][s] for u in units]) for s, (shot, zT) in enumerate(self.shots)
         ]
 
 
@@ -318,6 +317,7 @@ class EditorActor:
                 shots=list(meta.shots or [0]),
                 shot_source_prompts=list(p.source_prompts),
                 shot_prompts=list(prompts_of[unit.key]),
+                anchor_refresh=config.anchor_refresh,
                 output=url,
                 attempts=p.attempt,
                 group_size=group_size,
@@ -410,6 +410,7 @@ def _row(unit: Unit, meta: PrecomputeRecord, *, status: str, **fields: Any) -> d
         "height": meta.height,
         "shots": list(meta.shots) if meta.shots is not None else None,  # first frames; null before precompute
         "mask": storage.redact_url(unit.mask) if unit.mask else None,
+        "anchor_refresh": None,  # set on an edited row: the --anchor-refresh K it was made with
         "group_size": None,  # videos edited in the same call (sharing UNet batches); None if failed
         "seconds_decode": meta.seconds_decode,
         "seconds_depth": meta.seconds_depth,

@@ -1,6 +1,7 @@
 """Shot cuts and masked edits through `pix2video run` on the session's local Ray instance: the manifest's
-`shots` and `mask` columns, the results' columns, a bad mask failing its own rows while the others
-finish, and a rerun that finds every finished clip done (tiny models, 64x64, 2 steps)."""
+`shots` and `mask` columns, the results' columns (the `--anchor-refresh` used included), a bad mask
+failing its own rows while the others finish, and a rerun that finds every finished clip done (tiny
+models, 64x64, 2 steps)."""
 
 from __future__ import annotations
 
@@ -47,7 +48,12 @@ def _options(out: Path) -> RunOptions:
     from pipeline.method.editor import EditConfig
 
     return RunOptions(
-        output=str(out), model="tiny", caption_model="tiny", config=EditConfig(steps=2), size=(64, 64), progress=False
+        output=str(out),
+        model="tiny",
+        caption_model="tiny",
+        config=EditConfig(steps=2, anchor_refresh=2),
+        size=(64, 64),
+        progress=False,
     )
 
 
@@ -76,6 +82,7 @@ def test_shots_and_masks_through_run(ray_cluster: str, clips: Path, tmp_path: Pa
     plain = rows["plain"]
     assert plain["status"] == "ok" and plain["shots"] == [0] and plain["mask"] is None
     assert plain["shot_source_prompts"] == ["shapes"] and plain["shot_prompts"] == ["a red car"]
+    assert plain["anchor_refresh"] == 2 and bad["anchor_refresh"] is None  # stated where it was used
     assert summary.ok == 3 and summary.failed == 1
 
     again = run_dataset(manifest, _options(out))  # resume: finished clips are done, the bad one is redone

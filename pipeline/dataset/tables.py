@@ -54,6 +54,7 @@ RESULTS_SCHEMA = pa.schema(
         ("shot_source_prompts", pa.list_(pa.string())),
         ("shot_prompts", pa.list_(pa.string())),
         ("mask", pa.string()),  # the manifest's mask input of a masked (local) edit, else null
+        ("anchor_refresh", pa.int32()),  # --anchor-refresh K of the edit (0: the paper's single anchor)
         ("attempts", pa.int32()),
         ("group_size", pa.int32()),  # videos edited in the same editor call (--videos-per-call)
         ("seconds_decode", pa.float64()),
