@@ -5,11 +5,12 @@ anchor refresh (`--anchor-refresh K`) keep it?
     python benchmarks/long_video.py --seeds 8 --refresh 0,16,32 --output long.json
     python benchmarks/long_video.py --model tiny --lengths 8 --window 4 --steps 2 --size 64   # the machinery only
 
-For each held-out seed one toy scene is rendered at every length (`random_scene(seed, frames=N)`: the
-same scene, longer), and its largest object's colour is edited as in the toy Table 1
-(`toyworld.benchmark.edit_task`: source prompt = the caption, target = the caption with that object's
-colour replaced; true disparity as depth, no depth model). Every length is edited once per refresh
-setting (0 = the paper's single anchor), as one shot, and scored per window of `--window` frames with
+For each held-out seed one toy scene is rendered at the longest length, and the edit is chosen on
+that clip as in the toy Table 1 (`toyworld.benchmark.edit_task`: its largest object gets a new
+colour; source prompt = the caption, target = the caption with that colour replaced; true disparity
+as depth, no depth model). A shorter length is the clip's first N frames with the same edit (the world
+renders `random_scene(seed, frames=N)` as exactly those frames). Every length is edited once per
+refresh setting (0 = the paper's single anchor), as one shot, and scored per window of `--window` frames with
 `toyworld.measures.score_edit`: edit accuracy (share of frames whose object reads as the target colour
 inside its TRUE mask) and warp error (grey levels², consecutive edited frames under the TRUE flow,
 inside the object). The input's own warp error per window is the floor the edit is compared with.
@@ -19,7 +20,8 @@ every window of the longest clip): a window without the object has no accuracy, 
 camera drift out of the 128-pixel frame over hundreds of frames in this world.
 
 Prints one Markdown table per measure (rows: length x refresh; columns: windows) and, with
-`--output`, writes every per-clip, per-window figure as JSON.
+`--output`, writes every per-clip, per-window figure as JSON. A run split over processes or machines
+(`--seed S --seeds 1` each) is put together with `--tables-from a.json b.json`, which edits nothing.
 """
 
 from __future__ import annotations
@@ -82,8 +84,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--window", type=int, default=16, help="frames per scored window (default 16)")
     parser.add_argument("--seeds", type=int, default=4, help="held-out scenes kept (default 4)")
     parser.add_argument("--seed", type=int, default=LONG_SEED, help=f"first candidate seed (default {LONG_SEED})")
+    parser.add_argument(
+        "--tables-from", type=Path, nargs="+", help="print the tables of these --output files (no edit)"
+    )
     add_run_arguments(parser)
     args = parser.parse_args(argv)
+    if args.tables_from:
+        runs = [json.loads(path.read_text()) for path in args.tables_from]
+        seeds = [seed for run in runs for seed in run["seeds"]]
+        print(f"{len(seeds)} held-out scenes (seeds {', '.join(map(str, seeds))}) from {len(runs)} run(s)")
+        print_tables([c for run in runs for c in run["clips"]], args.lengths, args.refresh, args.window)
+        return 0
 
     from pipeline.method.editor import EditConfig
     from toyworld.measures import warp_error
@@ -91,22 +102,22 @@ def main(argv: list[str] | None = None) -> int:
     editor = load_editor(args)
     longest = max(args.lengths)
 
-    def task_for(seed: int, frames: int) -> EditTask:
-        return toy_task(seed, frames, args.size)
-
     started = time.perf_counter()
-    seeds, candidate = [], args.seed
-    while len(seeds) < args.seeds:
+    tasks: dict[int, EditTask] = {}
+    candidate = args.seed
+    while len(tasks) < args.seeds:
         if candidate - args.seed > 50 * args.seeds:
             raise SystemExit(f"fewer than {args.seeds} scenes keep their object in view; lower --seeds")
-        if in_view(task_for(candidate, longest), args.window):
-            seeds.append(candidate)
+        task = toy_task(candidate, longest, args.size)
+        if in_view(task, args.window):
+            tasks[candidate] = task
         candidate += 1
+    seeds = list(tasks)
 
     records = []
-    for seed in seeds:
+    for seed, whole in tasks.items():
         for n in args.lengths:
-            task = task_for(seed, n)
+            task = first_frames(whole, n)
             clip = task.clip
             video = editor.prepare(clip.frames, list(clip.disparity), video_id=f"long-{seed}")
             base = EditConfig(steps=args.steps)
@@ -147,42 +158,58 @@ def main(argv: list[str] | None = None) -> int:
         f"{len(seeds)} held-out scenes (seeds {', '.join(map(str, seeds))}), model {args.model}, {args.steps} steps, "
         f"windows of {args.window} frames; {time.perf_counter() - started:.0f} s"
     )
+    print_tables(records, args.lengths, args.refresh, args.window)
+    write_output(args, {"seeds": seeds, "clips": records})
+    return 0
+
+
+def print_tables(records: list[dict[str, Any]], lengths: list[int], refresh: list[int], window: int) -> None:
+    """One Markdown table per measure, the mean over scenes: rows length x refresh (and the input's own
+    warp error), columns the windows of the longest length."""
+    longest = max(lengths)
     for measure, title, fmt in (
         ("accuracy", "Edit accuracy per window ↑", "{:.2f}"),
         ("warp", "Warp error per window ↓", "{:.1f}"),
     ):
         print(f"\n**{title}** (mean over scenes; refresh 0 = the paper's single anchor)\n")
-        windows = range(0, longest, args.window)
-        print("| frames | refresh | " + " | ".join(f"{w}–{w + args.window - 1}" for w in windows) + " |")
+        windows = range(0, longest, window)
+        print("| frames | refresh | " + " | ".join(f"{w}–{w + window - 1}" for w in windows) + " |")
         print("|---:|---:|" + "---:|" * len(windows))
-        rows = [("input", 0)] if measure == "warp" else []
-        for n in args.lengths:
-            for k in args.refresh:
-                rows.append((n, k))
+        rows: list[tuple[int | str, int]] = [("input", 0)] if measure == "warp" else []
+        rows += [(n, k) for n in lengths for k in refresh]
         for n, k in rows:
+            if n == "input":  # the input's floor: the same frames whatever the refresh
+                key, chosen = (
+                    "input_warp",
+                    [r for r in records if r["frames"] == longest and r["anchor_refresh"] == refresh[0]],
+                )
+            else:
+                key, chosen = measure, [r for r in records if r["frames"] == n and r["anchor_refresh"] == k]
             cells = []
             for w in windows:
-                if n == "input":
-                    values = [
-                        x["input_warp"]
-                        for r in records
-                        if r["frames"] == longest and r["anchor_refresh"] == args.refresh[0]
-                        for x in r["windows"]
-                        if x["start"] == w
-                    ]
-                else:
-                    values = [
-                        x[measure]
-                        for r in records
-                        if r["frames"] == n and r["anchor_refresh"] == k
-                        for x in r["windows"]
-                        if x["start"] == w
-                    ]
+                values = [x[key] for r in chosen for x in r["windows"] if x["start"] == w]
                 values = [v for v in values if v is not None and np.isfinite(v)]
                 cells.append(fmt.format(np.mean(values)) if values else "–")
             print(f"| {n} | {'' if n == 'input' else k} | " + " | ".join(cells) + " |")
-    write_output(args, {"seeds": seeds, "clips": records})
-    return 0
+
+
+def first_frames(task: EditTask, n: int) -> EditTask:
+    """The same edit on the clip's first n frames (what the world renders for that scene at n frames)."""
+    from dataclasses import replace
+
+    c = task.clip
+    if n == len(c.frames):
+        return task
+    clip = replace(
+        c,
+        frames=c.frames[:n],
+        depth=c.depth[:n],
+        masks=c.masks[:n],
+        ids=c.ids[:n],
+        flow=c.flow[: n - 1],
+        captions=c.captions[:n],
+    )
+    return replace(task, clip=clip)
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:

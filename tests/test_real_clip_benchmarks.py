@@ -19,6 +19,11 @@ def test_long_video_script_scores_every_window(tmp_path, capsys, tiny_model_dir,
     assert set(clips) == {(4, 0), (4, 4), (8, 0), (8, 4)}
     assert [w["start"] for w in clips[8, 4]["windows"]] == [0, 4]
     assert all({"accuracy", "warp", "input_warp"} <= set(w) for c in data["clips"] for w in c["windows"])
+    assert len({c["target"] for c in data["clips"]}) == 1  # every length: the same edit of the same scene
+    assert clips[4, 0]["windows"][0]["input_warp"] == clips[8, 0]["windows"][0]["input_warp"]  # its first frames
+    capsys.readouterr()
+    assert benchmark_script("long_video").main([*argv, "--tables-from", str(out), str(out)]) == 0
+    assert "2 held-out scenes" in capsys.readouterr().out
 
 
 def test_masked_edit_script_keeps_the_outside(tmp_path, capsys, tiny_model_dir, benchmark_script):
