@@ -241,23 +241,13 @@ def load_editor(args: argparse.Namespace) -> Pix2Video:
 
 
 def toy_task(seed: int, frames: int, size: int | None = None) -> EditTask:
-    """`toyworld.benchmark.edit_task`, or with `size` the same task with the scene rendered at that size."""
+    """`toyworld.benchmark.edit_task`, with `size` on the scene rendered at that size (the tiny model's
+    64 pixels, say)."""
     from toyworld.benchmark import edit_task
+    from toyworld.world import random_scene, render
 
-    return _sized_task(seed, frames, size) if size else edit_task(seed, frames)
-
-
-def _sized_task(seed: int, frames: int, size: int) -> EditTask:
-    """`edit_task` with the scene rendered at another size (the tiny model's 64 pixels, say)."""
-    from toyworld.benchmark import EditTask
-    from toyworld.world import COLOURS, caption, random_scene, render
-
-    scene = random_scene(seed, frames=frames, size=size)
-    clip = render(scene)
-    obj = int(np.argmax(clip.masks.sum(axis=(0, 2, 3))))
-    old = scene.objects[obj].colour
-    target = str(np.random.default_rng(seed).choice([c for c in COLOURS if c != old]))
-    return EditTask(clip, obj, "colour", target, clip.captions[0], caption(scene.with_object(obj, colour=target)))
+    clip = render(random_scene(seed, frames=frames, size=size)) if size else None
+    return edit_task(seed, frames, clip=clip)
 
 
 if __name__ == "__main__":

@@ -80,15 +80,11 @@ def main(argv: list[str] | None = None) -> int:
             zT = editor.invert(alone_video, task.source_prompt, config)
             (alone,) = editor.edit(alone_video, zT, target, config)
             alone_frames = decoded(alone)
-            row["per_shot"].append(
-                {
-                    "frames": [start, stop],
-                    "split_vs_alone_max": int(np.abs(split_frames[start:stop] - alone_frames).max()),
-                    "split_vs_alone_mean": float(np.abs(split_frames[start:stop] - alone_frames).mean()),
-                    "one_shot_vs_alone_max": int(np.abs(whole_frames[start:stop] - alone_frames).max()),
-                    "one_shot_vs_alone_mean": float(np.abs(whole_frames[start:stop] - alone_frames).mean()),
-                }
-            )
+            shot: dict[str, Any] = {"frames": [start, stop]}
+            for name, edited in (("split", split_frames), ("one_shot", whole_frames)):
+                diff = np.abs(edited[start:stop] - alone_frames)
+                shot |= {f"{name}_vs_alone_max": int(diff.max()), f"{name}_vs_alone_mean": float(diff.mean())}
+            row["per_shot"].append(shot)
         records.append(row)
         write_output(args, {"pairs": records})
         print(f"pair {i}: {time.perf_counter() - started:.0f} s", file=sys.stderr)
@@ -101,11 +97,11 @@ def main(argv: list[str] | None = None) -> int:
     print("| shot | split vs alone: largest, mean | one shot vs alone: largest, mean |")
     print("|---|---:|---:|")
     for k, name in enumerate(("first (frames 0 to cut)", "second (cut to end)")):
-        shots = [r["per_shot"][k] for r in done]
-        if not shots:
+        measured = [r["per_shot"][k] for r in done]
+        if not measured:
             continue
         cells = [
-            f"{max(s[f'{m}_max'] for s in shots)}, {np.mean([s[f'{m}_mean'] for s in shots]):.3f}"
+            f"{max(s[f'{m}_max'] for s in measured)}, {np.mean([s[f'{m}_mean'] for s in measured]):.3f}"
             for m in ("split_vs_alone", "one_shot_vs_alone")
         ]
         print(f"| {name} | " + " | ".join(cells) + " |")
