@@ -37,6 +37,9 @@ class Variant:
     injection: str
     latent_update: bool
     sdedit_strength: float | None = None  # set: the per-frame SDEdit baseline (`Pix2Video.sdedit`) instead
+    # Further EditConfig fields of this variant, as (name, value) pairs (hashable): options beyond the
+    # paper are measured as variants of the same edit, from the same inversion.
+    config: tuple[tuple[str, Any], ...] = ()
 
 
 SDEDIT_STRENGTH = 0.8  # the paper's per-frame baseline; also diffusers' depth2img default strength
@@ -115,7 +118,7 @@ def edit_variants(
         if v.sdedit_strength is not None:
             latents = editor.sdedit(video, [task.target_prompt], base, strength=v.sdedit_strength)[0]
         else:
-            cfg = replace(base, injection=v.injection, latent_update=v.latent_update)
+            cfg = replace(base, injection=v.injection, latent_update=v.latent_update, **dict(v.config))
             latents = editor.edit(video, zT, [task.target_prompt], cfg)[0]
         frames = np.stack(list(editor.decode(latents)))
         rows.append(_row(v.label, frames, task, scorer, reader))
