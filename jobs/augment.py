@@ -11,6 +11,10 @@ augmented.parquet has one row per new clip that was made, ready to train on: `id
 `video` (its mp4), `source_id`, `source_video`, `prompt` (the text used), `augmentation` (the
 template), `variant`, `caption`, frame count, fps, size, and the source's label columns. Every
 attempt, failed ones included, is in OUTPUT/results.parquet as with `pix2video run`.
+
+`--format webdataset` also writes tar shards for video training pipelines, OUTPUT/shards/NNNNNN.tar
+(`--shard-size N` clips each): `<key>.mp4` and `<key>.json` (its augmented.parquet row) per clip, each
+shard with an NNNNNN_stats.json; a rerun writes only the shards that are missing or changed.
 """
 
 from __future__ import annotations
@@ -18,8 +22,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from jobs import _common, _metrics
-from pipeline.dataset import storage
+from jobs import _common, _format, _metrics
+from pipeline.dataset import shards, storage
 from pipeline.dataset.datasets import augment_manifest, augmented_table
 from pipeline.dataset.manifest import load_manifest
 from pipeline.dataset.tables import AUGMENTED, FILTERED, RESULTS, write_table
@@ -46,6 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _common.add_cluster_arguments(parser)
     _common.add_storage_arguments(parser)
     _metrics.add_metrics_arguments(parser, filtering=True)
+    _format.add_format_arguments(parser, AUGMENTED)
     parser.add_argument("--overwrite", action="store_true", help="redo everything, even what is done")
     parser.add_argument(
         "--max-failures",
@@ -83,6 +88,7 @@ def read_templates(prompts: list[str], prompts_file: str | None) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    _format.check_format_arguments(args)
     templates = read_templates(args.prompt, args.prompts)
     k = args.variants if args.variants is not None else len(templates)
     if not 1 <= k <= len(templates):
@@ -107,9 +113,12 @@ def run(args: argparse.Namespace) -> int:
         if key in summary.rows:
             summary.rows[key]["status"] = FILTERED
     table = augmented_table(manifest, summary.rows, variant_of)
-    url = storage.join(storage.normalize(args.output), AUGMENTED)
+    output = storage.normalize(args.output)
+    url = storage.join(output, AUGMENTED)
     write_table(table, url, opts)
     print(f"augmented: {url} ({table.num_rows} new clips)")
+    if args.format == "webdataset":
+        _format.write_shards(args, shards.augmented_samples(table, output, opts), output, opts, "clips")
     return 0 if summary.failed <= args.max_failures else 1
 
 
