@@ -48,6 +48,21 @@ class EditConfig:
         metavar="K",
         help="last step (from 0) that gets the latent update (default steps // 2, as the reference)",
     )
+    # Beyond the paper (docs/METHOD.md): steps that follow the input clip's optical flow (pipeline.io.flow).
+    flow_update: bool = option(
+        False,
+        help="beyond the paper: the latent update pulls towards the previous frame's x̂0 warped along the input's "
+        "optical flow, and not where forward and backward flow disagree",
+    )
+    fusion_steps: int = option(
+        0,
+        metavar="K",
+        help="beyond the paper: at the last K steps, pull x̂0 towards the previous frame's, warped along the "
+        "input's flow, where the flow is consistent (default %(default)s: off)",
+    )
+    fusion_weight: float = option(
+        0.5, help="beyond the paper: how far --fusion-steps pulls, 0 to 1 (default %(default)g)"
+    )
     reverse: bool = option(False, help="anchor on the last frame and edit backwards")
     # Only the 'random' injection ablation draws anything: from (seed, video id, prompt).
     seed: int = option(0, help="seed of the 'random' injection ablation (nothing else draws)")
@@ -89,6 +104,11 @@ class EditConfig:
                 raise InputError(f"--{name.replace('_', '-')} must be a finite number (e.g. {example}), got {value!r}")
         if self.update_last_step is not None and self.update_last_step < -1:
             raise InputError(f"update_last_step must be -1 (never) or a step index, got {self.update_last_step}")
+        if isinstance(self.fusion_steps, bool) or not isinstance(self.fusion_steps, int) or self.fusion_steps < 0:
+            raise InputError(f"--fusion-steps must be a whole number of at least 0, got {self.fusion_steps!r}")
+        weight = self.fusion_weight
+        if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0 <= weight <= 1:
+            raise InputError(f"--fusion-weight must be a number from 0 to 1, got {weight!r}")
         if self.max_batch < 1 or self.inversion_batch < 1 or self.decode_batch < 1:
             raise InputError("batch sizes must be at least 1")
         for name in ("anchor_refresh", "mask_feather"):
@@ -107,6 +127,9 @@ class EditConfig:
             max_batch=1 if schedule == "sequential" else self.max_batch,
             seed=self.seed,
             anchor_refresh=self.anchor_refresh,
+            flow_update=self.flow_update,
+            fusion_first_step=self.steps - self.fusion_steps if self.fusion_steps and self.fusion_weight else None,
+            fusion_weight=self.fusion_weight,
         )
 
 
@@ -120,6 +143,23 @@ class EngineSettings:
     max_batch: int = 1
     seed: int = 0
     anchor_refresh: int = 0  # K > 0: positions K, 2K, ... become the anchor of the positions after them
+    # Beyond the paper (steps.py): the flow-aware update; the fusion at steps fusion_first_step.. (None: off).
+    flow_update: bool = False
+    fusion_first_step: int | None = None
+    fusion_weight: float = 0.5
+
+    def fuses(self, position: int, step: int) -> bool:
+        """Whether the frame at `position` (edit order) gets the flow fusion at `step`."""
+        return position > 0 and self.fusion_first_step is not None and step >= self.fusion_first_step
+
+    @property
+    def keeps_x0(self) -> bool:
+        """Whether the previous frame's x̂0 is kept per step (the update or the fusion reads it)."""
+        return self.latent_update or self.fusion_first_step is not None
+
+    @property
+    def uses_flow(self) -> bool:
+        return (self.latent_update and self.flow_update) or self.fusion_first_step is not None
 
     @property
     def branches(self) -> int:

@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.errors import InputError
+from pipeline.io.flow import CHANNELS as FLOW_CHANNELS
+from pipeline.io.flow import flow_in_order, video_flow
 from pipeline.io.shots import shot_ranges
 from pipeline.models.sizes import ModelSizes
 
@@ -49,6 +51,9 @@ class Video:
     # input frames the decoded edit is composited over (the caller's array, not a copy).
     mask: np.ndarray | None = field(default=None, repr=False)
     frames: np.ndarray | None = field(default=None, repr=False)
+    # Beyond the paper: the input's flow [N,6,H/f,W/f] float32 on the device (`pipeline.io.flow`), for the
+    # flow-aware update and the fusion; None: no motion known (those steps then see none).
+    flow: torch.Tensor | None = field(default=None, repr=False)
 
     @property
     def num_frames(self) -> int:
@@ -68,6 +73,9 @@ class Video:
             id=self.id,
             mask=None if self.mask is None else self.mask[cut],
             frames=None if self.frames is None else self.frames[cut],
+            # Only a shot's first frame looks back across the cut, and only its last forward: the anchors,
+            # which never read the flow.
+            flow=None if self.flow is None else self.flow[cut],
         )
 
     def trajectory_of(self, zT: torch.Tensor) -> torch.Tensor | None:
@@ -133,12 +141,16 @@ class Pix2Video:
         *,
         video_id: str = "",
         mask: np.ndarray | None = None,
+        flow: np.ndarray | None = None,
     ) -> Video:
         """Encode frames (uint8 [N,H,W,3], already at the edit size) with the VAE mean; condition depth.
 
         `video_id` names the video for the 'random' injection ablation's draws (see `Video.id`).
         `mask` (bool [N,H,W] at the edit size, True = edit; `pipeline.io.masks.read_mask`) makes every
-        edit of this video a masked one (`blend.py`): its inversion then keeps its trajectory."""
+        edit of this video a masked one (`blend.py`): its inversion then keeps its trajectory.
+        `flow`: the input's flow at the latent size (`pipeline.io.flow.video_flow`, as the precompute
+        stage stores it) for the steps beyond the paper; None: estimated here from the frames (DIS,
+        milliseconds a frame; nothing for one frame)."""
         frames = np.asarray(frames)
         if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
             raise InputError(f"frames must be a uint8 array [N,H,W,3], got {frames.dtype} {frames.shape}")
@@ -161,6 +173,14 @@ class Pix2Video:
             x = (x.float() / 127.5 - 1.0).to(self.dtype)
             latents.append(vae.encode(x).latent_dist.mean.float() * self.scaling_factor)
         cond = depth_conditioning(depth, height, width, self.sizes.vae_factor).to(self.device, self.dtype)
+        factor = self.sizes.vae_factor
+        if flow is None and n > 1:
+            flow = video_flow(frames, factor)
+        if flow is not None:
+            flow = np.asarray(flow, dtype=np.float32)
+            want = (n, FLOW_CHANNELS, height // factor, width // factor)
+            if flow.shape != want or not np.isfinite(flow).all():
+                raise InputError(f"the flow is {flow.shape} (or not finite) but the video needs finite {want}")
         return Video(
             latents=torch.cat(latents),
             depth=cond,
@@ -169,6 +189,7 @@ class Pix2Video:
             id=video_id,
             mask=mask,
             frames=frames if mask is not None else None,
+            flow=None if flow is None else torch.from_numpy(flow).to(self.device),
         )
 
     @torch.no_grad()
@@ -286,6 +307,7 @@ class Pix2Video:
                         mask=mask,
                         background=background,
                         frame_of=order.tolist() if mask is not None else None,
+                        flow=None if video.flow is None else flow_in_order(video.flow, config.reverse)[order],
                     )
                 )
                 owner.append((index, p))

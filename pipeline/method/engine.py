@@ -22,7 +22,7 @@ from .blend import blend_latents, trajectory_index
 from .config import INJECTIONS, EngineSettings
 from .ddim import DDIMSchedule, ddim_step
 from .injection import FeatureStore, InjectionPlan, random_sources
-from .steps import classifier_free_guidance, latent_update
+from .steps import classifier_free_guidance, flow_fusion, latent_update, warp_latent
 
 
 @dataclass
@@ -40,6 +40,18 @@ class EditJob:
     mask: torch.Tensor | None = None
     background: torch.Tensor | None = None
     frame_of: list[int] | None = None
+    # Beyond the paper (steps.warp_latent): per position, (dx, dy, valid) [N,3,h,w] of the input's flow
+    # towards the frame edited before it, on the device; None: no motion, valid everywhere.
+    flow: torch.Tensor | None = None
+
+
+def _flow_at(job: EditJob, position: int, like: torch.Tensor) -> torch.Tensor:
+    """The job's flow (dx, dy, valid) [3,h,w] at `position`; without flow, no motion and valid everywhere."""
+    if job.flow is not None:
+        return job.flow[position].to(like.device, torch.float32)
+    still = torch.zeros((3, *like.shape[2:]), device=like.device)
+    still[2] = 1
+    return still
 
 
 @dataclass
@@ -87,7 +99,7 @@ class DenoiseEngine:
         random_mode = s.injection == "random"
         self.store.reset(len(jobs), steps, s.branches, prev_slots=max(num_frames) if random_mode else 1)
         # x̂0 of the previous frame at each step, overwritten in place as frames advance.
-        x0_prev = torch.zeros((len(jobs), steps, *z[0].shape[1:]), device=z[0].device) if s.latent_update else None
+        x0_prev = torch.zeros((len(jobs), steps, *z[0].shape[1:]), device=z[0].device) if s.keeps_x0 else None
         remaining = sum(num_frames) * steps
         try:
             while remaining:
@@ -220,10 +232,25 @@ class DenoiseEngine:
 
         # 8. Latent update, frames after the anchor at steps 0..K_u: towards the previous frame's x̂0 at
         #    the same step; then this frame's x̂0 (as computed, before the update) is the next frame's.
+        #    Beyond the paper (off by default): x̂0_prev warped along the input's flow for the update and
+        #    for the fusion at late steps, which also changes the x̂0 the next frame gets.
         if x0_prev is not None:
             jk = (torch.tensor([j for j, _, _ in items]), torch.tensor([k for _, _, k in items]))
-            update = torch.tensor([f > 0 and k <= s.update_last_step for _, f, k in items], device=device)
-            new = latent_update(new, x0, x0_prev[jk], s.update_weight, where=update)
+            previous, warped, valid = x0_prev[jk], None, None
+            if s.uses_flow:
+                flow = torch.stack([_flow_at(jobs[j], f, x0) for j, f, _ in items])
+                warped, valid = warp_latent(previous, flow), flow[:, 2:3]
+            fused = [row for row, (_, f, k) in enumerate(items) if s.fuses(f, k)]
+            if fused:
+                rows = torch.tensor(fused, device=device)
+                z_f, x0_f = flow_fusion(new[rows], x0[rows], warped[rows], valid[rows], s.fusion_weight, b[rows].sqrt())
+                new, x0 = new.index_copy(0, rows, z_f), x0.index_copy(0, rows, x0_f)
+            if s.latent_update:
+                update = torch.tensor([f > 0 and k <= s.update_last_step for _, f, k in items], device=device)
+                if s.flow_update:
+                    new = latent_update(new, x0, warped, s.update_weight, where=update, valid=valid)
+                else:
+                    new = latent_update(new, x0, previous, s.update_weight, where=update)
             x0_prev[jk] = x0
 
         # 9. Masked edits (blend.py): outside the mask, the inversion's latent at the level just reached.

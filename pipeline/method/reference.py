@@ -13,9 +13,20 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from pipeline.io.flow import video_flow
+
 from .ddim import TRAIN_TIMESTEPS, alphas_cumprod
 from .injection import decoder_self_attention_names, random_sources
-from .steps import ANCHOR, INJECTION_SOURCES, PREVIOUS, RANDOM_EARLIER, classifier_free_guidance, latent_update
+from .steps import (
+    ANCHOR,
+    INJECTION_SOURCES,
+    PREVIOUS,
+    RANDOM_EARLIER,
+    classifier_free_guidance,
+    flow_fusion,
+    latent_update,
+    warp_latent,
+)
 
 if TYPE_CHECKING:
     from pipeline.models.loading import DiffusionModels
@@ -60,13 +71,25 @@ def reference_edit(
     config: EditConfig,
     video_id: str = "",
     mask: torch.Tensor | None = None,
+    flow: np.ndarray | None = None,
 ) -> list[torch.Tensor]:
     """Final latents [N,4,h,w] per prompt, in frame order. `frames` uint8 [N,H,W,3] at the edit size;
     `depth` the conditioning [N,1,H/f,W/f], f the VAE's scale factor (`editor.depth_conditioning`).
-    `mask`: a masked edit's feathered latent mask [N,1,H/f,W/f] (`blend.latent_mask`)."""
+    `mask`: a masked edit's feathered latent mask [N,1,H/f,W/f] (`blend.latent_mask`).
+    `flow`: the input's flow [N,6,H/f,W/f] (`pipeline.io.flow.video_flow`) for the steps beyond the
+    paper; None: estimated here from `frames` when they need it."""
     unet, vae, dev = models.unet, models.vae, models.device
     S, g, lam = config.steps, config.guidance_scale, config.update_weight
     K_u = S // 2 if config.update_last_step is None else config.update_last_step
+    # Beyond the paper: the flow fusion at steps F.. (the last `fusion_steps`), the flow-aware update.
+    F = S - config.fusion_steps if config.fusion_steps and config.fusion_weight else S
+    towards = None
+    if (config.flow_update and config.latent_update) or F < S:
+        if flow is None and len(frames) > 1:
+            factor = 2 ** (len(vae.config.block_out_channels) - 1)
+            flow = video_flow(np.asarray(frames), factor)
+        # towards the frame edited before: i-1, or i+1 when editing backwards
+        towards = None if flow is None else torch.from_numpy(flow[:, 3:6] if config.reverse else flow[:, 0:3]).to(dev)
     delta = TRAIN_TIMESTEPS // S
     alphas = alphas_cumprod()
     abar = lambda t: alphas[max(t, 0)].to(dev)  # noqa: E731 - ᾱ(t) = ᾱ(0) for t < 0
@@ -139,9 +162,21 @@ def reference_edit(
                     a, b = abar(t), abar(t - delta)
                     x0 = (z - (1 - a).sqrt() * eps) / a.sqrt()
                     z = b.sqrt() * x0 + (1 - b).sqrt() * eps
+                    # Beyond the paper: the previous frame's x̂0 moved onto this frame along the input's flow
+                    # (no flow: no motion, valid everywhere); the fusion at steps F.. pulls x̂0 towards it.
+                    if pos > 0 and (F <= k or config.flow_update):
+                        f_i = towards[i : i + 1] if towards is not None else torch.cat(
+                            [torch.zeros_like(z[:, :2]), torch.ones_like(z[:, :1])], 1
+                        )
+                        warped, valid = warp_latent(x0_prev[k], f_i), f_i[:, 2:3]
+                    if pos > 0 and F <= k:
+                        z, x0 = flow_fusion(z, x0, warped, valid, config.fusion_weight, b.sqrt())
                     # 7. The latent update: frames after the anchor, steps 0..K_u.
                     if pos > 0 and config.latent_update and k <= K_u:
-                        z = latent_update(z, x0, x0_prev[k], lam)
+                        if config.flow_update:
+                            z = latent_update(z, x0, warped, lam, valid=valid)
+                        else:
+                            z = latent_update(z, x0, x0_prev[k], lam)
                     # Masked edit: outside the mask, the inversion's latent at the timestep just reached,
                     # (S − 2 − k)·Δ, which is levels[i][S − 1 − k] (the last step: z0).
                     if mask is not None:

@@ -3,7 +3,13 @@
 
 - `INJECTION_SOURCES`: which recorded features the frames after the anchor attend to, per variant;
 - `classifier_free_guidance`: ε = ε_u + g·(ε_c − ε_u);
-- `latent_update`: z ← z − λ·(2/n_ref)·(x̂0 − x̂0_prev), n_ref = SD2's latent element count at 512².
+- `latent_update`: z ← z − λ·(2/n_ref)·(x̂0 − x̂0_prev), n_ref = SD2's latent element count at 512²;
+
+and the steps beyond the paper (docs/METHOD.md, "Beyond the paper"), off by default:
+
+- `warp_latent`: the previous frame's x̂0 resampled along the input clip's flow (`pipeline.io.flow`);
+- `latent_update(..., valid=m)`: the update towards the warped x̂0_prev, weighted by the flow's validity;
+- `flow_fusion`: at late steps, x̂0 pulled towards the warped previous x̂0 where the flow is valid.
 
 The DDIM move itself is `ddim.ddim_step`.
 """
@@ -46,6 +52,7 @@ def latent_update(
     x0_prev: torch.Tensor,
     weight: float,
     where: torch.Tensor | None = None,
+    valid: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The latent update (the paper's "guidance"): z − λ·(2/n_ref)·(x̂0 − x̂0_prev).
 
@@ -54,8 +61,47 @@ def latent_update(
     x̂0, λ·(2/n)·(x̂0 − x̂0_prev) with n = C·h·w; here n is `REFERENCE_LATENT_ELEMENTS` whatever the
     size: bit for bit the published step at SD2's 64x64 latents, the same per-element step at any other.
     `where` ([B] bool): the rows that get the update; the others come back unchanged.
+    `valid` ([B,1,h,w] in [0, 1], beyond the paper): the step is scaled by it per cell (the flow-aware
+    update: `x0_prev` warped along the flow, nothing pulled where the flow fails); None: the paper's.
     """
-    moved = z - weight * (2.0 / REFERENCE_LATENT_ELEMENTS) * (x0 - x0_prev)
+    difference = x0 - x0_prev
+    if valid is not None:
+        difference = valid * difference
+    moved = z - weight * (2.0 / REFERENCE_LATENT_ELEMENTS) * difference
     if where is None:
         return moved
     return torch.where(where.view(-1, *([1] * (z.dim() - 1))), moved, z)
+
+
+def warp_latent(x: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+    """Backward warp: out(p) = x(p + flow(p)), bilinear, the border repeated outside.
+
+    `x` [B,C,h,w]; `flow` [B,≥2,h,w], its first two channels (dx, dy) in latent cells (`pipeline.io.flow`:
+    frame i's flow towards the frame edited before it, so out is that frame's x̂0 moved onto frame i)."""
+    _, _, h, w = x.shape
+    ys, xs = torch.meshgrid(
+        torch.arange(h, dtype=flow.dtype, device=flow.device),
+        torch.arange(w, dtype=flow.dtype, device=flow.device),
+        indexing="ij",
+    )
+    # grid_sample's coordinates with align_corners=False: cell centre c maps to (2c + 1)/size − 1.
+    gx = (2 * (xs + flow[:, 0]) + 1) / w - 1
+    gy = (2 * (ys + flow[:, 1]) + 1) / h - 1
+    grid = torch.stack([gx, gy], dim=-1).to(x.dtype)
+    return torch.nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def flow_fusion(
+    z: torch.Tensor,
+    x0: torch.Tensor,
+    x0_warped: torch.Tensor,
+    valid: torch.Tensor,
+    weight: float,
+    sqrt_alpha_next: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fusion beyond the paper (Rerender's idea, in the latent): x̂0 ← x̂0 − β·m·(x̂0 − warp(x̂0_prev)),
+    and z moved as the DDIM step would have moved it from that x̂0 with the same ε,
+    z ← z − √ᾱ_next·β·m·(x̂0 − warp(x̂0_prev)). Returns (z, x̂0). `valid` m [B,1,h,w]; `sqrt_alpha_next`
+    √ᾱ of the timestep z is at, broadcastable to z."""
+    moved = weight * valid * (x0 - x0_warped)
+    return z - sqrt_alpha_next * moved, x0 - moved
