@@ -507,3 +507,45 @@ def test_written_colours_are_tagged_and_read_back(tmp_path: Path) -> None:
     got = read_frames(video).frames
     assert np.abs(got[:, 4:28].astype(int) - [255, 0, 0]).max() <= 3
     assert np.abs(got[:, 36:60].astype(int) - [0, 0, 255]).max() <= 3
+
+
+def _box(data: bytes, kind: bytes, start: int = 0) -> int:
+    """Offset of the payload of the first `kind` box found walking the MP4 box tree from `start`."""
+    containers = {b"moov", b"trak", b"mdia", b"minf", b"stbl"}
+    end = len(data)
+    while start + 8 <= end:
+        size, name = int.from_bytes(data[start : start + 4], "big"), data[start + 4 : start + 8]
+        if name == kind:
+            return start + 8
+        if name in containers:
+            found = _box(data[: start + size], kind, start + 8)
+            if found >= 0:
+                return found
+        if name == b"stsd":  # version/flags, entry count, then the sample entries (boxes)
+            found = _box(data[: start + size], kind, start + 16)
+            if found >= 0:
+                return found
+        start += size
+    return -1
+
+
+@pytest.mark.parametrize(("width", "height"), [(64, 48), (200, 120), (256, 64)])
+def test_widened_encode_is_cropped_in_the_stream_and_the_container(tmp_path: Path, width: int, height: int) -> None:
+    """x264 encodes a width widened to whole groups of 128 columns (video.ENCODE_COLUMNS); the H.264
+    stream crops it back, and the container says the size given (a player stretches the picture to
+    the track's size): the decoded frames, the track header and the sample entry all say width x height,
+    and the repeated last column leaves the right edge as sharp as the rest."""
+    frames = samples.moving_shapes(num_frames=4, width=width, height=height, seed=2)
+    frames[:, :, -2:] = [255, 0, 255]  # a thin magenta edge a padding of other colours would smear
+    path = write_video(tmp_path / "clip.mp4", frames, fps=8)
+    got = read_frames(path).frames
+    assert got.shape == frames.shape
+    assert _mae(got, frames) < MP4_TOLERANCE
+    assert np.abs(got[:, :, -2:].astype(int) - [255, 0, 255]).mean() < MP4_TOLERANCE
+    data = path.read_bytes()
+    tkhd = _box(data, b"tkhd")
+    assert data[tkhd] == 0  # version 0: width and height (16.16 fixed point) end the box's 84 bytes
+    assert [int.from_bytes(data[tkhd + o : tkhd + o + 4], "big") >> 16 for o in (76, 80)] == [width, height]
+    avc1 = _box(data, b"avc1")
+    assert [int.from_bytes(data[avc1 + o : avc1 + o + 2], "big") for o in (24, 26)] == [width, height]
+    assert video_io.encode_width(width) % video_io.ENCODE_COLUMNS == 0

@@ -19,6 +19,7 @@ Supported:
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
@@ -306,33 +307,86 @@ def write_video(
 
     container_format = WRITABLE_VIDEO_EXTENSIONS.get(path.suffix.lower(), "mp4")
     path.parent.mkdir(parents=True, exist_ok=True)
-    options = {"movflags": "+faststart"} if container_format in ("mp4", "mov") else {}
     with atomic_path(path, suffix=path.suffix or ".mp4") as temp:
-        with av.open(str(temp), mode="w", format=container_format, options=options) as container:
-            stream = container.add_stream("libx264", rate=rate, options={"crf": str(crf)})
-            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-            codec = stream.codec_context
-            codec.time_base = 1 / rate  # pts counts frames
-            # Convert and tag as BT.709 limited range (sRGB's primaries). Untagged streams get
-            # BT.601 from swscale but BT.709 from most players, which shifts colours visibly.
-            codec.colorspace = codec.color_primaries = codec.color_trc = _AVCOL_BT709
-            codec.color_range = int(ColorRange.MPEG)
-
-            def encode(array: np.ndarray | None, index: int) -> None:
-                frame = None
-                if array is not None:
-                    frame = av.VideoFrame.from_ndarray(array, format="rgb24").reformat(
-                        format="yuv420p", dst_colorspace=Colorspace.ITU709, dst_color_range=ColorRange.MPEG
-                    )
-                    frame.pts = index
-                for packet in stream.encode(frame):
-                    container.mux(packet)
-
-            encode(first, 0)
-            for index, array in enumerate(iterator, start=1):
-                encode(_check_frame(array, index, width, height), index)
-            encode(None, -1)  # flush the encoder's delayed frames
+        _encode_h264(temp, container_format, first, iterator, rate, width, height, crf)
     return path
+
+
+# x264's AVX-512 kernel of the macroblock-tree pass (mbtree_propagate_list, on by default) walks a row
+# of macroblocks 8 at a time and does not mask the last group: where the width is not a multiple of
+# 8 macroblocks (128 pixels) it reads past the row, in the bottom row past the end of x264's arrays
+# into memory nobody wrote, and adds what it finds there to the reference frames' costs. The bits
+# then depend on the heap (the file name's length, what ran before): measured on an AVX-512 CPU,
+# 64x64 clips gave 4 different files for 7 MALLOC_PERTURB_ values. So the encoder sees every frame
+# widened on the right to a multiple of ENCODE_COLUMNS, the last column repeated, and the stream's
+# SPS crops it off again (H.264 frame cropping): decoders return the frame as given, the container
+# records that size, and x264's kernels from SSSE3 to AVX-512 write the same bytes (tests/
+# test_encode_determinism.py). A width that is already a multiple is encoded as before, byte for byte.
+ENCODE_COLUMNS = 128
+
+
+def encode_width(width: int) -> int:
+    """The width x264 encodes for a frame `width` wide (see ENCODE_COLUMNS)."""
+    return -(-width // ENCODE_COLUMNS) * ENCODE_COLUMNS
+
+
+def _encode_h264(
+    temp: Path,
+    container_format: str,
+    first: np.ndarray,
+    rest: Iterator[np.ndarray],
+    rate: Fraction,
+    width: int,
+    height: int,
+    crf: int,
+    x264_params: str = "",
+) -> None:
+    """Encode `first` and `rest` into `temp`. `x264_params`: further x264 options (tests restrict its
+    instruction sets with `asm=...`, to write what a CPU with fewer of them writes)."""
+    coded = encode_width(width)
+    params = ":".join(p for p in (f"crop-rect=0,0,{coded - width},0", x264_params) if p)
+    options = {"movflags": "+faststart"} if container_format in ("mp4", "mov") else {}
+    # The encoder's stream lives in a container in memory that gets a header only: the output's stream
+    # is a copy of it (its SPS and PPS, colour tags, frame rate) at the cropped size, which the copy
+    # can be told and an encoder's own stream cannot (it would say the widened size, and players
+    # would stretch the picture to it).
+    with (
+        av.open(io.BytesIO(), mode="w", format=container_format) as scratch,
+        av.open(str(temp), mode="w", format=container_format, options=options) as container,
+    ):
+        encoder = scratch.add_stream("libx264", rate=rate, options={"crf": str(crf), "x264-params": params})
+        encoder.width, encoder.height, encoder.pix_fmt = coded, height, "yuv420p"
+        codec = encoder.codec_context
+        codec.time_base = 1 / rate  # pts counts frames
+        # Convert and tag as BT.709 limited range (sRGB's primaries). Untagged streams get
+        # BT.601 from swscale but BT.709 from most players, which shifts colours visibly.
+        codec.colorspace = codec.color_primaries = codec.color_trc = _AVCOL_BT709
+        codec.color_range = int(ColorRange.MPEG)
+
+        def encode(array: np.ndarray | None, index: int) -> list[av.Packet]:
+            frame = None
+            if array is not None:
+                if coded != width:
+                    array = np.pad(array, ((0, 0), (0, coded - width), (0, 0)), mode="edge")
+                frame = av.VideoFrame.from_ndarray(array, format="rgb24").reformat(
+                    format="yuv420p", dst_colorspace=Colorspace.ITU709, dst_color_range=ColorRange.MPEG
+                )
+                frame.pts = index
+            return encoder.encode(frame)
+
+        pending = encode(first, 0)  # opens the encoder: now its SPS and PPS exist
+        scratch.start_encoding()  # copies them, and the encoder's settings, into its stream
+        stream = container.add_stream_from_template(encoder, width=width, height=height)
+
+        def mux(packets: list[av.Packet]) -> None:
+            for packet in packets:
+                packet.stream = stream
+                container.mux(packet)
+
+        mux(pending)
+        for index, array in enumerate(rest, start=1):
+            mux(encode(_check_frame(array, index, width, height), index))
+        mux(encode(None, -1))  # flush the encoder's delayed frames
 
 
 def _check_name(name: str) -> str:
