@@ -14,12 +14,11 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
 from pipeline.errors import Failure, InputError, first_line
-
-from . import reaper
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +37,7 @@ def _loopback_only() -> None:
     ray_constants.ENABLE_RAY_CLUSTER = False
 
 
-# The watchdogs of the local instances this driver started (see actors/reaper.py). Their pipes must stay
+# The watchdogs of the local instances this driver started (see `_reap` below). Their pipes must stay
 # open as long as this process lives: closing one (or garbage-collecting it) stops that instance.
 _REAPERS: list[subprocess.Popen] = []
 # GCS addresses of the local instances `connect` started here: fixed clusters (no autoscaler).
@@ -87,7 +86,9 @@ def _start_reaper() -> subprocess.Popen | None:
     if not sys.platform.startswith("linux") or not os.path.isdir("/proc/self/fd"):
         return None
     proc = subprocess.Popen(
-        [sys.executable, "-I", os.path.abspath(reaper.__file__)],
+        # `-I -m`: this module as the watchdog's script (see `_reap`), with neither the working folder nor
+        # the user's environment on its path; its top imports no Ray or torch, so it starts in milliseconds.
+        [sys.executable, "-I", "-m", __name__, "--reap"],
         stdin=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -122,7 +123,7 @@ def connect(
     `local` -> a new local instance on loopback (never a stale cluster file's dead cluster);
     `auto`, `ray://host:10001`, `host:6379` -> that cluster. A driver already connected (tests,
     notebooks) stays connected. A local instance does not outlive this process, even when it is
-    killed with SIGKILL (see actors/reaper.py).
+    killed with SIGKILL (see `_reap` below).
     """
     import ray
 
@@ -316,3 +317,79 @@ def describe_nodes(nodes: list[dict[str, float]]) -> str:
     cpu = sum(float(n.get("CPU", 0)) for n in nodes)
     gpu = sum(float(n.get("GPU", 0)) for n in nodes)
     return f"{len(nodes)} node(s), {cpu:g} CPU, {gpu:g} GPU"
+
+
+# ---------------------------------------------------------------------------------------------------
+# The watchdog of a local instance: when its driver dies, however it dies, the instance dies too.
+#
+# Ray binds the raylet and the GCS to the driver that started them (the kernel kills them with it), but
+# the raylet's own children, the dashboard agent and the runtime-env agent, notice the raylet's death,
+# then wait up to a minute on the dead GCS before they exit, listening on loopback all along; workers
+# may linger the same way. So `connect` starts this module as a script (`_start_reaper`), in a process
+# session of its own, before it starts a local instance, with a pipe from the driver on its standard
+# input; once the instance is up the driver writes the instance's session folder (`/tmp/ray/session_…`)
+# into it (`_guard`). The pipe's end closes when the driver exits (a normal exit, Ctrl-C, SIGKILL, the
+# OOM killer): then `_reap` SIGKILLs every process of the user that holds a file open in that folder
+# (every Ray process of an instance logs there: raylet, GCS, agents, workers), and exits. Linux only
+# (/proc); elsewhere `connect` does not start it.
+# ---------------------------------------------------------------------------------------------------
+
+
+def instance_processes(folder: str, spare: frozenset[int] = frozenset()) -> list[int]:
+    """Pids of this user's processes (other than this one and `spare`) with a file open under `folder`."""
+    prefix = folder.rstrip("/") + "/"
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid() or int(entry) in spare:
+            continue
+        try:
+            fds = os.listdir(f"/proc/{entry}/fd")
+        except OSError:  # gone, or another user's
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(f"/proc/{entry}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith(prefix):
+                found.append(int(entry))
+                break
+    return found
+
+
+def kill_instance(folder: str, rounds: int = 20, pause: float = 0.25, spare: frozenset[int] = frozenset()) -> int:
+    """SIGKILL every process of the instance but `spare`, again until none is left (a dying raylet
+    may still start a worker). Returns how many were killed."""
+    killed: set[int] = set()
+    for _ in range(rounds):
+        pids = instance_processes(folder, spare)
+        if not pids:
+            break
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                killed.add(pid)
+            except OSError:
+                pass
+        time.sleep(pause)
+    return len(killed)
+
+
+def _reap() -> None:
+    """The watchdog's body: wait for the driver's pipe to close, then kill the instances it named."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the driver; we act once it is gone
+    # The driver itself is spared: the pipe also closes while a driver exits normally, with Ray's log
+    # files still open, and killing it then would turn every exit status into 137 (a dead driver has
+    # no pid left to spare).
+    driver = frozenset({os.getppid()})
+    folders = []
+    for line in sys.stdin:  # the driver writes the session folder, then nothing: this ends at end of file
+        folder = os.path.realpath(line.strip()) if line.strip() else ""
+        if os.path.basename(folder).startswith("session_"):  # never a wider folder than one instance's
+            folders.append(folder)
+    for folder in folders:
+        kill_instance(folder, spare=driver)
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["--reap"]:
+    _reap()

@@ -26,22 +26,18 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import ray
 from ray.exceptions import RayActorError
 
 from pipeline.dataset import storage
 from pipeline.dataset.manifest import VideoJob
-from pipeline.dataset.record import PrecomputeRecord
 from pipeline.dataset.storage import StorageOptions
 from pipeline.errors import first_line
-
-from .editor import EditSpec, failed_row
-
-if TYPE_CHECKING:
-    from .precompute import PrecomputeSpec
-    from .runner import _Progress
+from pipeline.stages.edit import failed_row
+from pipeline.stages.options import EditSpec, PrecomputeSpec
+from pipeline.stages.record import PrecomputeRecord
 
 log = logging.getLogger(__name__)
 
@@ -267,7 +263,7 @@ class Dispatcher:
         target: float,
         prefetch: int,
         max_attempts: int,
-        progress: _Progress,
+        on_video_done: Callable[[list[dict[str, Any]]], object],
         opts: StorageOptions,
     ) -> None:
         self.waiting = collections.deque(jobs)  # not yet precomputed
@@ -275,10 +271,11 @@ class Dispatcher:
         self.groups = Groups(jobs, limit, target)
         self.limit, self.target = limit, target
         self.prefetch, self.max_attempts = max(1, prefetch), max_attempts
-        self.progress, self.opts = progress, opts
+        self.on_video_done, self.opts = on_video_done, opts  # each finished video's rows (the progress bar)
         # Videos a full call takes: the count given, or (auto) estimated from the last precomputed video.
         self.per_call = limit if math.isinf(target) else 1
         self.rows: dict[str, dict[str, Any]] = {}
+        self.frames = 0  # frames edited (frames x prompts of the ok rows)
         self.warm_pids: set[int] = set()
         self.idle = self.busy = 0.0
         self.deaths = 0
@@ -383,20 +380,22 @@ class Dispatcher:
     def _finish(self, job: VideoJob, rows: list[dict[str, Any]]) -> None:
         for r in rows:
             r = dict(r)
-            r.setdefault("attempts", job.attempts)
+            if r.get("attempts") is None:
+                r["attempts"] = job.attempts
             self.rows[r.pop("key")] = r
-        self.progress.video_done(rows)
+        self.frames += sum(int(r.get("num_frames") or 0) for r in rows if r["status"] == "ok")
+        self.on_video_done(rows)
 
     def _fail(self, job: VideoJob, meta: PrecomputeRecord | None, error: str) -> None:
         error = storage.redact(error, self.opts)
-        self._finish(job, [failed_row(u, meta, error) | {"attempts": job.attempts} for u in job.units])
+        self._finish(job, [failed_row(u, meta, error, attempts=job.attempts) for u in job.units])
 
     def outcome(self, gpus: float) -> Outcome:
         total = self.idle + self.busy
         return Outcome(
             rows=self.rows,
             idle_share=self.idle / total if total > 0 else None,
-            frames=self.progress.frames,
+            frames=self.frames,
             editors=len(self.editors.actors),
             gpus_per_editor=gpus,
             deaths=self.deaths,

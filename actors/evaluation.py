@@ -41,7 +41,8 @@ from pipeline.dataset.stored_metrics import (
 )
 from pipeline.dataset.tables import METRIC_COLUMNS, RESULTS, SCORED, with_metric_columns, write_table
 from pipeline.errors import InputError, first_line
-from pipeline.quality.clip import DEFAULT_CLIP_MODEL, ClipScorer
+from pipeline.models.names import DEFAULT_CLIP_MODEL
+from pipeline.quality.clip import ClipScorer
 
 log = logging.getLogger(__name__)
 

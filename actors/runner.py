@@ -27,14 +27,12 @@ its process cannot take other videos down with it twice. The loop itself is acto
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import sys
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import ray
@@ -42,36 +40,17 @@ from tqdm import tqdm
 
 from pipeline.dataset import resume, storage
 from pipeline.dataset.manifest import Manifest, VideoJob
-from pipeline.dataset.record import PrecomputeRecord
 from pipeline.dataset.results import build_table, keep_scores, previous_scores
 from pipeline.dataset.tables import RESULTS, write_table
+from pipeline.stages.options import MAX_VIDEOS_PER_CALL, RunOptions
+from pipeline.stages.record import PrecomputeRecord
 
+from . import editor
 from .cluster import alive_nodes, leave_room_for_precompute
 from .dispatch import Dispatcher, Editors, Outcome, Precomputes
-from .editor import EditorActor, EditSpec
-from .options import MAX_VIDEOS_PER_CALL, RunOptions
-from .precompute import TRANSIENT_ERRORS, precompute_video
+from .precompute import precompute_task
 
 log = logging.getLogger(__name__)
-
-
-def settings_fingerprint(opts: RunOptions) -> str:
-    """Hash of everything that changes an output's pixels (not how the work is scheduled: schedule,
-    batch sizes and videos per call give the same frames)."""
-    scheduling = ("schedule", "max_batch", "inversion_batch", "decode_batch")  # same frames either way
-    cfg = {k: v for k, v in asdict(opts.config).items() if k not in scheduling}
-    # Options added later are left out at the value that gives the frames of before, so that outputs
-    # made before them still count as done: no refresh, no mask feather (no mask: the unit key says).
-    for name, before in (("anchor_refresh", 0), ("mask_feather", None)):
-        if cfg.get(name) == before:
-            cfg.pop(name, None)
-    data = [opts.model, opts.caption_model, opts.size, opts.max_frames, opts.dtype, cfg]
-    # Shot cuts change the frames of every clip that has one, so `--shots auto` (the default) is in the
-    # fingerprint and `off` (what every run did before shots) is not: a rerun with the default redoes
-    # outputs made before shots existed, since one of their clips may have had a cut.
-    if opts.shots != "off":
-        data.append({"shots": opts.shots})
-    return hashlib.sha1(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -152,42 +131,13 @@ def _editor_resources(opts: RunOptions) -> tuple[float, float, int]:
     return gpus, cpus, count
 
 
-def _start_editors(opts: RunOptions, count: int, gpus: float, cpus: float) -> list[Any]:
-    cls = ray.remote(EditorActor).options(
-        num_gpus=gpus,
-        num_cpus=cpus,
-        max_restarts=-1,  # Ray brings a dead editor back (new process, model reloaded)
-        max_task_retries=0,  # ...and we re-dispatch its video to whichever editor is free (see top)
-    )
-    return [
-        cls.remote(
-            opts.model,
-            device=opts.device,
-            dtype=opts.dtype,
-            storage_options=opts.storage,
-            fault=opts.fault,
-            threads=cpus,
-            speed=opts.speed,
-        )
-        for _ in range(count)
-    ]
-
-
-def _precompute_task(opts: RunOptions) -> Any:
-    return ray.remote(precompute_video).options(
-        num_cpus=opts.precompute_cpus,
-        num_gpus=opts.precompute_gpus,
-        max_retries=3,  # worker or node died: Ray reruns the task elsewhere
-        retry_exceptions=list(TRANSIENT_ERRORS),
-    )
-
-
-def _locate_store(opts: RunOptions) -> None:
-    """--precompute-store: checked as the output is (one line before any work) and made absolute.
-    Its stale temporaries are left alone: other runs may be writing there now."""
+def _locate(opts: RunOptions) -> None:
+    """The output and --precompute-store: checked (one line before any work) and made absolute. The
+    store's stale temporaries are left alone: other runs may be writing there now."""
+    resume.check_output_location(opts.output)  # a read-only output is one line
     if opts.precompute_store:
         resume.check_output_location(opts.precompute_store, "--precompute-store")
-        opts.precompute_store = storage.normalize(opts.precompute_store)
+    opts.locate()
 
 
 def run_dataset(manifest: Manifest, opts: RunOptions, *, connect: Callable[[], object] | None = None) -> RunSummary:
@@ -196,19 +146,16 @@ def run_dataset(manifest: Manifest, opts: RunOptions, *, connect: Callable[[], o
     Needs a connected Ray driver (actors.cluster.connect), or `connect`, which is called only when
     there is work, so a rerun of a finished dataset does not wait for Ray to start.
     """
-    resume.check_output_location(opts.output)  # before any work: a read-only output is one line
-    opts.output = storage.normalize(opts.output)
-    _locate_store(opts)
+    _locate(opts)
     with resume.OutputLock(opts.output):  # a second run on this output stops here, in one line
         return _run_locked(manifest, opts, connect)
 
 
 def _run_locked(manifest: Manifest, opts: RunOptions, connect: Callable[[], object] | None) -> RunSummary:
     started = time.perf_counter()
-    settings = settings_fingerprint(opts)
+    settings = opts.fingerprint()
     # An interrupted run may leave temporaries of unfinished writes; they were never outputs.
     storage.remove_stale_temporaries(opts.output)
-    resume.adopt_legacy(opts.output, manifest.units, opts.storage)  # outputs named before case-safe names
     # --overwrite forgets nothing up front: each unit is redone and its output and marker replaced only
     # as the new ones land (this run's token in the marker tells them apart), so a run that fails to
     # start or is stopped midway keeps every finished output it has not redone yet.
@@ -249,7 +196,7 @@ def _run_locked(manifest: Manifest, opts: RunOptions, connect: Callable[[], obje
                 alive_nodes(),
             )
         try:
-            drive = _drive(jobs, opts, settings, run_token)
+            drive = _drive(jobs, opts, run_token)
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the table of what is done, then the interrupt
             _write_partial_table(manifest, opts, settings)
             raise
@@ -317,7 +264,7 @@ def _grouping(opts: RunOptions) -> tuple[int, float]:
     return MAX_VIDEOS_PER_CALL, 2.0 * max_batch
 
 
-def _drive(jobs: list[VideoJob], opts: RunOptions, settings: str, run_token: str = "") -> Outcome:
+def _drive(jobs: list[VideoJob], opts: RunOptions, run_token: str) -> Outcome:
     """Start the editors and the precompute stage, and let the dispatcher stream `jobs` through them."""
     gpus, cpus, count = _editor_resources(opts)
     count = min(count, len(jobs))
@@ -329,21 +276,12 @@ def _drive(jobs: list[VideoJob], opts: RunOptions, settings: str, run_token: str
         opts.precompute_cpus,
         opts.precompute_gpus,
     )
-    editors = _start_editors(opts, count, gpus, cpus)
-    spec = opts.precompute_spec()
-    edit_spec = EditSpec(
-        output=opts.output,
-        settings=settings,
-        model=opts.model,
-        config=opts.config,
-        reuse_inversion=not opts.overwrite,
-        clip_model=opts.clip_model,
-        run=run_token,
-        redo=opts.overwrite,
-        keep_frames=opts.keep_frames,
-    )
+    editors = editor.start_editors(opts, count, gpus, cpus)
+    edit_spec = opts.edit_spec(run_token)
     limit, target = _grouping(opts)
-    precomputes = Precomputes(_precompute_task(opts), spec, opts.storage, need_caption=None, refresh=opts.overwrite)
+    precomputes = Precomputes(
+        precompute_task(opts), opts.precompute_spec(), opts.storage, need_caption=None, refresh=opts.overwrite
+    )
     progress = _Progress(len(jobs), opts.progress)
     dispatcher = Dispatcher(
         jobs,
@@ -354,7 +292,7 @@ def _drive(jobs: list[VideoJob], opts: RunOptions, settings: str, run_token: str
         target=target,
         prefetch=opts.prefetch,
         max_attempts=opts.max_attempts,
-        progress=progress,
+        on_video_done=progress.video_done,
         opts=opts.storage,
     )
     try:
@@ -371,10 +309,8 @@ def precompute_dataset(
     manifest: Manifest, opts: RunOptions, *, need_caption: bool = True
 ) -> list[tuple[VideoJob, PrecomputeRecord]]:
     """Precompute only (relabel): every video's record, ok or failed, in manifest order."""
-    resume.check_output_location(opts.output)
+    _locate(opts)
     leave_room_for_precompute(0, 0.0, 0.0, opts.precompute_gpus, opts.precompute_cpus, fixed_count=True)
-    opts.output = storage.normalize(opts.output)
-    _locate_store(opts)
     with resume.OutputLock(opts.output):
         return _precompute_locked(manifest, opts, need_caption)
 
@@ -384,7 +320,7 @@ def _precompute_locked(
 ) -> list[tuple[VideoJob, PrecomputeRecord]]:
     jobs = manifest.videos()
     stage = Precomputes(
-        _precompute_task(opts), opts.precompute_spec(), opts.storage, need_caption=need_caption, refresh=opts.overwrite
+        precompute_task(opts), opts.precompute_spec(), opts.storage, need_caption=need_caption, refresh=opts.overwrite
     )
     # Two tasks per CPU they fit on: enough queued that no CPU waits for the driver.
     limit = max(2, int(ray.cluster_resources().get("CPU", 2) / max(opts.precompute_cpus, 0.01)) * 2)

@@ -5,7 +5,7 @@ Every flag can also come from the YAML file given with `--config` (keys named li
 instead of the shell history. Storage option values are never printed. The flags of the method's
 options (EditConfig) and of a run's (RunOptions) are made from those dataclasses' fields (jobs/_flags.py).
 
-Modules that import torch (pipeline.models, pipeline.method, actors.options and actors.runner, and
+Modules that import torch (pipeline.models, pipeline.method, pipeline.stages and actors.runner, and
 jobs._metrics through CLIP) are imported inside the functions that need them: every verb imports this
 module to build its parser, and `pix2video VERB --help` or a usage error must not wait for torch.
 """
@@ -24,18 +24,18 @@ from pipeline.dataset.storage import StorageOptions, parse_storage_options
 from pipeline.errors import InputError
 
 if TYPE_CHECKING:
-    from actors.options import RunOptions
     from actors.runner import RunSummary
     from pipeline.dataset.manifest import Manifest
     from pipeline.method.config import EditConfig
     from pipeline.models.sizes import ModelSizes
     from pipeline.models.speed import SpeedOptions
+    from pipeline.stages.options import RunOptions
 
 log = logging.getLogger(__name__)
 
 
 def add_io_arguments(parser: argparse.ArgumentParser, *, prompts: bool = True) -> None:
-    from actors.options import RunOptions
+    from pipeline.stages.options import RunOptions
 
     parser.add_argument(
         "--manifest",
@@ -74,7 +74,7 @@ def add_storage_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, *, caption: bool = True) -> None:
-    from pipeline.models.loading import CAPTION_MODEL_HELP, DEFAULT_MODEL, MODEL_HELP
+    from pipeline.models.names import CAPTION_MODEL_HELP, DEFAULT_MODEL, MODEL_HELP
 
     g = parser.add_argument_group("models")
     g.add_argument("--model", default=DEFAULT_MODEL, help=MODEL_HELP)
@@ -99,7 +99,7 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, caption: bool = True
 
 def add_device_arguments(group: Any, what: str, dtype_help: str) -> None:
     """--device and --dtype (the models' of a verb, or CLIP's for the metric verbs)."""
-    from pipeline.models.loading import DTYPES
+    from pipeline.models.names import DTYPES
 
     group.add_argument("--device", default=None, help=f"torch device for {what} (default: cuda if visible, else cpu)")
     group.add_argument("--dtype", default="float32", choices=DTYPES, help=f"{dtype_help} (default %(default)s)")
@@ -178,7 +178,7 @@ def add_edit_arguments(parser: argparse.ArgumentParser, *, switches: bool = True
 
 def add_shots_argument(parser: argparse.ArgumentParser) -> None:
     """--shots for the dataset verbs that edit (run, augment); a manifest's `shots` column wins per clip."""
-    from actors.options import RunOptions
+    from pipeline.stages.options import RunOptions
 
     add_options(parser, RunOptions, only=("shots",))
 
@@ -194,7 +194,7 @@ def add_cluster_arguments(parser: argparse.ArgumentParser, *, editors: bool = Tr
     g.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray instance (default: all)")
     g.add_argument("--num-gpus", type=int, default=None, help="GPUs of a local Ray instance (default: detected)")
     if editors:
-        from actors.options import MAX_VIDEOS_PER_CALL, RunOptions
+        from pipeline.stages.options import MAX_VIDEOS_PER_CALL, RunOptions
 
         add_options(g, RunOptions, only=("num_editors", "gpus_per_editor", "cpus_per_editor", "prefetch"))
         # Text, not RunOptions.videos_per_call's int: `auto` (None there) or a count, see `videos_per_call`.
@@ -208,7 +208,7 @@ def add_cluster_arguments(parser: argparse.ArgumentParser, *, editors: bool = Tr
             "videos are consecutive in the manifest, never chosen by timing: the same command gives the same pixels",
         )
     if precompute:
-        from actors.options import RunOptions
+        from pipeline.stages.options import RunOptions
 
         add_options(g, RunOptions, only=("precompute_cpus", "precompute_gpus"))
     g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
@@ -241,7 +241,7 @@ def edit_config(args: argparse.Namespace, **overrides: Any) -> EditConfig:
 
 
 def caption_model(args: argparse.Namespace) -> str:
-    from pipeline.models.loading import BUILTIN, DEFAULT_CAPTION_MODEL
+    from pipeline.models.names import BUILTIN, DEFAULT_CAPTION_MODEL
 
     if getattr(args, "caption_model", None):
         return args.caption_model
@@ -251,7 +251,7 @@ def caption_model(args: argparse.Namespace) -> str:
 def model_sizes(model: str) -> ModelSizes:
     """The `--model`'s VAE factor, size multiple and working size (`pipeline.models.sizes.ModelSizes`),
     from its config files: no weights are loaded, so a bad --size fails in seconds."""
-    from pipeline.models.loading import resolve_model
+    from pipeline.models.registry import resolve_model
     from pipeline.models.sizes import read_model_sizes
 
     return read_model_sizes(resolve_model(model))
@@ -293,8 +293,8 @@ def run_options(args: argparse.Namespace, opts: StorageOptions) -> RunOptions:
     """RunOptions from the parsed flags (shared by run, relabel and augment): every flag named like one
     of its fields fills that field (a verb without the flag leaves the field's default); the fields
     below are made from flags of another form."""
-    from actors.options import RunOptions
     from jobs import _metrics
+    from pipeline.stages.options import RunOptions
 
     for name in ("num_editors", "max_frames", "prefetch"):
         check_positive(name.replace("_", "-"), getattr(args, name, None))

@@ -43,22 +43,18 @@ def read_input(args: argparse.Namespace) -> PreparedInput:
 
 
 def complete_input(data: PreparedInput, args: argparse.Namespace, *, device, dtype: str) -> None:
-    """Estimate depth and caption the anchor frame of every shot where the user gave neither."""
+    """Estimate depth and caption the anchor frame of every shot where the user gave neither, as the
+    precompute stage does for a dataset."""
     from pipeline.io.shots import shot_ranges
+    from pipeline.stages.precompute import caption_shots, captioner, depth_estimator
 
     if data.depth is None:
-        from pipeline.models.depth import DepthEstimator
-
-        data.depth = list(DepthEstimator.from_model(args.model, dtype=dtype, device=device)(data.frames))
+        data.depth = list(depth_estimator(args.model, device, dtype)(data.frames))
     if data.source_prompt is None:
-        from pipeline.models.caption import Captioner
-
-        # Each shot is a video of its own, anchored on its first frame (its last with --reverse).
-        ranges = shot_ranges(data.shots, len(data.frames))
-        anchors = [data.frames[stop - 1] if args.reverse else data.frames[start] for start, stop in ranges]
-        captioner = Captioner.from_model(_common.caption_model(args), dtype=dtype, device=device)
-        data.source_prompts = list(captioner(anchors))
+        model = captioner(_common.caption_model(args), device, dtype)
+        data.source_prompts = caption_shots(model, data.frames, data.shots, args.reverse)
         data.source_prompt = data.source_prompts[0]
+        ranges = shot_ranges(data.shots, len(data.frames))
         if len(ranges) == 1:
             print(f"source prompt (caption of the anchor frame): {data.source_prompt}")
         for (start, stop), caption in zip(ranges if len(ranges) > 1 else [], data.source_prompts, strict=False):

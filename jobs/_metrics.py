@@ -11,8 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from jobs import _session
 from pipeline.dataset.storage import StorageOptions
-from pipeline.models.loading import BUILTIN, TINY
-from pipeline.quality.clip import CLIP_MODEL_HELP, DEFAULT_CLIP_MODEL, ClipScorer
+from pipeline.models.names import BUILTIN, CLIP_MODEL_HELP, DEFAULT_CLIP_MODEL, TINY
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -20,6 +19,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from actors.evaluation import Evaluation
+    from pipeline.quality.clip import ClipScorer
 
 TINY_NOTE = "note: the tiny CLIP gives meaningless metric values; they only show that the code runs"
 CLIP_DEFAULT_NOTE = "; default 'tiny' when --model is tiny"
@@ -151,9 +151,9 @@ def after_run(
 
 def scorer_for(args: argparse.Namespace, device: Any = None) -> ClipScorer | None:
     """The CLIP scorer when --metrics was given (loaded before the editing, so a bad --clip-model fails fast)."""
-    from actors.evaluation import load_scorer
+    from pipeline.quality.clip import ClipScorer
 
-    return load_scorer(clip_model(args), device) if getattr(args, "metrics", False) else None
+    return ClipScorer.from_model(clip_model(args), device=device) if getattr(args, "metrics", False) else None
 
 
 def print_edit_metrics(output_path: str, input_frames: np.ndarray, prompt: str, scorer: ClipScorer) -> None:

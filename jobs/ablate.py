@@ -39,10 +39,12 @@ from pipeline.errors import InputError
 from pipeline.method.config import INJECTIONS  # the paper's order, the method first
 from pipeline.models import loading
 from pipeline.models.depth import DepthEstimator
-from pipeline.models.loading import TINY, resolve_model
+from pipeline.models.loading import resolve_model
+from pipeline.models.names import TINY
 from pipeline.quality.clip import ClipScorer
 from pipeline.quality.flow import input_flows
-from pipeline.quality.metrics import METRIC_NAMES, METRIC_TITLES, Metrics, format_table, format_value, video_metrics
+from pipeline.quality.metrics import Metrics, format_table, format_value, video_metrics
+from pipeline.quality.names import METRIC_NAMES, METRIC_TITLES
 
 # The editor (diffusers), video writing (PyAV) and the toy world are imported where they are used:
 # `pix2video ablate --help` and a usage error do not wait for them.

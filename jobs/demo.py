@@ -32,15 +32,12 @@ report), not the method. For real edits use the published model:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from dataclasses import dataclass
 
 from jobs import _common
 from pipeline.errors import InputError
-
-PROMPTS = ["a watercolor painting of shapes", "{caption}, neon lights"]
 
 
 @dataclass(frozen=True)
@@ -85,7 +82,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model",
         default="toy",
-        help="toy (default: the toy world's trained models and clips) or tiny (random models, moving shapes)",
+        help="toy (default: the toy world's trained models) or tiny (random models, noise-like pictures), both on "
+        "held-out toy-world clips",
     )
     parser.add_argument(
         "--no-baseline",
@@ -95,25 +93,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray instance (default: all)")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
-
-
-def write_dataset(folder: str, videos: int, frames: int) -> str:
-    """Sample clips under `folder`/data/ and `folder`/manifest.jsonl (paths relative to it)."""
-    from fixtures.clips import write_sample_video
-
-    data = os.path.join(folder, "data")
-    os.makedirs(data, exist_ok=True)
-    lines = []
-    for i in range(videos):
-        name = f"shapes-{i:02d}.mp4"
-        path = os.path.join(data, name)
-        if not os.path.exists(path):
-            write_sample_video(path, num_frames=frames, width=64, height=64, fps=8.0, seed=i)
-        lines.append({"video": f"data/{name}", "prompt": PROMPTS, "scene": f"shapes-{i % 2}", "label": i % 2})
-    manifest = os.path.join(folder, "manifest.jsonl")
-    with open(manifest, "w", encoding="utf-8") as f:
-        f.writelines(json.dumps(line) + "\n" for line in lines)
-    return manifest
 
 
 def scale(args: argparse.Namespace) -> Scale:
@@ -161,9 +140,9 @@ def run_argv(args: argparse.Namespace, manifest: str, output: str, store: str, s
 def run(args: argparse.Namespace) -> int:
     from jobs.cli import build_parser
     from pipeline.dataset.manifest import load_manifest
-    from pipeline.dataset.report import write_report
     from pipeline.dataset.storage import StorageOptions
-    from pipeline.models.loading import TINY, TOY
+    from pipeline.models.names import TINY, TOY
+    from pipeline.report.page import write_report
 
     if args.model not in (TINY, TOY):
         raise InputError(f"--model {args.model!r}: the demo runs 'toy' or 'tiny'; use `pix2video run` for other models")
@@ -171,14 +150,13 @@ def run(args: argparse.Namespace) -> int:
     toy = args.model == TOY
     sc = scale(args)
     folder = os.path.abspath(args.output)
-    if toy:
-        from toyworld import toy_model_dir
-        from toyworld.dataset import write_toy_dataset
+    from toyworld import toy_model_dir
+    from toyworld.dataset import write_toy_dataset
 
+    if toy:
         toy_model_dir()  # a checkout without the committed toy models says so before any work
-        manifest_path = write_toy_dataset(folder, sc.videos, sc.frames)
-    else:
-        manifest_path = write_dataset(folder, sc.videos, sc.frames)
+    # Held-out toy clips whichever the model: the tiny random models edit them too (noise-like pictures).
+    manifest_path = write_toy_dataset(folder, sc.videos, sc.frames)
     out, base, store = (os.path.join(folder, name) for name in (EDITS, BASELINE, STORE))
 
     parser = build_parser("run")

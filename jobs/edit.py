@@ -25,12 +25,11 @@ from tqdm import tqdm
 from jobs import _common, _metrics
 from jobs._input import complete_input, read_input
 from pipeline.errors import InputError
-from pipeline.io.masks import read_mask
+from pipeline.io.formats import WRITABLE_VIDEO_EXTENSIONS
 from pipeline.io.shots import check_shots, detect_shots, parse_shots_flag
-from pipeline.models import loading
 
-# Video files (PyAV) and the editor (diffusers) are imported where they are used: `pix2video edit --help`
-# and a usage error do not wait for them.
+# Video files (PyAV) and the edit stage (diffusers) are imported where they are used: `pix2video edit
+# --help` and a usage error do not wait for them.
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +67,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.io.video import WRITABLE_VIDEO_EXTENSIONS, check_frames_folder, check_output, write_output
-    from pipeline.method.editor import Pix2Video
-
     if not args.prompt.strip():
         raise InputError("--prompt is empty: say what the video should become")
     config = _common.edit_config(args)
@@ -79,6 +75,10 @@ def run(args: argparse.Namespace) -> int:
     _common.check_positive("max-frames", args.max_frames)
     _common.parse_size(args.size, args.model)
     shots = parse_shots_flag(args.shots)
+    from pipeline.io.masks import read_mask  # torch and PyAV: after the flags are checked
+    from pipeline.io.video import check_frames_folder, check_output, write_output
+    from pipeline.stages.edit import EditStage
+
     check_output(args.output, inputs=[p for p in (args.input, args.depth, args.mask) if p])
     started = time.perf_counter()
     data = read_input(args)
@@ -96,23 +96,17 @@ def run(args: argparse.Namespace) -> int:
     if Path(args.output).suffix.lower() not in WRITABLE_VIDEO_EXTENSIONS:
         check_frames_folder(args.output, data.names)  # an earlier edit of these frames, or nothing
     # Then the models: a wrong --model fails before minutes of depth estimation.
-    models = loading.load_diffusion_models(  # through the module: tests replace it to catch early loads
-        loading.resolve_model(args.model), dtype=args.dtype, device=args.device, speed=_common.speed_options(args)
-    )
-    scorer = _metrics.scorer_for(args, models.device)  # --metrics: CLIP loaded before the long work
-    complete_input(data, args, device=models.device, dtype=args.dtype)
-    editor = Pix2Video(models)
-    log.info("editing %d frames at %dx%d on %s (%s)", n, width, height, models.device, models.dtype)
+    stage = EditStage(args.model, device=args.device, dtype=args.dtype, speed=_common.speed_options(args))
+    scorer = _metrics.scorer_for(args, stage.models.device)  # --metrics: CLIP loaded before the long work
+    complete_input(data, args, device=stage.models.device, dtype=args.dtype)
+    log.info("editing %d frames at %dx%d on %s (%s)", n, width, height, stage.models.device, stage.models.dtype)
 
-    video = editor.prepare(data.frames, data.depth, mask=mask)
-    shots = editor.invert_shots(video, data.shots, data.source_prompts, config)
+    # The per-video path every entry point takes (pipeline/stages/edit.py): prepare, edit, decode.
+    clip = stage.prepare(data.frames, data.depth, data.shots, data.source_prompts, config, mask=mask)
     progress = _progress(n, enabled=args.progress)
-    ((latents,),) = editor.edit_shots(
-        [[(shot, zT, [args.prompt]) for shot, zT in shots]], config, on_frame_done=lambda *_: progress.update()
-    )
+    ((latents,),) = stage.edit([(clip, [[args.prompt] * len(data.shots)])], config, lambda *_: progress.update())
     progress.close()
-    frames = editor.decode(latents, config.decode_batch, video=video, config=config)
-    out = write_output(args.output, frames, data.fps, data.names)
+    out = write_output(args.output, stage.decode(clip, latents, config), data.fps, data.names)
     elapsed = time.perf_counter() - started
     print(f"wrote {out} ({n} frames, {width}x{height}, {elapsed:.1f} s)")
     if scorer is not None:

@@ -25,8 +25,8 @@ from __future__ import annotations
 import argparse
 
 from jobs import _common, _metrics
-from pipeline.dataset.compare import DEFAULT_LABEL, STRIP_COLUMNS  # light: no pyarrow, Pillow or torch
 from pipeline.errors import InputError
+from pipeline.report.compare import DEFAULT_LABEL, STRIP_COLUMNS  # light: no pyarrow, Pillow or torch
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -77,7 +77,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from pipeline.dataset import storage
-    from pipeline.dataset.report import check_baseline, write_report
+    from pipeline.report.page import check_baseline, write_report
 
     for name in ("preview_height", "preview_frames", "max_clips", "strip_frames"):
         _common.check_positive(name.replace("_", "-"), getattr(args, name))

@@ -13,10 +13,10 @@ from __future__ import annotations
 import argparse
 import logging
 
-from actors.options import RunOptions
 from jobs import _common, _metrics
 from jobs._flags import add_options
 from pipeline.dataset.manifest import load_manifest
+from pipeline.stages.options import RunOptions
 
 log = logging.getLogger(__name__)
 

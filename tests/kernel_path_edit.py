@@ -21,7 +21,7 @@ PROMPTS = ["a watercolor painting", "neon lights"]
 
 
 def main(model: str, out: str) -> None:
-    torch.set_num_threads(1)  # what an editor actor with one CPU runs (actors.editor.pin_numerics)
+    torch.set_num_threads(1)  # what an editor actor with one CPU runs (pipeline.stages.numerics.pin_numerics)
     editor = Pix2Video(load_diffusion_models(model, device="cpu"))
     config = EditConfig(steps=STEPS)
     videos = []

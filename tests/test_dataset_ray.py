@@ -190,21 +190,26 @@ def test_rerun_skips_everything_and_cli_exit_codes(
     assert cli(["run", "--manifest", str(dataset / "nope.csv"), "--output", str(out), *COMMON]) == 2
 
 
-def test_overwrite_redoes_all_unit_by_unit(ray_cluster: str, dataset: Path, tmp_path: Path) -> None:
+def test_overwrite_redoes_all_unit_by_unit(
+    ray_cluster: str, dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """--overwrite replaces each output and marker as its new one lands (issue 17): an overwrite whose
     editor dies after its first new mp4 forgets none of the finished run; a full one rewrites every
     marker (this run's token in each)."""
-    from actors.runner import settings_fingerprint
+    from editors import crashing_after_output
+
+    from actors import editor
     from pipeline.dataset import resume
 
     manifest = load_manifest(str(dataset / "good.jsonl"), StorageOptions(), prompts=None)
     manifest.units = manifest.units[:2]  # one video, both prompts: enough to see it
     out = tmp_path / "out"
     first = run_dataset(manifest, _options(out))
-    settings = settings_fingerprint(_options(out))
+    settings = _options(out).fingerprint()
     flag = tmp_path / "crashed"
-    fault = {"at": "after_output", "flag": str(flag)}
-    killed = run_dataset(manifest, _options(out, overwrite=True, num_editors=1, max_attempts=1, fault=fault))
+    with monkeypatch.context() as patch:
+        patch.setattr(editor, "EditorActor", crashing_after_output(flag))
+        killed = run_dataset(manifest, _options(out, overwrite=True, num_editors=1, max_attempts=1))
     assert flag.exists() and killed.failed == 2  # its editor died once: this attempt failed
     done, _ = resume.done_rows(str(out), settings, StorageOptions())
     assert set(done) == {u.key for u in manifest.units}  # the finished run is all still there
@@ -215,15 +220,21 @@ def test_overwrite_redoes_all_unit_by_unit(ray_cluster: str, dataset: Path, tmp_
     assert {r["status"] for r in pq.read_table(out / "results.parquet").to_pylist()} == {"ok"}
 
 
-def test_editor_killed_mid_video(ray_cluster: str, dataset: Path, tmp_path: Path) -> None:
+def test_editor_killed_mid_video(
+    ray_cluster: str, dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The editor's process dies after writing a video's first mp4 but before its marker (the worst
     moment): Ray restarts the actor, the video is redone, nothing is duplicated or partial.
     One video per call, so only the calls on the dying editor are retried and some video is not."""
+    from editors import crashing_after_output
+
+    from actors import editor
+
     flag = tmp_path / "crashed"
     manifest = load_manifest(str(dataset / "good.jsonl"), StorageOptions())
     out = tmp_path / "out"
-    fault = {"at": "after_output", "flag": str(flag)}
-    summary = run_dataset(manifest, _options(out, num_editors=1, videos_per_call=1, fault=fault))
+    monkeypatch.setattr(editor, "EditorActor", crashing_after_output(flag))
+    summary = run_dataset(manifest, _options(out, num_editors=1, videos_per_call=1))
     assert flag.exists()  # it did die
     assert (summary.ok, summary.failed) == (6, 0)
     rows = pq.read_table(out / "results.parquet").to_pylist()
@@ -413,8 +424,8 @@ def test_calls_are_cut_by_manifest_order_not_by_timing() -> None:
     from actors.dispatch import Groups
     from actors.runner import MAX_VIDEOS_PER_CALL, _grouping
     from pipeline.dataset.manifest import VideoJob
-    from pipeline.dataset.record import PrecomputeRecord
     from pipeline.method.editor import EditConfig
+    from pipeline.stages.record import PrecomputeRecord
 
     sizes = {"a": 64, "b": 64, "c": 128, "d": 64, "e": 64, "f": 64, "g": 64}
     jobs = [VideoJob(n, n, f"{n}.mp4", None, units=[object(), object()]) for n in sizes]  # 2 prompts each
@@ -449,7 +460,11 @@ def test_calls_are_cut_by_manifest_order_not_by_timing() -> None:
 
 
 def test_videos_edited_together_equal_videos_edited_alone(
-    ray_cluster: str, dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ray_cluster: str,
+    dataset: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """`--videos-per-call 3`: the three videos (consecutive in the manifest, one size) go in one editor
     call, every row ok, and the same frames as one video per call within float-order noise. The second
@@ -458,13 +473,15 @@ def test_videos_edited_together_equal_videos_edited_alone(
 
     manifest = load_manifest(str(dataset / "good.jsonl"), StorageOptions())
     alone = tmp_path / "alone"
-    first = run_dataset(manifest, _options(alone, num_editors=1, videos_per_call=1, keep_frames=True))
+    _keep_frames(monkeypatch, alone)
+    first = run_dataset(manifest, _options(alone, num_editors=1, videos_per_call=1))
     assert (first.ok, first.failed, first.editor_calls) == (6, 0, 3)
 
     together = tmp_path / "together"
     together.mkdir()
     shutil.copytree(alone / "precompute", together / "precompute")
-    second = run_dataset(manifest, _options(together, num_editors=1, videos_per_call=3, keep_frames=True))
+    _keep_frames(monkeypatch, together)
+    second = run_dataset(manifest, _options(together, num_editors=1, videos_per_call=3))
     assert (second.ok, second.failed, second.editor_calls) == (6, 0, 1)
     rows = pq.read_table(together / "results.parquet").to_pylist()
     assert {r["group_size"] for r in rows} == {3}  # the call was cut by the manifest, not by timing
@@ -512,22 +529,16 @@ def test_editor_call_with_a_bad_video_fails_only_its_rows(dataset: Path, tmp_pat
     """The actor class without Ray: two videos in one call, one whose prompt renders empty ('{caption}'
     without a caption). The shared edit raises, the call falls back to one video at a time, and only
     the bad video's row fails; the good one is written and marked as usual."""
-    from actors.editor import EditorActor, EditSpec
-    from actors.precompute import precompute_video
-    from actors.runner import settings_fingerprint
     from pipeline.dataset.manifest import Unit
+    from pipeline.stages.edit import EditStage
+    from pipeline.stages.precompute import PrecomputeStage
 
     opts = _options(tmp_path)
-    spec = opts.precompute_spec()
-    metas = [
-        precompute_video(f"good-{i}", str(dataset / "clips" / f"good-{i}.mp4"), False, spec, StorageOptions())
-        for i in range(2)
-    ]
+    stage = PrecomputeStage(opts.precompute_spec(), StorageOptions())
+    metas = [stage.run(f"good-{i}", str(dataset / "clips" / f"good-{i}.mp4"), False) for i in range(2)]
     good = Unit("good-0", "good-0", "good-0.mp4", "a watercolor painting", "shapes", 0, "good-0__a")
     bad = Unit("good-1", "good-1", "good-1.mp4", "{caption}", None, 1, "good-1__caption")
-    edit = EditSpec(output=str(tmp_path), settings=settings_fingerprint(opts), model="tiny", config=opts.config)
-    actor = EditorActor("tiny")
-    result = actor.edit_videos([(metas[0], [good]), (metas[1], [bad])], edit, [1, 1])
+    result = EditStage("tiny").edit_videos([(metas[0], [good]), (metas[1], [bad])], opts.edit_spec(), [1, 1])
     rows = {r["key"]: r for r in result["rows"]}
     assert rows["good-0__a"]["status"] == "ok" and rows["good-0__a"]["group_size"] == 1  # edited alone
     assert rows["good-1__caption"]["status"] == "failed"
@@ -554,8 +565,17 @@ def twins(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+def _keep_frames(monkeypatch: pytest.MonkeyPatch, out: Path) -> None:
+    """The next run's editors also save each unit's decoded frames (before H.264) in OUT/frames/."""
+    from editors import keeping_frames
+
+    from actors import editor
+
+    monkeypatch.setattr(editor, "EditorActor", keeping_frames(out / "frames"))
+
+
 def _frames_by_unit(out: Path) -> dict[tuple[str, str], np.ndarray]:
-    """(id, prompt) -> the decoded frames the editor wrote (RunOptions.keep_frames), and the mp4's bytes."""
+    """(id, prompt) -> the decoded frames the editor wrote (`_keep_frames`), and the mp4's bytes."""
     rows = pq.read_table(out / "results.parquet").to_pylist()
     assert {r["status"] for r in rows} == {"ok"}, [r["error"] for r in rows]
     return {
@@ -568,7 +588,7 @@ def _frames_by_unit(out: Path) -> dict[tuple[str, str], np.ndarray]:
 
 
 def test_identical_clips_and_identical_runs_give_identical_pixels(
-    ray_cluster: str, twins: Path, tmp_path: Path
+    ray_cluster: str, twins: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Issue 17 item 2: six byte-identical clips x two prompts, one editor, one video per call: every
     clip's frames (and mp4 bytes) are identical per prompt within the run, whatever ran before in the
@@ -576,7 +596,8 @@ def test_identical_clips_and_identical_runs_give_identical_pixels(
     manifest = load_manifest(str(twins / "m.jsonl"), StorageOptions())
     runs = []
     for name in ("first", "second"):
-        run_dataset(manifest, _options(tmp_path / name, num_editors=1, videos_per_call=1, keep_frames=True))
+        _keep_frames(monkeypatch, tmp_path / name)
+        run_dataset(manifest, _options(tmp_path / name, num_editors=1, videos_per_call=1))
         runs.append(_frames_by_unit(tmp_path / name))
     assert runs[0].keys() == runs[1].keys() and len(runs[0]) == 12
     for prompt in ("a watercolor painting", "a red car"):
@@ -590,7 +611,7 @@ def test_identical_clips_and_identical_runs_give_identical_pixels(
 
 @pytest.mark.parametrize("schedule", ["sequential", "wavefront"])
 def test_random_injection_is_the_same_on_every_run(
-    ray_cluster: str, twins: Path, tmp_path: Path, schedule: str
+    ray_cluster: str, twins: Path, tmp_path: Path, schedule: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The 'random' ablation draws from (seed, video id, prompt) alone: the same command twice gives
     the same frames and mp4 bytes, in either schedule."""
@@ -600,7 +621,8 @@ def test_random_injection_is_the_same_on_every_run(
     manifest.units = manifest.units[:4]  # two clips, both prompts
     runs = []
     for name in ("first", "second"):
-        opts = _options(tmp_path / name, num_editors=1, keep_frames=True)
+        _keep_frames(monkeypatch, tmp_path / name)
+        opts = _options(tmp_path / name, num_editors=1)
         opts.config = EditConfig(steps=2, injection="random", schedule=schedule)
         run_dataset(manifest, opts)
         runs.append(_frames_by_unit(tmp_path / name))

@@ -249,8 +249,9 @@ def test_cluster_yaml_has_what_the_launcher_needs() -> None:
 
 def test_precompute_turns_bad_videos_into_failed_metas(tmp_path: Path) -> None:
     """Too long for --max-frames, empty file, missing: data, not exceptions (decode fails before any model)."""
-    from actors.precompute import PrecomputeSpec, precompute_video
     from fixtures.clips import write_sample_video
+    from pipeline.stages.options import PrecomputeSpec
+    from pipeline.stages.precompute import PrecomputeStage
 
     write_sample_video(tmp_path / "long.mp4", num_frames=3, width=64, height=64)
     (tmp_path / "empty.mp4").write_bytes(b"")
@@ -261,6 +262,6 @@ def test_precompute_turns_bad_videos_into_failed_metas(tmp_path: Path) -> None:
         "gone.mp4": "no such",
     }
     for name, match in cases.items():
-        meta = precompute_video(name, str(tmp_path / name), True, spec, OPTS)
+        meta = PrecomputeStage(spec, OPTS).run(name, str(tmp_path / name), True)
         assert meta["status"] == "failed" and re.search(match, meta["error"]), meta
     assert not list((tmp_path / "out").rglob("meta.json"))  # nothing half-made in the store

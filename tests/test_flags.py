@@ -8,13 +8,13 @@ import dataclasses
 
 import pytest
 
-from actors.options import RunOptions
 from jobs import _common
 from jobs._flags import Parser, add_options, option_values
 from jobs.cli import build_parser
 from pipeline.dataset.storage import StorageOptions
 from pipeline.method.config import INJECTIONS, SCHEDULES, EditConfig
 from pipeline.options import flag_of, option
+from pipeline.stages.options import RunOptions
 
 RUN = ["--manifest", "m.csv", "--output", "out"]
 

@@ -221,36 +221,11 @@ def test_ids_that_differ_only_in_case_get_names_that_differ_in_letters(tmp_path)
     assert len(keys) == 2 * len(ids)
 
 
-def test_outputs_named_before_case_safe_names_are_resumed(tmp_path) -> None:
-    """A finished unit of id `CON` from an older version (named `CON__...`) is moved to its new name
-    and counts as done; a marker under the old name that belongs to another id is left alone."""
-    _touch(tmp_path / "in", "a.mp4", "b.mp4")
-    (tmp_path / "m.jsonl").write_text(
-        json.dumps({"id": "CON", "video": "in/a.mp4", "prompt": "p"})
-        + "\n"
-        + json.dumps({"id": "Two", "video": "in/b.mp4", "prompt": "p"})
-        + "\n"
-    )
-    units = load_manifest(str(tmp_path / "m.jsonl"), OPTS).units
-    out = str(tmp_path / "out")
-    for unit, owner in zip(units, ("CON", "someone-else"), strict=True):
-        old = unit_key(unit.id, unit.prompt)  # what older versions called it
-        assert old != unit.key
-        storage.write_bytes(resume.output_url(out, old), b"mp4 bytes", OPTS)
-        resume.mark_done(out, old, {"id": owner, "status": "ok", "output": resume.output_url(out, old)}, "s", OPTS)
-    assert resume.adopt_legacy(out, units, OPTS) == 1
-    done, _ = resume.done_rows(out, "s", OPTS)
-    assert set(done) == {units[0].key, unit_key("Two", "p")}  # the other's stays under its old name
-    assert done[units[0].key]["output"] == resume.output_url(out, units[0].key)
-    assert Path(resume.output_url(out, units[0].key)).read_bytes() == b"mp4 bytes"
-    assert resume.adopt_legacy(out, units, OPTS) == 0  # nothing left to move
-
-
 # -- --overwrite ---------------------------------------------------------------------------------
 
 
 def test_overwrite_forgets_nothing_when_the_run_cannot_start(tmp_path) -> None:
-    from actors.runner import RunOptions, run_dataset, settings_fingerprint
+    from actors.runner import RunOptions, run_dataset
     from pipeline.method.editor import EditConfig
 
     _touch(tmp_path / "in", "a.mp4", "b.mp4")
@@ -265,7 +240,7 @@ def test_overwrite_forgets_nothing_when_the_run_cannot_start(tmp_path) -> None:
         progress=False,
         overwrite=True,
     )
-    settings = settings_fingerprint(opts)
+    settings = opts.fingerprint()
     for u in manifest.units:  # a finished run
         storage.write_bytes(resume.output_url(str(out), u.key), b"mp4 bytes", OPTS)
         row = {

@@ -9,8 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from actors.precompute import META, PrecomputeSpec, load_array, precompute_video, store_url
 from pipeline.dataset.storage import StorageOptions
+from pipeline.stages.options import PrecomputeSpec
+from pipeline.stages.precompute import PrecomputeStage
+from pipeline.stages.store import META, load_array
 
 OPTS = StorageOptions()
 
@@ -47,16 +49,16 @@ def test_store_identity_covers_dtype_device_and_batch(tmp_path: Path) -> None:
 
 def test_other_dtype_does_not_reuse_depth(tmp_path: Path, clip: Path, tiny_model_dir: Path) -> None:
     f32 = _spec(tmp_path / "out")
-    first = precompute_video("a", str(clip), True, f32, OPTS)
+    first = PrecomputeStage(f32, OPTS).run("a", str(clip), True)
     assert first["status"] == "ok" and not first["cached"]
-    assert precompute_video("a", str(clip), True, f32, OPTS)["cached"]  # same settings: reused
+    assert PrecomputeStage(f32, OPTS).run("a", str(clip), True)["cached"]  # same settings: reused
 
     bf16 = dataclasses.replace(f32, dtype="bfloat16")
-    second = precompute_video("a", str(clip), True, bf16, OPTS)
+    second = PrecomputeStage(bf16, OPTS).run("a", str(clip), True)
     assert second["status"] == "ok" and not second["cached"], second  # computed again, in its own store
     assert second["store"] != first["store"]
     assert load_array(first["depth"], OPTS).dtype == np.float32  # the float32 store is still there, whole
-    assert precompute_video("a", str(clip), True, f32, OPTS)["cached"]
+    assert PrecomputeStage(f32, OPTS).run("a", str(clip), True)["cached"]
 
 
 @pytest.mark.parametrize(
@@ -64,14 +66,14 @@ def test_other_dtype_does_not_reuse_depth(tmp_path: Path, clip: Path, tiny_model
 )
 def test_damaged_meta_rebuilds_the_store(tmp_path: Path, clip: Path, tiny_model_dir: Path, blob: bytes) -> None:
     spec = _spec(tmp_path / "out")
-    assert precompute_video("a", str(clip), True, spec, OPTS)["status"] == "ok"
-    meta = Path(store_url(spec, "a")) / META
+    assert PrecomputeStage(spec, OPTS).run("a", str(clip), True)["status"] == "ok"
+    meta = Path(spec.folder("a")) / META
     meta.write_bytes(blob)
 
-    again = precompute_video("a", str(clip), True, spec, OPTS)
+    again = PrecomputeStage(spec, OPTS).run("a", str(clip), True)
     assert again["status"] == "ok" and not again["cached"], again
     assert meta.read_bytes() != blob  # rewritten whole
-    assert precompute_video("a", str(clip), True, spec, OPTS)["cached"]
+    assert PrecomputeStage(spec, OPTS).run("a", str(clip), True)["cached"]
 
 
 def test_a_store_elsewhere_is_shared_between_outputs(tmp_path: Path, clip: Path, tiny_model_dir: Path) -> None:
@@ -87,13 +89,13 @@ def test_a_store_elsewhere_is_shared_between_outputs(tmp_path: Path, clip: Path,
     first.precompute_store = shared
     second = dataclasses.replace(first, output=str(tmp_path / "b"), config=EditConfig(injection="none"))
     spec_a, spec_b = first.precompute_spec(), second.precompute_spec()
-    assert store_url(spec_a, "a") == store_url(spec_b, "a") == f"{shared}/a/{spec_a.key()}"
+    assert spec_a.folder("a") == spec_b.folder("a") == f"{shared}/a/{spec_a.key()}"
     assert spec_a.key() == dataclasses.replace(spec_a, root=None).key()
-    assert store_url(dataclasses.replace(spec_a, root=None), "a") == f"{tmp_path / 'a'}/precompute/a/{spec_a.key()}"
+    assert dataclasses.replace(spec_a, root=None).folder("a") == f"{tmp_path / 'a'}/precompute/a/{spec_a.key()}"
 
-    made = precompute_video("a", str(clip), True, spec_a, OPTS)
+    made = PrecomputeStage(spec_a, OPTS).run("a", str(clip), True)
     assert made["status"] == "ok" and not made["cached"] and made["store"].startswith(shared)
-    reused = precompute_video("a", str(clip), True, spec_b, OPTS)
+    reused = PrecomputeStage(spec_b, OPTS).run("a", str(clip), True)
     assert reused["cached"] and reused["caption"] == made["caption"]
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()  # nothing under the outputs
 

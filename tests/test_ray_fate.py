@@ -94,7 +94,7 @@ def test_local_instance_dies_with_a_sigkilled_driver() -> None:
             time.sleep(0.5)
         tree = _descendants(driver.pid)
         # Not ours to check: the watchdog (its own session); every other descendant is the instance.
-        instance = {pid: v for pid, v in tree.items() if "reaper.py" not in v[1]}
+        instance = {pid: v for pid, v in tree.items() if "actors.cluster" not in v[1]}
         assert any("ray::" in cmd for _, cmd in instance.values())  # workers and agents included
     finally:
         driver.send_signal(signal.SIGKILL)

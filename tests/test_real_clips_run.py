@@ -93,15 +93,14 @@ def test_editor_call_with_shots_and_masks_without_ray(clips: Path, tmp_path: Pat
     """The actor class without Ray, three videos in one call (shared UNet batches): a clip cut in two
     shots, a masked clip and a clip with a bad mask. The bad mask fails its own row, with a line naming
     it; the others are written; the cut clip's shots each got their own inversion in the store."""
-    from actors.editor import EditorActor, EditSpec
-    from actors.precompute import precompute_video
-    from actors.runner import settings_fingerprint
     from pipeline.dataset.manifest import Unit
+    from pipeline.stages.edit import EditStage
+    from pipeline.stages.precompute import PrecomputeStage
 
     opts = _options(tmp_path)
     spec = opts.precompute_spec()
     metas = {
-        name: precompute_video(name, str(clips / f"{name}.mp4"), False, spec, StorageOptions(), False, shots)
+        name: PrecomputeStage(spec, StorageOptions()).run(name, str(clips / f"{name}.mp4"), False, False, shots)
         for name, shots in (("cut", [0, 2]), ("masked", None), ("badmask", None))
     }
     assert metas["cut"].shots == [0, 2] and metas["cut"].shots_of == ["given", [0, 2]]
@@ -111,8 +110,8 @@ def test_editor_call_with_shots_and_masks_without_ray(clips: Path, tmp_path: Pat
         "masked": Unit("masked", "masked", "masked.mp4", "a red car", "shapes", 1, "masked__a", mask=good),
         "badmask": Unit("badmask", "badmask", "badmask.mp4", "a red car", "shapes", 2, "bad__a", mask=bad),
     }
-    edit = EditSpec(output=str(tmp_path), settings=settings_fingerprint(opts), model="tiny", config=opts.config)
-    result = EditorActor("tiny").edit_videos([(metas[n], [units[n]]) for n in units], edit, [1, 1, 1])
+    edit = opts.edit_spec()
+    result = EditStage("tiny").edit_videos([(metas[n], [units[n]]) for n in units], edit, [1, 1, 1])
     rows = {r["key"]: r for r in result["rows"]}
     assert rows["cut__a"]["status"] == "ok" and rows["cut__a"]["shots"] == [0, 2]
     assert rows["cut__a"]["group_size"] == 2  # the two good videos were edited together

@@ -1,11 +1,11 @@
-"""The per-video precompute record (pipeline/dataset/record.py): meta.json in and out, with the keys
+"""The per-video precompute record (pipeline/stages/record.py): meta.json in and out, with the keys
 stores written before it had a type hold, so those stores are reused as they are."""
 
 from __future__ import annotations
 
 import json
 
-from pipeline.dataset.record import PrecomputeRecord
+from pipeline.stages.record import PrecomputeRecord
 
 # A meta.json as the precompute task wrote it before the record existed (captioned).
 OLD = {

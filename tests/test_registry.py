@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.models import registry
-from pipeline.models.loading import resolve_model
+from pipeline.models.registry import resolve_model
 from toyworld import toy_model_dir
 
 

@@ -203,7 +203,7 @@ def test_evaluate_and_report_on_s3(tmp_path, tiny_model_dir, capsys):
 
 
 # ---------------------------------------------------------------------------------------------------
-# --baseline: two runs of one manifest side by side (pipeline/dataset/compare.py). No Ray: the Pixel-MSE
+# --baseline: two runs of one manifest side by side (pipeline/report/compare.py). No Ray: the Pixel-MSE
 # columns are written into the fake runs' tables, as `run --metrics` would have.
 # ---------------------------------------------------------------------------------------------------
 

@@ -133,8 +133,9 @@ def test_a_size_off_the_models_multiple_is_refused_before_loading(tmp_path, caps
 def test_default_size_follows_the_folder(tmp_path):
     """No --size: the tiny models work at 64 (their folder says so), the toy models at 128 (theirs),
     through `edit` and through the dataset pipeline's precompute task."""
-    from actors.precompute import PrecomputeSpec, precompute_video
     from pipeline.dataset.storage import StorageOptions
+    from pipeline.stages.options import PrecomputeSpec
+    from pipeline.stages.precompute import PrecomputeStage
 
     clip = write_sample_video(tmp_path / "clip.mp4", num_frames=2, width=128, height=128)
     for model, side in (("tiny", 64), ("toy", 128)):
@@ -142,5 +143,5 @@ def test_default_size_follows_the_folder(tmp_path):
         assert main(["edit", str(clip), "-o", str(out), "--prompt", "a red ball", "--model", model, *EDIT]) == 0
         assert read_frames(out).frames.shape == (2, side, side, 3)
     spec = PrecomputeSpec(output=str(tmp_path / "run"), model="toy", caption_model="toy", device="cpu")
-    record = precompute_video("clip", str(clip), False, spec, StorageOptions())
+    record = PrecomputeStage(spec, StorageOptions()).run("clip", str(clip), False)
     assert (record.status, record.width, record.height) == ("ok", 128, 128)

@@ -185,7 +185,7 @@ def read_loss(path: str | os.PathLike) -> tuple[list[int], list[float]]:
 
 def plot_loss(csv_path: str | os.PathLike, png_path: str | os.PathLike, title: str) -> None:
     """A loss curve (log10 of a running mean) as a PNG."""
-    from pipeline.quality.plots import line_panel
+    from pipeline.report.plots import line_panel
 
     steps, losses = read_loss(csv_path)
     if not losses:

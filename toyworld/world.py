@@ -383,10 +383,6 @@ def _flow(scene: ToyScene, t: int, u: np.ndarray, v: np.ndarray, ids: np.ndarray
     return np.stack([u2 - u, v2 - v], -1).astype(np.float32)
 
 
-def render_clip(seed: int, **kw) -> ToyClip:
-    return render(random_scene(seed, **kw))
-
-
 # --------------------------------------------------------------------------------------------------
 # Reading colours back (ground-truth measures of an edit)
 # --------------------------------------------------------------------------------------------------

@@ -13,9 +13,10 @@ from typing import Any
 
 import pyarrow as pa
 
+from pipeline.stages.record import PrecomputeRecord  # what relabel's labels are made of
+
 from . import storage
 from .manifest import Manifest, Unit, VideoJob, unit_key
-from .record import PrecomputeRecord
 from .tables import AUGMENTED_SCHEMA, LABELS_SCHEMA, OK, from_rows, join_labels
 
 

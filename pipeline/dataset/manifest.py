@@ -28,8 +28,8 @@ import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
 from pipeline.errors import InputError
+from pipeline.io.formats import VIDEO_EXTENSIONS as _VIDEO_EXTENSIONS
 from pipeline.io.shots import check_shots
-from pipeline.io.video import VIDEO_EXTENSIONS as _VIDEO_EXTENSIONS
 
 from . import storage
 from .storage import StorageOptions
@@ -64,14 +64,6 @@ def safe_name(text: str) -> str:
     if _SAFE.match(text) and ".." not in text and text == text.lower():
         return text
     return f"{slug(text) or 'x'}-{short_hash(text)}"
-
-
-def legacy_name(text: str) -> str | None:
-    """The name versions before case-safe names gave `text`, when it differs from `safe_name`'s (ids
-    with capitals kept their spelling): resume finds outputs made under it (resume.adopt_legacy)."""
-    if _SAFE.match(text) and ".." not in text and text != text.lower():
-        return text
-    return None
 
 
 def derive_id(video: str) -> str:

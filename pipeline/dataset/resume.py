@@ -26,7 +26,7 @@ from pipeline.errors import InputError
 from pipeline.io.atomic import temp_sibling
 
 from . import storage
-from .manifest import Unit, legacy_name, unit_key
+from .manifest import Unit
 from .storage import StorageOptions
 
 log = logging.getLogger(__name__)
@@ -155,45 +155,6 @@ def done_rows(output: str, settings: str, opts: StorageOptions) -> tuple[dict[st
 def pending(units: list[Unit], done: dict[str, dict]) -> list[Unit]:
     """The units still to do, in manifest order."""
     return [u for u in units if u.key not in done]
-
-
-def adopt_legacy(output: str, units: list[Unit], opts: StorageOptions) -> int:
-    """Outputs made before names became case-safe (`manifest.safe_name`): an id with capitals (`CON`)
-    was its own file name, so `CON` and `con` shared files on a case-insensitive file system; it is now
-    `con-<hash>`. A finished unit under its old name, whose marker says it is that id's, is moved to
-    the new name (mp4 first, then a marker with the new output URL, then the old marker goes), so a
-    rerun does not redo it. Returns how many were moved."""
-    old_keys = {}
-    for u in units:
-        old = legacy_name(u.id)
-        if old is not None:
-            old_keys[unit_key(old, u.prompt)] = u
-    if not old_keys:
-        return 0
-    present = {n.removesuffix(".json") for n in storage.list_names(storage.join(output, MARKERS), opts)}
-    found = [k for k in old_keys if k in present]
-    if not found:
-        return 0
-    videos = set(storage.list_names(storage.join(output, VIDEOS), opts))
-    moved = 0
-    for old in found:
-        unit = old_keys[old]
-        try:
-            row = _parse(storage.read_bytes(marker_url(output, old), opts))
-        except FileNotFoundError:
-            continue
-        if row is None or row.get("id") != unit.id or f"{old}.mp4" not in videos:
-            continue  # another id's (a case-insensitive file system mixed them up), or not finished
-        fs, src = storage.filesystem(output_url(output, old), opts)
-        fs.mv(src, storage.filesystem(output_url(output, unit.key), opts)[1])
-        settings, run = row.pop("settings", None), row.pop(RUN, None)
-        row["output"] = output_url(output, unit.key)
-        mark_done(output, unit.key, row, settings, opts, run=run)
-        fs.rm(storage.filesystem(marker_url(output, old), opts)[1])
-        moved += 1
-    if moved:
-        log.info("%d finished output(s) under %s renamed to case-safe names", moved, storage.redact_url(output))
-    return moved
 
 
 class OutputLock:

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from pipeline.quality.metrics import METRIC_NAMES, Metrics, edit_metrics, mean_metrics, within_bounds
+from pipeline.quality.metrics import Metrics, edit_metrics, mean_metrics, within_bounds
+from pipeline.quality.names import METRIC_NAMES
 
 from . import storage
 from .results import clip_key

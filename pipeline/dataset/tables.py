@@ -17,13 +17,14 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.errors import InputError
-from pipeline.quality.metrics import METRIC_NAMES
+from pipeline.quality.names import METRIC_NAMES
 
 from . import storage
 from .storage import StorageOptions
@@ -32,40 +33,64 @@ RESULTS = "results.parquet"
 LABELS = "labels.parquet"
 AUGMENTED = "augmented.parquet"
 
-# Per-video stages (decode, depth, caption, load, invert) are charged to the video's first row, so
-# the sum of a `seconds_*` column is the time spent on that stage in the run.
-RESULTS_SCHEMA = pa.schema(
-    [
-        ("id", pa.string()),
-        ("video", pa.string()),
-        ("prompt", pa.string()),
-        ("source_prompt", pa.string()),
-        ("status", pa.string()),  # ok | failed | filtered (outside augment's --min-clip-text/--max-pixel-mse)
-        ("error", pa.string()),
-        ("output", pa.string()),
-        ("num_frames", pa.int32()),
-        ("fps", pa.float64()),
-        ("width", pa.int32()),
-        ("height", pa.int32()),
-        # Shot cuts (pipeline/io/shots.py): the first frame of every shot ([0] without a cut), each shot
-        # edited as a video of its own, with its own source prompt and target prompt ({caption} filled
-        # per shot); `prompt` and `source_prompt` are the first shot's.
-        ("shots", pa.list_(pa.int32())),
-        ("shot_source_prompts", pa.list_(pa.string())),
-        ("shot_prompts", pa.list_(pa.string())),
-        ("mask", pa.string()),  # the manifest's mask input of a masked (local) edit, else null
-        ("anchor_refresh", pa.int32()),  # --anchor-refresh K of the edit (0: the paper's single anchor)
-        ("attempts", pa.int32()),
-        ("group_size", pa.int32()),  # videos edited in the same editor call (--videos-per-call)
-        ("seconds_decode", pa.float64()),
-        ("seconds_depth", pa.float64()),
-        ("seconds_caption", pa.float64()),
-        ("seconds_load", pa.float64()),
-        ("seconds_invert", pa.float64()),
-        ("seconds_edit", pa.float64()),
-        ("seconds_write", pa.float64()),
-    ]
-)
+_ARROW = {
+    "str": pa.string(),
+    "int": pa.int32(),
+    "float": pa.float64(),
+    "list[int]": pa.list_(pa.int32()),
+    "list[str]": pa.list_(pa.string()),
+}
+
+
+@dataclass
+class ResultRow:
+    """One row of results.parquet: one (video, prompt). RESULTS_SCHEMA is derived from these fields (in
+    this order, typed by their annotations); the edit stage and the driver build rows only through it.
+
+    Per-video stages (decode, depth, caption, load, invert) are charged to the video's first row, so the
+    sum of a `seconds_*` column is the time spent on that stage in the run."""
+
+    key: str = field(default="", metadata={"column": False})  # the unit's key: names its mp4 and marker
+    id: str | None = None
+    video: str | None = None  # the input's URL, credentials redacted
+    prompt: str | None = None
+    source_prompt: str | None = None
+    status: str | None = None  # ok | failed | filtered (outside augment's --min-clip-text/--max-pixel-mse)
+    error: str | None = None
+    output: str | None = None
+    num_frames: int | None = None
+    fps: float | None = None
+    width: int | None = None
+    height: int | None = None
+    # Shot cuts (pipeline/io/shots.py): the first frame of every shot ([0] without a cut), each shot
+    # edited as a video of its own, with its own source prompt and target prompt ({caption} filled
+    # per shot); `prompt` and `source_prompt` are the first shot's.
+    shots: list[int] | None = None
+    shot_source_prompts: list[str] | None = None
+    shot_prompts: list[str] | None = None
+    mask: str | None = None  # the manifest's mask input of a masked (local) edit, else null
+    anchor_refresh: int | None = None  # --anchor-refresh K of the edit (0: the paper's single anchor)
+    attempts: int | None = None
+    group_size: int | None = None  # videos edited in the same editor call (--videos-per-call)
+    seconds_decode: float = 0.0
+    seconds_depth: float = 0.0
+    seconds_caption: float = 0.0
+    seconds_load: float = 0.0
+    seconds_invert: float = 0.0
+    seconds_edit: float = 0.0
+    seconds_write: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        """The row as it travels and as its marker stores it (JSON-shaped)."""
+        return asdict(self)
+
+
+def _schema_of(row: type) -> pa.Schema:
+    columns = [f for f in fields(row) if f.metadata.get("column", True)]
+    return pa.schema([(f.name, _ARROW[str(f.type).replace(" | None", "")]) for f in columns])
+
+
+RESULTS_SCHEMA = _schema_of(ResultRow)
 
 INPUT_PREFIX = "input_"  # the same metrics on the input video: the baseline
 METRIC_COLUMNS = (*METRIC_NAMES, *(INPUT_PREFIX + n for n in METRIC_NAMES))

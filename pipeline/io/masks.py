@@ -95,7 +95,8 @@ def _load(label: str, storage_options: dict[str, Any] | None) -> np.ndarray:
 
 def _read_remote(url: str, options: dict[str, Any]) -> np.ndarray:
     """A remote mask video, or a remote folder of images (listed, fetched, sorted by name)."""
-    from pipeline.io.video import IMAGE_EXTENSIONS, _natural_key, read_frames
+    from pipeline.io.formats import IMAGE_EXTENSIONS
+    from pipeline.io.video import _natural_key, read_frames
 
     try:
         fs, path = fsspec.core.url_to_fs(url, **options)

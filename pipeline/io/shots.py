@@ -17,6 +17,7 @@ and unjoined toy-world clips, pans and zooms included, against the library's fix
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -91,6 +92,11 @@ def shot_ranges(shots: Sequence[int], num_frames: int) -> list[tuple[int, int]]:
     """(start, stop) of every shot, stop exclusive: `[0, 48]` over 64 frames -> [(0, 48), (48, 64)]."""
     bounds = [*shots, num_frames]
     return [(int(a), int(b)) for a, b in zip(bounds, bounds[1:], strict=False)]
+
+
+def shot_anchors(frames: Sequence[Any], shots: Sequence[int], anchor_last: bool = False) -> list[Any]:
+    """Each shot's anchor frame: its first, or its last with --reverse (each shot is a video of its own)."""
+    return [frames[stop - 1] if anchor_last else frames[start] for start, stop in shot_ranges(shots, len(frames))]
 
 
 def parse_shots_flag(text: str) -> str | list[int]:

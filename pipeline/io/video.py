@@ -36,18 +36,12 @@ from PIL import Image, ImageOps
 
 from pipeline.errors import InputError
 from pipeline.io.atomic import atomic_path, temp_sibling
+from pipeline.io.formats import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, WRITABLE_VIDEO_EXTENSIONS
 
 # A folder of images has no frame rate of its own; 8 fps is what the method's published
 # examples use and what the outputs of an image folder get unless the caller says otherwise.
 FOLDER_FPS = 8.0
 
-IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp"})
-VIDEO_EXTENSIONS = frozenset(
-    {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".gif", ".mpg", ".mpeg", ".ts", ".wmv", ".flv"}
-)
-# Containers that take H.264 directly. webm needs VP8/VP9/AV1 and gif a palette, so we refuse those
-# rather than silently write something other than what the extension promises.
-WRITABLE_VIDEO_EXTENSIONS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
 
 DEFAULT_CRF = 18  # visually near-lossless; outputs are what people look at
 _AVCOL_BT709 = 1  # AVCOL_SPC_BT709 == AVCOL_PRI_BT709 == AVCOL_TRC_BT709 in FFmpeg's enums

@@ -228,7 +228,12 @@ class Pix2Video:
         return zT
 
     def invert_shots(
-        self, video: Video, shots: Sequence[int], source_prompts: Sequence[str], config: EditConfig
+        self,
+        video: Video,
+        shots: Sequence[int],
+        source_prompts: Sequence[str],
+        config: EditConfig,
+        invert: Callable[[int, Video, str], torch.Tensor] | None = None,
     ) -> list[tuple[Video, torch.Tensor]]:
         """Each shot (`pipeline.io.shots`: first frames, `[0]` for one) as a video of its own with its
         inversion under its own source prompt: the (shot video, zT) pairs `edit_shots` takes."""

@@ -15,7 +15,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from pipeline.models.loading import DEFAULT_CAPTION_MODEL, ImageTextModel
+from pipeline.models.loading import ImageTextModel
+from pipeline.models.names import DEFAULT_CAPTION_MODEL
 
 # Returned instead of an empty caption. A random (tiny) model can emit only special tokens, and a
 # real one could in principle too; the editor always needs a non-empty source prompt (an empty one

@@ -30,50 +30,18 @@ from typing import Any, ClassVar, Self, TypeVar
 import torch
 
 from pipeline.errors import InputError, first_line
-from pipeline.models import registry
+from pipeline.models.names import DEFAULT_MODEL
+from pipeline.models.registry import resolve_model
 from pipeline.models.speed import ResolvedSpeed, SpeedOptions, apply_speed_options
-
-DEFAULT_MODEL = "stabilityai/stable-diffusion-2-depth"
-DEFAULT_CAPTION_MODEL = "Salesforce/blip-image-captioning-large"
-TINY = "tiny"
-TOY = "toy"
-BUILTIN = (TINY, TOY)  # model names that mean a folder of ours rather than a hub id
 
 # The components the editor loads (the published folder also has scheduler/, depth_estimator/ and
 # feature_extractor/; the depth estimator is loaded separately by pipeline.models.depth).
 DIFFUSION_COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer")
 
-# Help text for a `--model` flag, shared by every verb that has one so they all say the same thing.
-MODEL_HELP = (
-    "diffusion model: a Hugging Face hub id or a local folder in the stable-diffusion-2-depth layout "
-    f"(default {DEFAULT_MODEL}); 'tiny' = tiny random-weight models built locally without any download: "
-    "they give noise-like pictures and exist for tests, demos and benchmarks only; 'toy' = our small models "
-    "trained on the synthetic toy world (toyworld), committed in this layout: recognisable edits of toy "
-    "clips, not SD2's quality"
-)
-CAPTION_MODEL_HELP = (
-    "captioning model for the source prompt: a BLIP hub id or local folder "
-    f"(default {DEFAULT_CAPTION_MODEL}); 'tiny' = a tiny random BLIP (meaningless captions, for tests); "
-    "'toy' = the toy world's trained BLIP (captions of toy clips)"
-)
-
 log = logging.getLogger(__name__)
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-DTYPES = tuple(_DTYPES)  # the dtypes a model can load in (every --dtype flag's choices)
 T = TypeVar("T")
-
-
-def resolve_model(model: str, part: str | None = None) -> str:
-    """A registered name (`pipeline.models.registry`) -> its folder: 'tiny' -> the tiny-model folder
-    (built once into the cache, atomically), 'toy' -> the committed toy-world folder; anything else is
-    returned unchanged (a hub id or a local folder). `part` ('blip', 'clip'): the sub-folder of that
-    name inside a registered folder."""
-    found = registry.model_folder(model)
-    if found is None:
-        return model
-    folder = str(found)
-    return os.path.join(folder, part) if part else folder
 
 
 def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:

@@ -15,6 +15,7 @@ is not a name: the loader treats it as a hub id or a local folder, as before.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
@@ -38,3 +39,15 @@ def model_folder(name: str) -> Path | None:
     None when `name` is not a registered name."""
     make = folder_function(name)
     return None if make is None else Path(make())
+
+
+def resolve_model(model: str, part: str | None = None) -> str:
+    """A registered name (this registry) -> its folder: 'tiny' -> the tiny-model folder
+    (built once into the cache, atomically), 'toy' -> the committed toy-world folder; anything else is
+    returned unchanged (a hub id or a local folder). `part` ('blip', 'clip'): the sub-folder of that
+    name inside a registered folder."""
+    found = model_folder(model)
+    if found is None:
+        return model
+    folder = str(found)
+    return os.path.join(folder, part) if part else folder

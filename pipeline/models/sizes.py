@@ -29,7 +29,7 @@ from typing import Any
 
 from pipeline.errors import InputError
 from pipeline.io.frames import DEFAULT_SHORT_SIDE, default_size, parse_size
-from pipeline.models.loading import DEFAULT_MODEL
+from pipeline.models.names import DEFAULT_MODEL
 
 log = logging.getLogger(__name__)
 

@@ -15,13 +15,8 @@ import torch
 
 from pipeline.errors import InputError
 from pipeline.models.loading import ImageTextModel, LoadTarget, is_local
+from pipeline.models.names import DEFAULT_CLIP_MODEL
 
-DEFAULT_CLIP_MODEL = "openai/clip-vit-large-patch14"
-CLIP_MODEL_HELP = (
-    f"CLIP model for the metrics: a hub id or local CLIPModel folder (default {DEFAULT_CLIP_MODEL}, "
-    "the paper's); 'tiny' = a tiny random CLIP built locally (its metric values are meaningless, "
-    "for tests only)"
-)
 _CLIP_LAYOUT = "a CLIPModel checkpoint (config.json, weights, tokenizer and preprocessor files)"
 
 

@@ -34,16 +34,7 @@ from pipeline.errors import InputError
 from pipeline.io.frames import resize_frames
 from pipeline.quality.clip import ClipScorer, clip_image_scores, clip_text_scores
 from pipeline.quality.flow import check_frames, consistency_mask, input_flows, warp
-
-METRIC_NAMES = ("clip_text", "clip_image", "pixel_mse")
-# For tables and pages: the paper's column titles, and which way is better.
-METRIC_TITLES = {"clip_text": "CLIP-Text ↑", "clip_image": "CLIP-Image ↑", "pixel_mse": "Pixel-MSE ↓"}
-# The same in plain ASCII, for images drawn with Pillow's default font (which has no arrows).
-PLOT_TITLES = {
-    "clip_text": "CLIP-Text (higher = better)",
-    "clip_image": "CLIP-Image (higher = better)",
-    "pixel_mse": "Pixel-MSE (lower = better)",
-}
+from pipeline.quality.names import METRIC_NAMES, METRIC_TITLES
 
 
 def pixel_mse_scores(

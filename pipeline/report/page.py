@@ -21,15 +21,17 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pipeline.dataset import storage
+from pipeline.dataset.manifest import safe_name
+from pipeline.dataset.results import clip_key, read_results
+from pipeline.dataset.storage import StorageOptions
+from pipeline.dataset.stored_metrics import read_clip_metrics, read_video, summary_rows
+from pipeline.dataset.tables import INPUT_PREFIX, SCORED
 from pipeline.errors import InputError
-from pipeline.quality.metrics import METRIC_NAMES, METRIC_TITLES, PLOT_TITLES, format_value
+from pipeline.quality.metrics import format_value
+from pipeline.quality.names import METRIC_NAMES, METRIC_TITLES, PLOT_TITLES
 
-from . import compare, storage
-from .manifest import safe_name
-from .results import clip_key, read_results
-from .storage import StorageOptions
-from .stored_metrics import read_clip_metrics, read_video, summary_rows
-from .tables import INPUT_PREFIX, SCORED
+from . import compare
 
 if TYPE_CHECKING:
     import numpy as np
@@ -214,7 +216,8 @@ def build_report(
     from tqdm import tqdm
 
     from pipeline.quality.metrics import Metrics
-    from pipeline.quality.plots import metrics_figure
+
+    from .plots import metrics_figure
 
     output = storage.normalize(output)
     # refused (one line) before anything is written

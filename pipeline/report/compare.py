@@ -1,4 +1,4 @@
-"""Two runs of one manifest side by side, for the report's `--baseline` (pipeline/dataset/report.py).
+"""Two runs of one manifest side by side, for the report's `--baseline` (pipeline/report/page.py).
 
 Per (clip, prompt) edited by both runs, the report shows:
 

@@ -1,8 +1,8 @@
 """The per-video precompute record: what a video's precompute store holds, as one typed object.
 
-The precompute task (`actors.precompute.precompute_video`) writes it as `meta.json`, last, into the
-video's store (it is the store's completion marker), and returns it to the driver, ok or failed; the
-dispatcher groups videos by its size, the editor actors read the store's files through it and copy
+The precompute stage (`pipeline/stages/precompute.py`) writes it as `meta.json`, last, into the
+video's store folder (it is the folder's completion marker), and returns it, ok or failed; the
+dispatcher groups videos by its size, the edit stage reads the store's files through it and copies
 its sizes and timings into the results rows, relabel turns it into a row of the labels table.
 
 On disk it is the same JSON as before it had a type: the same keys with the same values, so stores
@@ -17,7 +17,7 @@ import json
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from .tables import FAILED, OK
+from pipeline.dataset.tables import FAILED, OK
 
 # Not stored: `cached` is this run's news (found in the store or made now), `extra` holds unknown keys,
 # `read_order` the order of the keys it was read with.
