@@ -167,27 +167,31 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     """One schedule in this process: generate a video, then time prepare, invert, edit, decode."""
     import torch
 
-    from fixtures.clips import moving_shapes
-    from fixtures.tiny import build_random_real_size_models
     from jobs._common import speed_options
+    from pipeline.io.frames import resize_frames
     from pipeline.method.config import AUTO_SCHEDULE
     from pipeline.method.editor import EditConfig, Pix2Video
+    from pipeline.models import registry
     from pipeline.models.loading import load_diffusion_models, resolve_model
     from pipeline.models.sizes import ModelSizes, read_model_sizes
     from pipeline.models.speed import apply_speed_options, warm_up
+    from toyworld.benchmark import BENCH_SEED
+    from toyworld.world import random_scene, render
 
     # The random real-size models are SD2's shapes; a folder says its own (VAE factor, size multiple).
     sizes = ModelSizes() if args.model == RANDOM_SD2 else read_model_sizes(resolve_model(args.model))
     width, height = sizes.parse_size(args.size)
     speed = speed_options(args)
-    if args.model == RANDOM_SD2:
-        models = build_random_real_size_models(args.dtype, args.device)
+    build = registry.builder(args.model)  # random-sd2: built in memory (pipeline/models/registry.py)
+    if build is not None:
+        models = build(args.dtype, args.device)
         apply_speed_options(models, speed)
     else:
         models = load_diffusion_models(resolve_model(args.model), dtype=args.dtype, device=args.device, speed=speed)
     device = models.device
     editor = Pix2Video(models)
-    frames = moving_shapes(num_frames=args.frames, width=width, height=height, seed=0)
+    # A held-out toy-world clip at the working size: what the pictures show does not change the cost.
+    frames = resize_frames(render(random_scene(BENCH_SEED, frames=args.frames)).frames, width, height)
     depth = [f.mean(-1).astype(np.float32) for f in frames]
     config = EditConfig(steps=args.steps, schedule=args.schedule, max_batch=args.max_batch, injection=args.injection)
     prompts = [f"a painting of shapes, style {i}" for i in range(args.prompts)]

@@ -129,3 +129,11 @@ def test_actors_is_only_ray() -> None:
     assert len(actors) >= 6, actors
     for name in actors:
         assert "ray" in _top(IMPORTS[name]), f"{name} does not use Ray: its place is pipeline/ (e.g. pipeline/stages/)"
+
+
+def test_verbs_import_no_test_fixtures() -> None:
+    """What users run never imports the test fixtures: the tiny models and the real-size random ones
+    come through the model registry's entry points (pipeline/models/registry.py)."""
+    for name, names in IMPORTS.items():
+        if name.split(".")[0] in ("jobs", "actors"):
+            assert "fixtures" not in _top(names), f"{name} imports fixtures"

@@ -8,9 +8,17 @@ in pyproject.toml:
     tiny = "fixtures.tiny:tiny_model_dir"   # tiny random-weight models, built into a cache on first use
     toy = "toyworld:toy_model_dir"          # the toy world's committed models
 
-So the loader (`pipeline.models.loading.resolve_model`) never imports the packages that make those
-folders, and another package can add a name without touching `pipeline/`. A name nobody registered
-is not a name: the loader treats it as a hub id or a local folder, as before.
+So the loader (`resolve_model`) never imports the packages that make those folders, and another
+package can add a name without touching `pipeline/`. A name nobody registered is not a name: the
+loader treats it as a hub id or a local folder, as before.
+
+Models that are built in memory rather than kept in a folder (the real-size SD2-depth UNet and VAE with
+random weights, which `pix2video bench` times: gigabytes no one should write to disk) are registered
+the same way in the group `pix2video.builders`, whose object takes (dtype, device) and returns the
+loaded models:
+
+    [project.entry-points."pix2video.builders"]
+    random-sd2 = "fixtures.tiny:build_random_real_size_models"
 """
 
 from __future__ import annotations
@@ -19,13 +27,21 @@ import os
 from collections.abc import Callable
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
+from typing import Any
 
 GROUP = "pix2video.models"
+BUILDERS = "pix2video.builders"
 
 
 def registered() -> dict[str, EntryPoint]:
     """The registered names and their entry points (not loaded)."""
     return {ep.name: ep for ep in entry_points(group=GROUP)}
+
+
+def builder(name: str) -> Callable[..., Any] | None:
+    """The in-memory model builder registered under `name` (imported now), or None."""
+    found = {ep.name: ep for ep in entry_points(group=BUILDERS)}.get(name)
+    return None if found is None else found.load()
 
 
 def folder_function(name: str) -> Callable[[], Path] | None:
