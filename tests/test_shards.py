@@ -168,9 +168,14 @@ def test_augment_and_relabel_shards_match_their_tables(ray_cluster: str, tmp_pat
     for sample, row in zip(read, rows, strict=True):
         assert json.loads(sample["json"]) == json.loads(json.dumps(row, default=str))
         assert sample["mp4"] == Path(row["video"]).read_bytes()
+    stats = json.loads((out / "stats.json").read_text())  # the run's figures (pipeline/dataset/stats.py)
+    assert (stats["interrupted"], stats["by_status"], stats["units"]["done_before"]) == (False, {"ok": 4}, 0)
+    assert stats["frames"]["edited_this_run"] == 4 * 2 and stats["devices"]["editors"] == ["cpu"]
     before = {p.name: p.stat().st_mtime_ns for p in (out / "shards").iterdir()}
     assert cli([*aug, "--shard-size", "3"]) == 0  # a finished rerun rewrites no shard
     assert {p.name: p.stat().st_mtime_ns for p in (out / "shards").iterdir()} == before
+    again = json.loads((out / "stats.json").read_text())
+    assert (again["units"]["done_before"], again["frames"]["edited_this_run"], again["by_status"]) == (4, 0, {"ok": 4})
 
     relabelled = tmp_path / "labels"
     argv = ["relabel", *common[:3], str(relabelled), *common[4:], "--shard-size", "1"]
