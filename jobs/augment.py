@@ -24,6 +24,7 @@ from pathlib import Path
 
 from jobs import _common, _format, _metrics
 from pipeline.dataset import shards, storage
+from pipeline.dataset import stats as run_stats
 from pipeline.dataset.datasets import augment_manifest, augmented_table
 from pipeline.dataset.manifest import load_manifest
 from pipeline.dataset.tables import AUGMENTED, FILTERED, RESULTS, write_table
@@ -114,6 +115,8 @@ def run(args: argparse.Namespace) -> int:
             summary.rows[key]["status"] = FILTERED
     table = augmented_table(manifest, summary.rows, variant_of)
     output = storage.normalize(args.output)
+    if filtered:  # the run's stats.json counted these as ok
+        run_stats.refresh(output, opts)
     url = storage.join(output, AUGMENTED)
     write_table(table, url, opts)
     print(f"augmented: {url} ({table.num_rows} new clips)")

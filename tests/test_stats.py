@@ -126,3 +126,17 @@ def test_recount_after_filtering() -> None:
     rows[0]["status"] = "filtered"
     again = stats.recount(s, from_rows(rows, RESULTS_SCHEMA))
     assert again["by_status"] == {"failed": 4, "filtered": 2, "ok": 1} and again["settings"] == "x"
+
+
+def test_refresh_recounts_the_written_table(tmp_path: Path) -> None:
+    from pipeline.dataset.tables import write_table
+
+    out = str(tmp_path / "out")
+    stats.refresh(out, OPTS)  # no stats yet: nothing written
+    assert not (tmp_path / "out").exists()
+    stats.write_stats(stats.run_stats(_table(), total=7, settings="x", seconds=1.0, frames=0, done_before=0), out, OPTS)
+    rows = _table().to_pylist()
+    rows[1]["status"] = "filtered"
+    write_table(from_rows(rows, RESULTS_SCHEMA), f"{out}/results.parquet", OPTS)
+    stats.refresh(out, OPTS)
+    assert stats.read_stats(out, OPTS)["by_status"] == {"failed": 4, "filtered": 2, "ok": 1}

@@ -1,6 +1,7 @@
 """OUTPUT/stats.json: one run's figures in a file a pipeline can read (no Ray here).
 
-    {"interrupted": false, "settings": "<fingerprint>", "units": {"total", "done_before", "in_table"},
+    {"run": "<tag of its live metrics>", "interrupted": false, "settings": "<fingerprint>",
+     "units": {"total", "done_before", "in_table"},
      "by_status": {"ok": 40, "failed": 2}, "failures": {"no such file": 1, "InvalidDataError": 1},
      "frames": {"ok_outputs", "edited_this_run"}, "seconds": {"run", "by_stage": {"decode", ...}},
      "throughput": {"frames_per_second", "units_per_hour"}, "editors": {...},
@@ -28,7 +29,7 @@ import pyarrow as pa
 
 from . import storage
 from .storage import StorageOptions
-from .tables import FAILED, RESULTS_SCHEMA
+from .tables import FAILED, RESULTS, RESULTS_SCHEMA, read_table
 
 STATS = "stats.json"
 PACKAGES = ("pix2video", "torch", "diffusers", "transformers", "ray")
@@ -88,9 +89,11 @@ def run_stats(
     devices: Mapping[str, Any] | None = None,
     versions: Mapping[str, str | None] | None = None,
     output: str | None = None,
+    run: str | None = None,
 ) -> dict[str, Any]:
     """The stats of a run whose results table is `table` (see the module's docstring). `total`: the
-    manifest's units; `frames`, `seconds`: edited by this run, and its wall time."""
+    manifest's units; `frames`, `seconds`: edited by this run, and its wall time; `run`: the tag its
+    live metrics carry."""
     statuses = _column(table, "status")
     errors = _column(table, "error")
     failures = collections.Counter(error_kind(e) for s, e in zip(statuses, errors, strict=True) if s == FAILED)
@@ -100,6 +103,7 @@ def run_stats(
     return {
         "written": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "output": storage.redact_url(output) if output else None,
+        "run": run,
         "interrupted": interrupted,
         "settings": settings,
         "units": {"total": total, "done_before": done_before, "in_table": table.num_rows},
@@ -147,3 +151,11 @@ def read_stats(output: str, opts: StorageOptions) -> dict[str, Any] | None:
     except (FileNotFoundError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def refresh(output: str, opts: StorageOptions) -> None:
+    """OUTPUT/stats.json recounted from OUTPUT/results.parquet, after scoring marked clips 'filtered'
+    (augment's --min-clip-text/--max-pixel-mse); nothing when the run left no stats."""
+    current = read_stats(output, opts)
+    if current is not None:
+        write_stats(recount(current, read_table(storage.join(output, RESULTS), opts)), output, opts)
