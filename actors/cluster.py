@@ -116,8 +116,10 @@ def connect(
     num_cpus: int | None = None,
     num_gpus: int | None = None,
     runtime_env: dict[str, Any] | None = None,
+    metrics_port: int | None = None,
 ) -> bool:
     """Attach this driver to Ray; returns True when it started a local instance (to shut down later).
+    `metrics_port`: where a local instance serves its Prometheus metrics (actors/metrics.py; None: Ray's pick).
 
     `address`: None -> `$RAY_ADDRESS` if set (a submitted job), else a new local instance;
     `local` -> a new local instance on loopback (never a stale cluster file's dead cluster);
@@ -146,6 +148,7 @@ def connect(
                 include_dashboard=False,
                 runtime_env=runtime_env,
                 logging_level=logging.WARNING,
+                _metrics_export_port=metrics_port,
             )
         interrupt_on_sigterm()  # ray.init installed its own
         _guard(watchdog)

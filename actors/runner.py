@@ -45,7 +45,7 @@ from pipeline.dataset.tables import RESULTS, write_table
 from pipeline.stages.options import MAX_VIDEOS_PER_CALL, RunOptions
 from pipeline.stages.record import PrecomputeRecord
 
-from . import editor
+from . import editor, metrics
 from .cluster import alive_nodes, leave_room_for_precompute
 from .dispatch import Dispatcher, Editors, Outcome, Precomputes
 from .precompute import precompute_task
@@ -199,6 +199,9 @@ def _run_locked(manifest: Manifest, opts: RunOptions, connect: Callable[[], obje
             drive = _drive(jobs, opts, run_token)
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the table of what is done, then the interrupt
             _write_partial_table(manifest, opts, settings)
+            seconds = time.perf_counter() - started
+            stats = {"settings": settings, "run": run_token, "total": len(manifest.units), "done_before": len(done)}
+            metrics.write_run_stats(opts, **stats, seconds=seconds, interrupted=True)  # OUTPUT/stats.json
             raise
         rows, idle_share, frames = drive.rows, drive.idle_share, drive.frames
     elapsed = time.perf_counter() - started
@@ -225,6 +228,8 @@ def _run_locked(manifest: Manifest, opts: RunOptions, connect: Callable[[], obje
         editor_calls=drive.calls,
         rows=all_rows,
     )
+    stats = {"settings": settings, "run": run_token, "total": summary.total, "done_before": len(done)}
+    metrics.write_run_stats(opts, **stats, seconds=elapsed, table=table, summary=summary)  # OUTPUT/stats.json
     return summary
 
 
@@ -295,9 +300,11 @@ def _drive(jobs: list[VideoJob], opts: RunOptions, run_token: str) -> Outcome:
         on_video_done=progress.video_done,
         opts=opts.storage,
     )
+    live = metrics.LiveMetrics.watch(dispatcher, run_token)  # the run's Ray metrics while it goes
     try:
         dispatcher.run()
     finally:
+        live.close()
         progress.close()
         dispatcher.editors.stop()
     outcome = dispatcher.outcome(gpus)

@@ -19,8 +19,13 @@ def connect_ray(args: argparse.Namespace) -> bool:
         num_cpus=args.num_cpus,
         num_gpus=args.num_gpus,
         runtime_env={"env_vars": quiet_env()},
+        metrics_port=getattr(args, "metrics_port", None),
     )
     log.info("Ray: %s%s", describe_cluster(), " (started here, on 127.0.0.1)" if started else "")
+    if started:
+        from actors.metrics import metrics_endpoint
+
+        log.info("live metrics (Prometheus): %s", metrics_endpoint() or "none")
     return started
 
 
