@@ -158,6 +158,28 @@ def test_masks_and_refresh_change_the_edit(references, variants):
     assert (refreshed[0][0][3:] - default[0][0][3:]).abs().max() > 20 * ATOL
 
 
+# Step caching (step_cache.py): full steps 0 and 2 (or 0 and 3) of 4, by step index for every frame; the
+# wavefront's ticks mix full and cached items, which the engine runs as two UNet calls.
+CACHING = [
+    {"cache_interval": "2"},
+    {"cache_interval": "3", "inversion_cache_interval": "2", "cache_depth": 1},
+    {"inversion_cache_interval": "3", "cache_depth": 6},
+]
+
+
+@pytest.mark.parametrize("fields", CACHING)
+@pytest.mark.parametrize(("schedule", "max_batch"), [("sequential", 1), ("wavefront", 3), ("wavefront", 64)])
+def test_engine_equals_reference_with_step_caching(editor, clips, variants, fields, schedule, max_batch):
+    config = EditConfig(steps=STEPS, schedule=schedule, max_batch=max_batch, **fields)
+    assert_same(engine_edit(editor, clips, config), variants(**fields))
+
+
+@pytest.mark.parametrize("fields", CACHING)
+def test_step_caching_changes_the_edit(references, variants, fields):
+    """The comparison above can fail: caching moves the latents well past ATOL."""
+    assert (variants(**fields)[0][0] - references("anchor+prev")[0][0]).abs().max() > 20 * ATOL
+
+
 def test_engine_equals_reference_without_update_and_guidance_one(editor, clips):
     config = EditConfig(steps=STEPS, latent_update=False, guidance_scale=1.0, schedule="wavefront", max_batch=64)
     assert_same(engine_edit(editor, clips, config), reference(editor, clips, config))

@@ -119,7 +119,9 @@ def edit_variants(
             latents = editor.sdedit(video, [task.target_prompt], base, strength=v.sdedit_strength)[0]
         else:
             cfg = replace(base, injection=v.injection, latent_update=v.latent_update, **dict(v.config))
-            latents = editor.edit(video, zT, [task.target_prompt], cfg)[0]
+            # A variant that changes the inversion (step caching in it) inverts anew; the others get the
+            # shared zT back from the video's cache.
+            latents = editor.edit(video, editor.invert(video, task.source_prompt, cfg), [task.target_prompt], cfg)[0]
         frames = np.stack(list(editor.decode(latents)))
         rows.append(_row(v.label, frames, task, scorer, reader))
         rows[-1]["frames"] = frames

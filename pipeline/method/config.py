@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pipeline.errors import InputError
 from pipeline.options import option
 
+from .step_cache import AUTO_INTERVAL, DEFAULT_DEPTH, ON_INTERVAL, CacheSchedule, parse_interval
 from .steps import ANCHOR, INJECTION_SOURCES, PREVIOUS, RANDOM_EARLIER
 
 INJECTIONS = tuple(INJECTION_SOURCES)
@@ -89,6 +90,30 @@ class EditConfig:
         help="masked edits: pixels the mask is feathered by outwards when the edit is composited over the "
         "input (default: the model's VAE factor, one latent cell; 8 for SD2)",
     )
+    # Step caching (step_cache.py): approximations, so they change the frames and are method options.
+    cache_interval: str = option(
+        "auto",
+        metavar="auto|on|off|N",
+        help="step caching in the edit: the whole UNet every N-th step, the others reuse its deep blocks' "
+        f"output (on = {ON_INTERVAL}; auto = {AUTO_INTERVAL['edit'] or 'off'}; off, 0 or 1: every step whole)",
+    )
+    inversion_cache_interval: str = option(
+        "auto",
+        metavar="auto|on|off|N",
+        help=f"step caching in the inversion, as --cache-interval (auto = {AUTO_INTERVAL['inversion'] or 'off'})",
+    )
+    cache_depth: int = option(
+        DEFAULT_DEPTH,
+        help="step caching: the outermost up-path layers that still run on cached steps (default %(default)s "
+        "of SD2's 12: its outermost level; 1 = DeepCache's shallowest branch)",
+    )
+
+    def edit_cache(self) -> CacheSchedule:
+        return CacheSchedule(parse_interval(self.cache_interval, "cache_interval", "edit"), self.cache_depth)
+
+    def inversion_cache(self) -> CacheSchedule:
+        interval = parse_interval(self.inversion_cache_interval, "inversion_cache_interval", "inversion")
+        return CacheSchedule(interval, self.cache_depth)
 
     def validate(self) -> None:
         if self.schedule not in SCHEDULES:
@@ -115,6 +140,9 @@ class EditConfig:
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
                 raise InputError(f"--{name.replace('_', '-')} must be a whole number of at least 0, got {value!r}")
+        self.edit_cache(), self.inversion_cache()  # each raises on a bad interval
+        if isinstance(self.cache_depth, bool) or not isinstance(self.cache_depth, int) or self.cache_depth < 1:
+            raise InputError(f"--cache-depth must be a whole number of at least 1, got {self.cache_depth!r}")
 
     def engine_settings(self) -> EngineSettings:
         schedule = AUTO_SCHEDULE if self.schedule == "auto" else self.schedule
@@ -127,6 +155,7 @@ class EditConfig:
             max_batch=1 if schedule == "sequential" else self.max_batch,
             seed=self.seed,
             anchor_refresh=self.anchor_refresh,
+            cache=self.edit_cache(),
             flow_update=self.flow_update,
             fusion_first_step=self.steps - self.fusion_steps if self.fusion_steps and self.fusion_weight else None,
             fusion_weight=self.fusion_weight,
@@ -143,6 +172,7 @@ class EngineSettings:
     max_batch: int = 1
     seed: int = 0
     anchor_refresh: int = 0  # K > 0: positions K, 2K, ... become the anchor of the positions after them
+    cache: CacheSchedule = CacheSchedule()  # step caching's full steps (step_cache.py); off by default
     # Beyond the paper (steps.py): the flow-aware update; the fusion at steps fusion_first_step.. (None: off).
     flow_update: bool = False
     fusion_first_step: int | None = None

@@ -11,6 +11,7 @@ in `engine.py`, the attention change is the processor in `injection.py`.
 
 from __future__ import annotations
 
+import contextlib
 import random
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from .config import EditConfig
 from .ddim import DDIMSchedule, ddim_step
 from .engine import DenoiseEngine, EditJob, StepTrace
 from .injection import FeatureStore, install
+from .step_cache import StepCache
 from .steps import classifier_free_guidance
 
 if TYPE_CHECKING:
@@ -200,12 +202,14 @@ class Pix2Video:
         inversion step but the last, for the blending (`blend.trajectory_index`): float32 on the CPU,
         S latents per frame (3.2 MiB per frame at 512² and 50 steps), only for masked videos."""
         config.validate()
-        key = ("inversion", source_prompt, config.steps)
+        caching = config.inversion_cache()  # step caching (step_cache.py): () in the key when off
+        key = ("inversion", source_prompt, config.steps, *caching.identity())
         if key in video.cache:
             return video.cache[key]
         sched = DDIMSchedule.create(config.steps)
         emb = self.encode_text([source_prompt])
         keep = video.mask is not None
+        cache = StepCache.attach(self.models.unet) if caching.active else None
         out, trajectory = [], []
         for start in range(0, video.num_frames, config.inversion_batch):
             z = video.latents[start : start + config.inversion_batch].clone()
@@ -213,9 +217,11 @@ class Pix2Video:
             path = [z.cpu()] if keep else []
             for k in range(config.steps):
                 t = sched.invert_timestep(k)
-                eps = self.models.unet(
-                    torch.cat([z.to(self.dtype), depth], dim=1), t, emb.expand(z.shape[0], -1, -1)
-                ).sample.float()
+                slots = [("inversion", start + row) for row in range(z.shape[0])]  # each frame its own
+                with cache.step(caching, k, slots, k + 1 == config.steps) if cache else contextlib.nullcontext():
+                    eps = self.models.unet(
+                        torch.cat([z.to(self.dtype), depth], dim=1), t, emb.expand(z.shape[0], -1, -1)
+                    ).sample.float()
                 z, _ = ddim_step(z, eps, sched.alpha(t - sched.delta).to(z.device), sched.alpha(t).to(z.device))
                 if keep and k < config.steps - 1:
                     path.append(z.cpu())

@@ -22,6 +22,7 @@ from .blend import blend_latents, trajectory_index
 from .config import INJECTIONS, EngineSettings
 from .ddim import DDIMSchedule, ddim_step
 from .injection import FeatureStore, InjectionPlan, random_sources
+from .step_cache import StepCache, engine_rows, split_items
 from .steps import classifier_free_guidance, flow_fusion, latent_update, warp_latent
 
 
@@ -85,6 +86,7 @@ class DenoiseEngine:
         self.trace: Callable[[StepTrace], None] | None = None
         self.store_bytes = 0  # size of the feature store at the end of the last run
         self.unet_calls = 0
+        self.step_cache = StepCache.attach(unet) if settings.cache.active else None
 
     def run(
         self, jobs: list[EditJob], on_frame_done: Callable[[int, int], None] | None = None
@@ -104,7 +106,8 @@ class DenoiseEngine:
         try:
             while remaining:
                 items = self._ready(next_step, first_open, num_frames)[: s.max_batch]
-                self._step(jobs, z, items, sources, x0_prev)
+                for group in split_items(items, s.cache):  # full and cached steps: one UNet call each
+                    self._step(jobs, z, group, sources, x0_prev)
                 for j, f, k in items:
                     next_step[j][f] = k + 1
                     if k + 1 == steps:
@@ -116,6 +119,8 @@ class DenoiseEngine:
             self.store_bytes = self.store.nbytes
         finally:
             self.store.reset(0, 0, 0)
+            if self.step_cache is not None:
+                self.step_cache.reset()
         return z
 
     def _ready(self, next_step: list[list[int]], first_open: list[int], num_frames: list[int]):
@@ -209,12 +214,14 @@ class DenoiseEngine:
         # 4. Feature injection: which rows attend to what, and what each row leaves for later frames.
         self.store.plan = self._plan(items, sources)
 
-        # 5. Predict the noise.
+        # 5. Predict the noise (with step caching, the items are all full steps or all cached ones, and
+        #    each row's deep features are its own: slot (job, frame, branch), dead after its last step).
         self.unet_calls += 1
         try:
-            eps = unet(
-                sample, t.repeat_interleave(nb).to(device), torch.stack(embeddings).to(dtype)
-            ).sample.float()
+            with engine_rows(self.step_cache, s.cache, items, nb, sched.steps):
+                eps = unet(
+                    sample, t.repeat_interleave(nb).to(device), torch.stack(embeddings).to(dtype)
+                ).sample.float()
         finally:
             self.store.plan = None
 

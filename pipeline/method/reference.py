@@ -7,6 +7,7 @@ UNet call is one frame at one step (both CFG branches). Slow; for tests and for 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -17,6 +18,7 @@ from pipeline.io.flow import video_flow
 
 from .ddim import TRAIN_TIMESTEPS, alphas_cumprod
 from .injection import decoder_self_attention_names, random_sources
+from .step_cache import StepCache
 from .steps import (
     ANCHOR,
     INJECTION_SOURCES,
@@ -100,8 +102,15 @@ def reference_edit(
         ids = models.tokenizer([p], padding="max_length", max_length=77, truncation=True, return_tensors="pt")
         return models.text_encoder(ids.input_ids.to(dev))[0].to(unet.dtype)
 
-    def eps_of(z, i, t, emb):
-        return unet(torch.cat([z.to(unet.dtype), d[i : i + 1].expand(len(z), -1, -1, -1)], 1), t, emb).sample.float()
+    # Step caching (step_cache.py): at the steps its schedule skips, the deep blocks' output of the
+    # frame's last full step; one frame in flight, so one slot per branch.
+    caching = config.inversion_cache().active or config.edit_cache().active
+    cache = StepCache.attach(unet) if caching else None
+
+    def eps_of(z, i, t, emb, k=0, schedule=None):
+        with cache.step(schedule, k, [("reference", b) for b in range(len(z))]) if cache else contextlib.nullcontext():
+            x = torch.cat([z.to(unet.dtype), d[i : i + 1].expand(len(z), -1, -1, -1)], 1)
+            return unet(x, t, emb).sample.float()
 
     state: dict = {"step": 0, "record": {}, "sources": []}
     saved = unet.attn_processors
@@ -124,7 +133,7 @@ def reference_edit(
             for k in range(S):
                 t = k * delta
                 state.update(step=k, record={}, sources=[])
-                eps = eps_of(z, i, t, e_src)
+                eps = eps_of(z, i, t, e_src, k, config.inversion_cache())
                 a, b = abar(t - delta), abar(t)
                 z = b.sqrt() * (z - (1 - a).sqrt() * eps) / a.sqrt() + (1 - b).sqrt() * eps
                 levels[i].append(z)
@@ -157,7 +166,7 @@ def reference_edit(
                     t = (S - 1 - k) * delta
                     state.update(step=k, record=feats, sources=sources)
                     # 6. Classifier-free guidance, then the DDIM step (x̂0, and z at the next timestep).
-                    eps_u, eps_c = eps_of(z.expand(2, -1, -1, -1), i, t, e).chunk(2)
+                    eps_u, eps_c = eps_of(z.expand(2, -1, -1, -1), i, t, e, k, config.edit_cache()).chunk(2)
                     eps = classifier_free_guidance(eps_u, eps_c, g)
                     a, b = abar(t), abar(t - delta)
                     x0 = (z - (1 - a).sqrt() * eps) / a.sqrt()
@@ -190,6 +199,8 @@ def reference_edit(
         return results
     finally:
         unet.set_attn_processor(saved)
+        if cache is not None:
+            cache.reset()
 
 
 @torch.no_grad()
