@@ -140,3 +140,28 @@ def test_refresh_recounts_the_written_table(tmp_path: Path) -> None:
     write_table(from_rows(rows, RESULTS_SCHEMA), f"{out}/results.parquet", OPTS)
     stats.refresh(out, OPTS)
     assert stats.read_stats(out, OPTS)["by_status"] == {"failed": 4, "filtered": 2, "ok": 1}
+
+
+def test_the_report_shows_the_runs_stats_at_the_end(tmp_path: Path) -> None:
+    from fake_run import make_run
+
+    from jobs.cli import main
+    from pipeline.dataset.tables import read_table
+
+    out = tmp_path / "run"
+    make_run(out)
+    assert main(["report", str(out), "--no-progress"]) == 0
+    assert 'id="run-stats"' not in (out / "report" / "index.html").read_text(encoding="utf-8")  # none written
+    table = read_table(str(out / "results.parquet"), OPTS)
+    rows = table.to_pylist()
+    rows[-1] |= {"status": "failed", "error": "x.mp4: <b>bad</b>\x07 frame; try again"}
+    s = stats.run_stats(
+        from_rows(rows, RESULTS_SCHEMA), total=5, settings="f1ngerprint", seconds=12.5, frames=6, done_before=1
+    )
+    stats.write_stats({**s, "run": "0123456789ab"}, str(out), OPTS)
+    assert main(["report", str(out), "--no-progress"]) == 0
+    page = (out / "report" / "index.html").read_text(encoding="utf-8")
+    tail = page[page.index('id="clips"') :]  # after the summary and the clips: the end of the page
+    assert 'id="run-stats"' in tail and "0123456789ab" in tail and "f1ngerprint" in tail
+    assert "&lt;b&gt;bad&lt;/b&gt; frame" in tail and "<b>bad</b>" not in page and "\x07" not in page
+    assert f"torch {metadata.version('torch')}" in tail and "12.5" in tail

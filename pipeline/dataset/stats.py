@@ -159,3 +159,51 @@ def refresh(output: str, opts: StorageOptions) -> None:
     current = read_stats(output, opts)
     if current is not None:
         write_stats(recount(current, read_table(storage.join(output, RESULTS), opts)), output, opts)
+
+
+def display(stats: Mapping[str, Any]) -> dict[str, list[tuple[str, str]]]:
+    """stats.json as the report shows it: 'run' (label, value) lines, 'failures' (kind, count),
+    'stages' (stage, seconds), 'versions' (package, version); text, for the page to escape."""
+
+    def fmt(value: Any) -> str:
+        if value is None:
+            return "–"
+        if isinstance(value, float):
+            return f"{value:.3g}" if abs(value) < 1000 else f"{value:,.0f}"
+        if isinstance(value, list | tuple):
+            return ", ".join(map(str, value)) or "–"
+        return str(value)
+
+    units, frames = stats.get("units", {}), stats.get("frames", {})
+    seconds, throughput = stats.get("seconds", {}), stats.get("throughput", {})
+    editors, devices = stats.get("editors", {}), stats.get("devices", {})
+    run = [
+        ("run", fmt(stats.get("run"))),
+        ("written", fmt(stats.get("written")) + (" (interrupted)" if stats.get("interrupted") else "")),
+        ("settings", fmt(stats.get("settings"))),
+        (
+            "videos x prompts",
+            f"{fmt(units.get('in_table'))} in the table of {fmt(units.get('total'))}, "
+            f"{fmt(units.get('done_before'))} done before this run",
+        ),
+        ("by status", ", ".join(f"{k} {v}" for k, v in stats.get("by_status", {}).items()) or "–"),
+        (
+            "frames",
+            f"{fmt(frames.get('edited_this_run'))} edited by this run, {fmt(frames.get('ok_outputs'))} in "
+            "the ok outputs",
+        ),
+        ("seconds", fmt(seconds.get("run"))),
+        (
+            "throughput",
+            f"{fmt(throughput.get('frames_per_second'))} frames/s, "
+            f"{fmt(throughput.get('units_per_hour'))} videos x prompts per hour",
+        ),
+        ("editors", ", ".join(f"{k} {fmt(v)}" for k, v in editors.items()) or "–"),
+        ("devices", ", ".join(f"{k} {fmt(v)}" for k, v in devices.items()) or "–"),
+    ]
+    return {
+        "run": run,
+        "failures": [(kind, str(n)) for kind, n in stats.get("failures", {}).items()],
+        "stages": [(stage, fmt(v)) for stage, v in seconds.get("by_stage", {}).items()],
+        "versions": [(name, fmt(v)) for name, v in stats.get("versions", {}).items()],
+    }

@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any
 from pipeline.dataset import storage
 from pipeline.dataset.manifest import safe_name
 from pipeline.dataset.results import clip_key, read_results
+from pipeline.dataset.stats import display as stats_display
+from pipeline.dataset.stats import read_stats
 from pipeline.dataset.storage import StorageOptions
 from pipeline.dataset.stored_metrics import read_clip_metrics, read_video, summary_rows
 from pipeline.dataset.tables import INPUT_PREFIX, SCORED
@@ -126,12 +128,14 @@ def render_page(
     clip_models: set[str],
     generated: str,
     comparison: dict[str, Any] | None = None,
+    run_stats: dict[str, Any] | None = None,
 ) -> str:
     """The HTML. `rows` carry '_key'; `clips[key]` has 'preview', 'plot', 'link' (paths relative to the
     page, or None) and 'problem', and with a baseline 'animation', 'strip', 'strip_step', 'mse' (this
     run's and the baseline's Pixel-MSE, formatted) where both runs edited the clip. `comparison`:
     'baseline' (its location), 'baseline_label', 'label', 'pairs' (matched rows) and 'flicker'
-    (compare.flicker's dict, values formatted, or None)."""
+    (compare.flicker's dict, values formatted, or None). `run_stats`: the run's OUTPUT/stats.json
+    (pipeline/dataset/stats.py), shown at the end of the page; None for a run that wrote none."""
     counts: dict[str, int] = {}
     for r in rows:
         counts[r.get("status") or "?"] = counts.get(r.get("status") or "?", 0) + 1
@@ -178,8 +182,17 @@ def render_page(
             seconds=[(c.removeprefix("seconds_"), f"{sum(float(r.get(c) or 0) for r in rows):.1f}") for c in stages],
             clips=page_clips,
             comparison=comparison,
+            run_stats=_stats_lines(run_stats),  # OUTPUT/stats.json, at the end
         )
     )
+
+
+def _stats_lines(run_stats: dict[str, Any] | None) -> dict[str, list[tuple[str, str]]] | None:
+    """stats.json's lines for the page, as clean text (its error kinds come from the run's errors)."""
+    if run_stats is None:
+        return None
+    shown = stats_display(run_stats)
+    return {part: [(clean_text(a), clean_text(b)) for a, b in lines] for part, lines in shown.items()}
 
 
 def _num(value: Any, name: str) -> str:
@@ -326,6 +339,7 @@ def build_report(
         clip_models=clip_models,
         generated=dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
         comparison=comparison,
+        run_stats=read_stats(output, opts),
     )
     index = dest / INDEX
     storage.write_bytes(str(index), page.encode("utf-8"), StorageOptions())  # a reader never sees half a page
