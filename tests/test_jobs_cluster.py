@@ -7,8 +7,10 @@ cluster stays up for the other tests); everything listens on 127.0.0.1.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -17,6 +19,7 @@ import tempfile
 import textwrap
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -79,11 +82,11 @@ def _stop_group(proc: subprocess.Popen, grace: float = 5.0) -> None:
         proc.wait(timeout=30)
 
 
-def test_submit_to_ray_start_head(tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from jobs.cli import main as cli
-
-    manifest = _write_dataset(tmp_path / "data", videos=2)
-    out = tmp_path / "out"
+@contextlib.contextmanager
+def ray_head() -> Iterator[tuple[str, str]]:
+    """`ray start --head` on 127.0.0.1 (every port chosen, the dashboard on), for `pix2video submit`;
+    yields its dashboard's URL, once it answers, and its temp folder (Ray's session folders, which
+    every process of the cluster keeps files open in). tests/test_loopback.py lists what it listens on."""
     temp_dir = tempfile.mkdtemp(prefix="r", dir="/tmp")  # short: Ray's socket paths have a length limit
     dashboard = _free_port()
     head = subprocess.Popen(
@@ -129,6 +132,18 @@ def test_submit_to_ray_start_head(tiny_model_dir: Path, tmp_path: Path, capsys: 
                 pass
             assert head.poll() is None and time.monotonic() < deadline, "ray start --head did not come up"
             time.sleep(0.5)
+        yield url, temp_dir
+    finally:
+        _stop_group(head)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def test_submit_to_ray_start_head(tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from jobs.cli import main as cli
+
+    manifest = _write_dataset(tmp_path / "data", videos=2)
+    out = tmp_path / "out"
+    with ray_head() as (url, _):
         rc = cli(
             [
                 "submit",
@@ -157,11 +172,6 @@ def test_submit_to_ray_start_head(tiny_model_dir: Path, tmp_path: Path, capsys: 
         assert "SUCCEEDED" in printed and "2 of 2 videos x prompts ok" in printed
         rows = pq.read_table(out / "results.parquet").to_pylist()
         assert [(r["n"], r["status"]) for r in rows] == [(0, "ok"), (1, "ok")]
-    finally:
-        _stop_group(head)
-        import shutil
-
-        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 TWO_NODES = textwrap.dedent(
