@@ -166,12 +166,16 @@ class LiveMetrics:
         self.alive.set(sum(bool(a) for a in d.editors.alive), tags=self.tags)
 
     def _sample_until_closed(self) -> None:
+        said = False
         while not self._stop.wait(self.interval):
             try:
                 self.sample()
-            except Exception as e:  # noqa: BLE001 - a gauge is never worth a run; say it once and stop
-                log.debug("live metrics stopped: %s", e)
-                return
+            except Exception as e:  # noqa: BLE001 - a gauge is never worth a run
+                # The loop changes its queues while this thread reads them ("deque mutated during
+                # iteration"): that sample is skipped, the next one is taken.
+                if not said:
+                    log.debug("a live metrics sample was skipped: %s", e)
+                    said = True
 
     def devices(self) -> list[str]:
         """The devices the editors that answered report (`cpu`, `cuda:0`, ...)."""
