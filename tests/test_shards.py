@@ -85,7 +85,10 @@ def test_a_stopped_write_leaves_no_shard_and_the_rerun_finishes(tmp_path: Path) 
     assert (rerun.written, rerun.kept) == (1, 1)
     assert [r["__key__"] for r in _read(out / "shards")] == [s.key for s in samples]
 
-    # A tar whose stats were removed before it was replaced counts as not written.
+    # A killed writer's temporary is swept; a tar whose stats were removed before it was replaced counts as not written.
+    (out / "shards" / ".000002.tar.tmp-0123456789ab").write_bytes(b"half a tar")
+    assert write_shards(samples, str(out), OPTS, shard_size=2).written == 0
+    assert not (out / "shards" / ".000002.tar.tmp-0123456789ab").exists()
     (out / "shards" / "000001_stats.json").unlink()
     assert write_shards(samples, str(out), OPTS, shard_size=2).written == 1
 

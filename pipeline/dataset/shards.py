@@ -211,6 +211,7 @@ def write_shards(samples: Sequence[Sample], output: str, opts: StorageOptions, *
     check_format("webdataset", shard_size)
     folder = storage.join(output, SHARDS)
     shards = plan(samples, shard_size)
+    storage.remove_stale_temporaries(folder)  # a killed writer's half tar (local folders; none on object stores)
     present = set(storage.list_names(folder, opts))
     stats_urls = {
         i: storage.join(folder, shard_name(i) + STATS_SUFFIX)
