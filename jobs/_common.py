@@ -211,6 +211,13 @@ def add_cluster_arguments(parser: argparse.ArgumentParser, *, editors: bool = Tr
         from pipeline.stages.options import RunOptions
 
         add_options(g, RunOptions, only=("precompute_cpus", "precompute_gpus"))
+    g.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="a local Ray instance serves the run's live metrics on http://127.0.0.1:PORT/metrics (Prometheus; "
+        "default: a port Ray picks, logged at the start)",
+    )
     g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
 
@@ -300,6 +307,10 @@ def run_options(args: argparse.Namespace, opts: StorageOptions) -> RunOptions:
         check_positive(name.replace("_", "-"), getattr(args, name, None))
     for name in ("gpus_per_editor", "cpus_per_editor", "precompute_cpus", "precompute_gpus"):
         check_positive(name.replace("_", "-"), getattr(args, name, None), allow_zero=True)
+    if getattr(args, "metrics_port", None) is not None:  # before anything is written: one line, exit 2
+        from actors.metrics import check_metrics_port
+
+        check_metrics_port(args.metrics_port, args.address or os.environ.get("RAY_ADDRESS"))
     given = option_values(RunOptions, args)
     made = {  # in this order: a command with several bad values is refused for the first
         "caption_model": caption_model(args),
