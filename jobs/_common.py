@@ -108,7 +108,7 @@ def add_device_arguments(group: Any, what: str, dtype_help: str) -> None:
 def add_speed_arguments(parser: argparse.ArgumentParser) -> None:
     """The speed switches of the diffusion UNet and VAE (pipeline/models/speed.py): the same frames
     with each on or off, within float-order noise; auto = the device type's default."""
-    from pipeline.models.speed import ATTENTION_BACKENDS, SWITCHES
+    from pipeline.models.names import ATTENTION_BACKENDS, SWITCHES
 
     g = parser.add_argument_group(
         "speed (same frames on or off; auto = the device's default: off everywhere until measured on a GPU, "

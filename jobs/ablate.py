@@ -27,7 +27,7 @@ import logging
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from tqdm import tqdm
@@ -37,14 +37,12 @@ from jobs._input import complete_input, read_input
 from jobs._metrics import TINY_NOTE, add_clip_model_argument, clip_model
 from pipeline.errors import InputError
 from pipeline.method.config import INJECTIONS  # the paper's order, the method first
-from pipeline.models import loading
-from pipeline.models.depth import DepthEstimator
-from pipeline.models.loading import resolve_model
 from pipeline.models.names import TINY
-from pipeline.quality.clip import ClipScorer
-from pipeline.quality.flow import input_flows
-from pipeline.quality.metrics import Metrics, format_table, format_value, video_metrics
+from pipeline.models.registry import resolve_model
 from pipeline.quality.names import METRIC_NAMES, METRIC_TITLES
+
+if TYPE_CHECKING:
+    from pipeline.quality.metrics import Metrics
 
 # The editor (diffusers), video writing (PyAV) and the toy world are imported where they are used:
 # `pix2video ablate --help` and a usage error do not wait for them.
@@ -158,6 +156,8 @@ def to_markdown(rows: list[dict[str, Any]], title: str) -> str:
         "| Variant | " + " | ".join(METRIC_TITLES[n] for n in METRIC_NAMES) + " |",
         "|---|" + "---:|" * len(METRIC_NAMES),
     ]
+    from pipeline.quality.metrics import format_value
+
     for r in rows:
         lines.append(f"| {r['variant']} | " + " | ".join(format_value(n, r.get(n)) for n in METRIC_NAMES) + " |")
     return "\n".join(lines) + "\n"
@@ -166,6 +166,10 @@ def to_markdown(rows: list[dict[str, Any]], title: str) -> str:
 def run(args: argparse.Namespace) -> int:
     from pipeline.io.video import write_output
     from pipeline.method.editor import Pix2Video
+    from pipeline.models import loading
+    from pipeline.quality.clip import ClipScorer
+    from pipeline.quality.flow import input_flows
+    from pipeline.quality.metrics import format_table, video_metrics
 
     if args.toy_clips is not None:
         if args.input or args.prompt:
@@ -252,6 +256,9 @@ def run(args: argparse.Namespace) -> int:
 def run_toy(args: argparse.Namespace) -> int:
     """The ablation table over held-out toy clips, with the ground-truth columns."""
     from pipeline.method.editor import Pix2Video
+    from pipeline.models import loading
+    from pipeline.models.depth import DepthEstimator
+    from pipeline.quality.clip import ClipScorer
     from toyworld.benchmark import ATTRIBUTES, BENCH_SEED, VARIANTS, Variant, markdown_table, summarise, toy_ablation
     from toyworld.texture import find_reader
 

@@ -184,20 +184,15 @@ def _quiet_environment() -> None:
 
 
 def _quiet_libraries() -> None:
-    """What the environment cannot say, before a verb runs. pyarrow and transformers are imported here,
-    not at the top: `pix2video --help` imports this module only."""
+    """What the environment cannot say, before a verb runs. pyarrow is imported here, not at the top:
+    `pix2video --help` imports this module only. (transformers' progress bars need no call: it reads
+    HF_HUB_DISABLE_PROGRESS_BARS, set by `_quiet_environment`, when it is first imported.)"""
     # pyarrow's CSV reader starts a C++ thread to catch Ctrl-C while it reads; left running, it is
     # destroyed while the process exits and aborts it (exit 134, "terminate called without an active
     # exception"), a few times in a hundred after a usage error. Our own handlers stop the verb.
     import pyarrow
 
     pyarrow.enable_signal_handlers(False)
-    try:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-    except ImportError:
-        pass
 
 
 def main(argv: list[str] | None = None) -> int:

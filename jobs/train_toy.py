@@ -26,7 +26,7 @@ import json
 
 from jobs import _common
 from pipeline.errors import InputError
-from toyworld.build import PARTS
+from toyworld import PARTS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -12,7 +12,8 @@ ROOT = Path(__file__).resolve().parent.parent
 HEAVY = ("torch", "diffusers", "transformers", "ray", "av")
 
 # Each: argv for `pix2video`, and the exit status it must give (0: help; 2: a usage error).
-CASES = [([verb, "--help"], 0) for verb in ("edit", "run", "relabel", "augment", "evaluate", "report", "ablate")]
+VERBS = ("edit", "bench", "run", "relabel", "augment", "demo", "submit", "evaluate", "report", "ablate", "train-toy")
+CASES = [([verb, "--help"], 0) for verb in VERBS]
 CASES += [
     (["edit", "in.mp4", "-o", "out.mp4", "--prompt", "p", "--guidance-scale", "nan"], 2),
     (["edit", "in.mp4", "-o", "out.mp4", "--prompt", "p", "--steps", "0"], 2),
@@ -33,6 +34,12 @@ for argv, _ in json.loads(sys.argv[1]):
     out[" ".join(argv)] = [code, sorted(m for m in sys.modules if m.split(".")[0] in %r)]
 print(json.dumps(out))
 """
+
+
+def test_every_verb_is_probed() -> None:
+    from jobs.cli import VERBS as ALL
+
+    assert set(VERBS) == set(ALL)
 
 
 def test_help_and_usage_errors_import_no_heavy_library(tmp_path: Path) -> None:

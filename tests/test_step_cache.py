@@ -16,16 +16,10 @@ import torch
 
 from fixtures.clips import moving_shapes
 from pipeline.errors import InputError
+from pipeline.method.cache_schedule import AUTO_INTERVAL, ON_INTERVAL, CacheSchedule, parse_interval
 from pipeline.method.editor import EditConfig, Pix2Video
 from pipeline.method.flops import RowCounter, row_flops
-from pipeline.method.step_cache import (
-    AUTO_INTERVAL,
-    ON_INTERVAL,
-    CacheSchedule,
-    StepCache,
-    parse_interval,
-    split_items,
-)
+from pipeline.method.step_cache import StepCache, split_items
 
 CONFIG = EditConfig(steps=4, schedule="wavefront", max_batch=3)
 PROMPTS = ["a red painting", "a blue painting"]

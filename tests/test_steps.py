@@ -10,15 +10,8 @@ import torch
 from pipeline.errors import InputError
 from pipeline.method.editor import EditConfig
 from pipeline.method.engine import INJECTIONS, EngineSettings
-from pipeline.method.steps import (
-    ANCHOR,
-    INJECTION_SOURCES,
-    PREVIOUS,
-    RANDOM_EARLIER,
-    REFERENCE_LATENT_ELEMENTS,
-    classifier_free_guidance,
-    latent_update,
-)
+from pipeline.method.sources import ANCHOR, INJECTION_SOURCES, PREVIOUS, RANDOM_EARLIER
+from pipeline.method.steps import REFERENCE_LATENT_ELEMENTS, classifier_free_guidance, latent_update
 
 
 def _tensors(size: int, count: int = 3, seed: int = 0) -> list[torch.Tensor]:

@@ -12,6 +12,9 @@ from pathlib import Path
 
 from pipeline.errors import InputError
 
+# What `train-toy --parts` trains (toyworld/build.py), here so the command line reads it without torch.
+PARTS = ("vae", "unet", "vae-decoder", "texture", "depth", "caption", "clip")
+
 TOY_MODEL_DIR = Path(__file__).parent / "model"
 
 

@@ -27,9 +27,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from toyworld import PARTS
+
 log = logging.getLogger(__name__)
 
-PARTS = ("vae", "unet", "vae-decoder", "texture", "depth", "caption", "clip")
 SAMPLES = 48  # held-out scenes for the text-to-image figure
 MONITOR_SCENES = 16  # held-out scenes sampled at each UNet checkpoint (unet/monitor.csv)
 MONITOR_EVERY = 1000  # UNet steps between two monitor samples

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pipeline.errors import InputError
 from pipeline.options import option
 
-from .step_cache import AUTO_INTERVAL, DEFAULT_DEPTH, ON_INTERVAL, CacheSchedule, parse_interval
-from .steps import ANCHOR, INJECTION_SOURCES, PREVIOUS, RANDOM_EARLIER
+from .cache_schedule import AUTO_INTERVAL, DEFAULT_DEPTH, ON_INTERVAL, CacheSchedule, parse_interval
+from .sources import ANCHOR, INJECTION_SOURCES, PREVIOUS, RANDOM_EARLIER
 
 INJECTIONS = tuple(INJECTION_SOURCES)
 SCHEDULES = ("auto", "sequential", "wavefront")
@@ -198,7 +198,7 @@ class EngineSettings:
 
     @property
     def sources(self) -> tuple[str, ...]:
-        """What the frames after the anchor attend to (`steps.INJECTION_SOURCES`)."""
+        """What the frames after the anchor attend to (`sources.INJECTION_SOURCES`)."""
         return INJECTION_SOURCES[self.injection]
 
     @property

@@ -18,7 +18,8 @@ from typing import Any
 import torch
 
 from .injection import FeatureStore, InjectionPlan
-from .step_cache import CacheSchedule, StepCache
+from .step_cache import StepCache
+from .cache_schedule import CacheSchedule
 
 Kind = tuple[bool, int]  # (cached step, recorded frames attended to)
 

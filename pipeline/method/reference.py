@@ -18,17 +18,9 @@ from pipeline.io.flow import video_flow
 
 from .ddim import TRAIN_TIMESTEPS, alphas_cumprod
 from .injection import decoder_self_attention_names, random_sources
+from .sources import ANCHOR, INJECTION_SOURCES, PREVIOUS, RANDOM_EARLIER
 from .step_cache import StepCache
-from .steps import (
-    ANCHOR,
-    INJECTION_SOURCES,
-    PREVIOUS,
-    RANDOM_EARLIER,
-    classifier_free_guidance,
-    flow_fusion,
-    latent_update,
-    warp_latent,
-)
+from .steps import classifier_free_guidance, flow_fusion, latent_update, warp_latent
 
 if TYPE_CHECKING:
     from pipeline.models.loading import DiffusionModels

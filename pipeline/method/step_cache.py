@@ -38,51 +38,9 @@ import torch
 
 from pipeline.errors import InputError
 
-# What `--cache-interval on` means, and what `auto` runs (BENCHMARKS.md, "Step caching", has the figures
-# these come from): for the edit and for the inversion.
-ON_INTERVAL = 3
-AUTO_INTERVAL = {"edit": 0, "inversion": 0}
-DEFAULT_DEPTH = 3  # up-path layers run on cached steps (`StepCache`): SD2's outermost level
+from .cache_schedule import CacheSchedule
+
 HOOK = "pix2video_step_cache"
-
-
-def parse_interval(value: Any, name: str, kind: str) -> int:
-    """An interval option's value (auto | on | off | a whole number N) as N; 0 and 1 mean off."""
-    if isinstance(value, str):
-        text = value.strip().lower()
-        if text == "auto":
-            return AUTO_INTERVAL[kind]
-        if text == "on":
-            return ON_INTERVAL
-        if text == "off":
-            return 0
-        if text.isdigit():
-            return int(text)
-    elif isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    flag = "--" + name.replace("_", "-")
-    raise InputError(f"{flag} must be auto, on, off or a whole number N (a full step every N), got {value!r}")
-
-
-@dataclass(frozen=True)
-class CacheSchedule:
-    """Which steps run the whole UNet: every `interval`-th by index (0 and 1: all of them), and how many
-    outer levels (`depth`) run on the others."""
-
-    interval: int = 0
-    depth: int = DEFAULT_DEPTH
-
-    @property
-    def active(self) -> bool:
-        return self.interval > 1
-
-    def full(self, step: int) -> bool:
-        return not self.active or step % self.interval == 0
-
-    def identity(self) -> tuple:
-        """What a result computed under this schedule depends on: () when off, so that off keys (an
-        inversion's, a fingerprint's) stay what they were before step caching existed."""
-        return ("step-cache", self.interval, self.depth) if self.active else ()
 
 
 @dataclass(frozen=True)
@@ -266,6 +224,10 @@ class _LayerHook:
     def reset_state(self, module: torch.nn.Module) -> torch.nn.Module:
         return module
 
+    # Under torch.compile the graph breaks here (the plan is Python state that changes every call, as
+    # the injection processor's): each hooked module then runs eagerly. Compile and step caching
+    # together are correct, but not yet measured to pay.
+    @torch.compiler.disable
     def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
         plan, cache = self.cache.plan, self.cache
         role = None if plan is None else cache.roles(plan.depth).get(self.key)

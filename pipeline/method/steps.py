@@ -1,7 +1,7 @@
 """The method's small named steps, shared by the plain loop (`reference.py`) and the batched engine
-(`engine.py`), so both spell the algorithm the same way (docs/METHOD.md):
+(`engine.py`), so both spell the algorithm the same way (docs/METHOD.md; what each injection variant
+attends to is `sources.py`):
 
-- `INJECTION_SOURCES`: which recorded features the frames after the anchor attend to, per variant;
 - `classifier_free_guidance`: ε = ε_u + g·(ε_c − ε_u);
 - `latent_update`: z ← z − λ·(2/n_ref)·(x̂0 − x̂0_prev), n_ref = SD2's latent element count at 512²;
 
@@ -23,23 +23,6 @@ import torch
 # pulled 16x harder at 16x16 latents and 1.5x softer at 768x512; dividing by n_ref instead keeps the
 # per-element step of the published setting at every size, and equals it exactly at 64x64.
 REFERENCE_LATENT_ELEMENTS = 4 * 64 * 64
-
-# Names of the recorded features a frame after the anchor can attend to (K and V of its decoder
-# self-attention layers, in this order; its own tokens are never among them).
-ANCHOR = "anchor"  # the anchor frame's, at the same step and branch
-PREVIOUS = "previous"  # the frame edited just before, at the same step and branch (the anchor for frame 1)
-RANDOM_EARLIER = "random earlier"  # one earlier frame drawn per frame (`injection.random_sources`)
-
-# The injection variants (paper, Fig. 5 and Table 1): what each one's later frames attend to, in
-# K/V order. The first is the method; "none" is per-frame editing (ordinary attention everywhere).
-INJECTION_SOURCES: dict[str, tuple[str, ...]] = {
-    "anchor+prev": (ANCHOR, PREVIOUS),
-    "anchor": (ANCHOR,),
-    "prev": (PREVIOUS,),
-    "random": (ANCHOR, RANDOM_EARLIER),
-    "none": (),
-}
-
 
 def classifier_free_guidance(eps_uncond: torch.Tensor, eps_cond: torch.Tensor, scale: float) -> torch.Tensor:
     """ε = ε_u + g·(ε_c − ε_u): the unconditional prediction pushed towards the prompt's by `scale`."""

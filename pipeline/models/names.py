@@ -30,3 +30,7 @@ CLIP_MODEL_HELP = (
     "for tests only)"
 )
 DTYPES = ("float32", "float16", "bfloat16")  # the dtypes a model can load in (every --dtype flag's choices)
+
+# The speed switches' values (`pipeline.models.speed`): every --channels-last, --compile, ... flag's choices.
+SWITCHES = ("auto", "on", "off")
+ATTENTION_BACKENDS = ("auto", "flash", "efficient", "cudnn", "math")

@@ -34,9 +34,8 @@ from typing import Any
 import torch
 
 from pipeline.errors import InputError
+from pipeline.models.names import ATTENTION_BACKENDS, SWITCHES
 
-SWITCHES = ("auto", "on", "off")
-ATTENTION_BACKENDS = ("auto", "flash", "efficient", "cudnn", "math")
 
 # What `auto` means per device type. CPU: measured on against off side by side on the project's 2-core
 # machine (BENCHMARKS.md, "Speed options"): channels-last gains nothing there, PyTorch's own attention
