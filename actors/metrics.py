@@ -128,6 +128,7 @@ class LiveMetrics:
     def wrap(self, callback: Callable[[list[dict[str, Any]]], object]) -> Callable[[list[dict[str, Any]]], object]:
         def on_video_done(rows: list[dict[str, Any]]) -> object:
             self.video_done(rows)
+            self.sample()  # the gauges as the counters move, not up to `interval` behind them
             return callback(rows)
 
         return on_video_done

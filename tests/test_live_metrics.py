@@ -142,10 +142,9 @@ def test_metrics_while_a_run_goes_and_the_stats_it_leaves(
             scrape = _scrape(endpoint)
             if scrape:
                 scrapes.append(scrape)
-                if _value(scrape, "pix2video_videos_total", status="ok") == 3 and _value(
-                    scrape, "pix2video_videos_precomputing"
-                ):
-                    break
+                done = _value(scrape, "pix2video_videos_total", status="ok")
+                if done == 3 and _value(scrape, "pix2video_videos_precomputing") == 1:
+                    break  # three edited, the held one precomputing: what the test reads
             time.sleep(0.2)
         assert proc.poll() is None, proc.communicate()[0][-3000:]  # the held clip keeps the run going
         assert scrapes, f"nothing at {endpoint}"
