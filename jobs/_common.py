@@ -1,8 +1,9 @@
 """Flags and plumbing shared by the dataset verbs (run, relabel, augment, demo).
 
 Every flag can also come from the YAML file given with `--config` (keys named like the flags, e.g.
-`storage_option: [key=..., secret=...]`, `num_editors: 4`), so credentials can live in a file
-instead of the shell history. Storage option values are never printed. The flags of the method's
+`storage_option: [key=..., secret=...]`, `num_editors: 4`) or a `PIX2VIDEO_<KEY>` variable
+(jobs/_flags.py), so credentials can live in a file instead of the shell history. Storage option
+values are never printed (`--print_config` writes them as ***). The flags of the method's
 options (EditConfig) and of a run's (RunOptions) are made from those dataclasses' fields (jobs/_flags.py).
 
 Modules that import torch (pipeline.models, pipeline.method, pipeline.stages and actors.runner, and
@@ -14,11 +15,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 from typing import TYPE_CHECKING, Any
 
-from jobs._flags import add_options, option_values
+from jobs._flags import REDACTED, add_options, option_values, pairs
 from jobs._session import connect_ray, shutdown_ray
 from pipeline.dataset.storage import StorageOptions, parse_storage_options
 from pipeline.errors import InputError
@@ -66,6 +68,7 @@ def add_storage_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--storage-option",
         action="append",
+        type=pairs(secret=True),  # a mapping in a --config file; --print_config writes its values as ***
         default=[],
         metavar="KEY=VALUE",
         help="any other fsspec option (repeatable), e.g. key=... secret=...; nested values "
@@ -226,15 +229,30 @@ _STORAGE_LOGGERS = ("botocore", "aiobotocore", "boto3", "s3fs", "fsspec", "urlli
 
 
 def storage_options(args: argparse.Namespace) -> StorageOptions:
+    """StorageOptions from the flags of `add_storage_arguments` (every verb that calls this has them)."""
     for name in _STORAGE_LOGGERS:
         logging.getLogger(name).setLevel(max(logging.getLogger(name).getEffectiveLevel(), logging.INFO))
 
-    return parse_storage_options(
-        endpoint_url=getattr(args, "endpoint_url", None),
-        profile=getattr(args, "profile", None) or os.environ.get("AWS_PROFILE"),
-        anon=bool(getattr(args, "anon", False)),
-        pairs=getattr(args, "storage_option", None),
+    opts = parse_storage_options(
+        endpoint_url=args.endpoint_url,
+        profile=args.profile or os.environ.get("AWS_PROFILE"),
+        anon=args.anon,
+        pairs=args.storage_option,
     )
+    # A file from --print_config holds *** for each value: as a credential it would fail at the first request.
+    left_out = [key for key, value in opts.extra.items() if _holds_redacted(value)]
+    if left_out:
+        raise InputError(
+            f"storage option {left_out[0]!r} is {REDACTED!r}, as --print_config writes a value it leaves out: "
+            "give the real value (in the config file, or with --storage-option KEY=VALUE)"
+        )
+    return opts
+
+
+def _holds_redacted(value: object) -> bool:
+    if isinstance(value, dict):
+        return any(_holds_redacted(v) for v in value.values())
+    return value == REDACTED
 
 
 def edit_config(args: argparse.Namespace, **overrides: Any) -> EditConfig:
@@ -250,7 +268,7 @@ def edit_config(args: argparse.Namespace, **overrides: Any) -> EditConfig:
 def caption_model(args: argparse.Namespace) -> str:
     from pipeline.models.names import BUILTIN, DEFAULT_CAPTION_MODEL
 
-    if getattr(args, "caption_model", None):
+    if args.caption_model:  # every verb that captions has add_model_arguments' --caption-model
         return args.caption_model
     return args.model if args.model in BUILTIN else DEFAULT_CAPTION_MODEL
 
@@ -279,8 +297,10 @@ def parse_size(text: str | None, model: str | None = None) -> tuple[int, int] | 
 def check_positive(name: str, value: int | float | None, *, allow_zero: bool = False) -> None:
     if value is None:
         return
-    if value < 0 or (value == 0 and not allow_zero):
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):  # NaN passes every comparison
         raise InputError(f"--{name} must be {'at least 0' if allow_zero else 'positive'}, got {value}")
+    if value >= 2**31:  # counts the tables store as int32, shares and CPUs no machine has
+        raise InputError(f"--{name} {value} is out of range (at most {2**31 - 1})")
 
 
 def videos_per_call(value: object) -> int | None:
@@ -303,20 +323,23 @@ def run_options(args: argparse.Namespace, opts: StorageOptions) -> RunOptions:
     from jobs import _metrics
     from pipeline.stages.options import RunOptions
 
-    for name in ("num_editors", "max_frames", "prefetch"):
-        check_positive(name.replace("_", "-"), getattr(args, name, None))
+    given = option_values(RunOptions, args)  # the fields this verb has flags for (relabel: no editors)
+    for name in ("num_editors", "max_frames", "prefetch", "max_attempts"):
+        check_positive(name.replace("_", "-"), given.get(name))
+    # A local Ray instance's size: --num-cpus 0 named here, not blamed on --precompute-cpus later.
+    check_positive("num-cpus", getattr(args, "num_cpus", None))
+    check_positive("num-gpus", getattr(args, "num_gpus", None), allow_zero=True)
     for name in ("gpus_per_editor", "cpus_per_editor", "precompute_cpus", "precompute_gpus"):
-        check_positive(name.replace("_", "-"), getattr(args, name, None), allow_zero=True)
+        check_positive(name.replace("_", "-"), given.get(name), allow_zero=True)
     if getattr(args, "metrics_port", None) is not None:  # before anything is written: one line, exit 2
         from actors.metrics import check_metrics_port
 
         check_metrics_port(args.metrics_port, args.address or os.environ.get("RAY_ADDRESS"))
-    given = option_values(RunOptions, args)
     made = {  # in this order: a command with several bad values is refused for the first
         "caption_model": caption_model(args),
         "config": edit_config(args),  # `args.config` is the --config file, not the method's options
         "size": parse_size(args.size, args.model),
-        "videos_per_call": videos_per_call(getattr(args, "videos_per_call", None)),
+        "videos_per_call": videos_per_call(given.get("videos_per_call")),
         "storage": opts,
         "clip_model": _metrics.clip_model(args) if _metrics.wants_metrics(args) else None,
         "speed": speed_options(args),

@@ -32,9 +32,9 @@ EDIT_METRICS_HELP = "print CLIP-Text, CLIP-Image and Pixel-MSE of the written ou
 
 def clip_model(args: argparse.Namespace) -> str:
     """--clip-model, else the tiny or toy CLIP for tiny or toy runs (offline) and the real one otherwise."""
-    if getattr(args, "clip_model", None):
+    if args.clip_model:  # every verb that scores has --clip-model
         return args.clip_model
-    model = getattr(args, "model", None)
+    model = getattr(args, "model", None)  # evaluate and report have no --model
     return model if model in BUILTIN else DEFAULT_CLIP_MODEL
 
 
@@ -133,7 +133,7 @@ def after_run(
         clip_model=clip_model(args),
         min_clip_text=min_ct,
         max_pixel_mse=max_mse,
-        progress=bool(getattr(args, "progress", True)),
+        progress=args.progress,  # run, augment and demo's runs all have --no-progress
         connect=connect,
     )
     print_evaluation(verb, ev)
@@ -153,7 +153,7 @@ def scorer_for(args: argparse.Namespace, device: Any = None) -> ClipScorer | Non
     """The CLIP scorer when --metrics was given (loaded before the editing, so a bad --clip-model fails fast)."""
     from pipeline.quality.clip import ClipScorer
 
-    return ClipScorer.from_model(clip_model(args), device=device) if getattr(args, "metrics", False) else None
+    return ClipScorer.from_model(clip_model(args), device=device) if args.metrics else None
 
 
 def print_edit_metrics(output_path: str, input_frames: np.ndarray, prompt: str, scorer: ClipScorer) -> None:

@@ -2,7 +2,9 @@
 
 Every verb module defines `add_arguments(parser)` and `run(args) -> int`, and is also runnable as
 `python -m jobs.<verb>` (what `ray job submit -- python -m jobs.run ...` uses).
-Any flag can also come from a YAML file given with `--config`, keys spelled like the flags.
+Any flag can also come from a YAML file given with `--config` (keys named like the flags' destinations,
+`--print_config` writes one) or from an environment variable `PIX2VIDEO_<KEY>`: the parser is
+jsonargparse's (jobs/_flags.py).
 
 This module is the console script's entry, which `pix2video --help` imports alone: what only a verb
 needs (its parser's flags, YAML, storage's redaction with fsspec, pyarrow, transformers) is imported
@@ -11,19 +13,17 @@ where it is used.
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import logging
 import os
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from actors.cluster import interrupt_on_sigterm, reproducible_numerics
 from pipeline.errors import Failure, InputError
 
 if TYPE_CHECKING:
-    from jobs._flags import FlagRecord, Parser
+    from jobs._flags import Parser
 
 # verb -> (module, one-line help)
 VERBS: dict[str, tuple[str, str]] = {
@@ -41,94 +41,24 @@ VERBS: dict[str, tuple[str, str]] = {
 }
 
 
-def _load_config(path: str) -> dict:
-    import yaml
-
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(f"config file {path!r} does not exist")
-    try:
-        data = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise InputError(f"config file {path!r} is not valid YAML: {str(e).splitlines()[0]}") from None
-    if not isinstance(data, dict):
-        raise InputError(f"config file {path!r} must hold a mapping of flag names to values")
-    return {str(k).replace("-", "_"): v for k, v in data.items()}
-
-
-def _apply_config(parser: Parser, argv: list[str]) -> None:
-    """Turn YAML keys into parser defaults, so flags on the command line still win."""
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--config")
-    known, _ = pre.parse_known_args(argv)
-    if not known.config:
-        return
-    values = _load_config(known.config)
-    unknown = sorted(k for k in values if k not in parser.flags)
-    if unknown:
-        raise InputError(f"config file {known.config!r} has unknown keys: {', '.join(unknown)}")
-    for dest, flag in parser.flags.items():
-        if dest in values:
-            flag.action.required = False
-            values[dest] = _config_value(flag, values[dest], f"config file {known.config!r}")
-    parser.set_defaults(**values)
-
-
-def _config_value(flag: FlagRecord, value: object, where: str) -> object:
-    """A config value checked and typed as its flag would be: argparse applies neither `type` nor
-    `choices` to defaults, so `steps: 2.5`, `prompt: 123` or `reverse: "no"` would reach the verbs."""
-    action = flag.action
-    where = f"{where}: {action.dest}"
-    if flag.switch:  # --reverse, --overwrite, --no-progress
-        if not isinstance(value, bool):
-            raise InputError(f"{where} must be true or false (unquoted), got {value!r}")
-        return value
-    if flag.appends:
-        if isinstance(value, dict) and action.dest == "storage_option":  # nested fsspec options
-            return value
-        return [_config_scalar(action, v, where) for v in (value if isinstance(value, list) else [value])]
-    return _config_scalar(action, value, where)
-
-
-def _config_scalar(action: argparse.Action, value: object, where: str) -> object:
-    if value is None:
-        return None
-    kind = action.type
-    numeric = isinstance(value, int | float) and not isinstance(value, bool)
-    if kind is None:
-        if numeric and action.metavar == "N":  # a count written as text on the command line
-            value = str(value)
-        if not isinstance(value, str):
-            raise InputError(f"{where} must be text, got {type(value).__name__} {value!r}; quote it")
-        out: object = value
-    else:
-        name = getattr(kind, "__name__", "value")
-        expected = {"int": "a whole number", "float": "a number"}.get(name, f"a {name}")
-        if not (isinstance(value, str) or numeric) or (kind is int and isinstance(value, float)):
-            raise InputError(f"{where} must be {expected}, got {type(value).__name__} {value!r}")
-        try:
-            out = kind(value)
-        except (TypeError, ValueError, InputError):
-            raise InputError(f"{where} must be {expected}, got {value!r}") from None
-    if action.choices is not None and out not in action.choices:
-        raise InputError(f"{where} must be one of {', '.join(map(str, action.choices))}, got {out!r}")
-    return out
-
-
 def build_parser(verb: str) -> Parser:
     from jobs._flags import Parser
 
     module_name, help_text = VERBS[verb]
     module = importlib.import_module(module_name)
-    parser = Parser(
-        prog=f"pix2video {verb}",
-        description=(module.__doc__ or help_text).strip(),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = Parser(prog=f"pix2video {verb}", description=(module.__doc__ or help_text).strip(), epilog=_EPILOG)
     module.add_arguments(parser)
-    parser.add_argument("--config", metavar="FILE", help="YAML file of option values (keys named like the flags)")
+    parser.add_config_argument()
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
+
+
+_EPILOG = """\
+Every option can also come from a --config YAML file (keys: the long flag without its dashes, inner
+dashes as underscores: guidance_scale, num_editors; a switch's key holds its value: latent_update: false
+for --no-latent-update) or from an environment variable PIX2VIDEO_<KEY> in capitals (PIX2VIDEO_STEPS=20,
+PIX2VIDEO_LATENT_UPDATE=false). Flags beat config files, config files beat the environment.
+"""
 
 
 def run_verb(verb: str, argv: list[str]) -> int:
@@ -139,9 +69,7 @@ def run_verb(verb: str, argv: list[str]) -> int:
     _quiet_environment()
     interrupt_on_sigterm()  # SIGTERM (timeout, Kubernetes, systemd) stops a verb as Ctrl-C does
     try:
-        parser = build_parser(verb)
-        _apply_config(parser, argv)
-        args = parser.parse_args(argv)
+        args = build_parser(verb).parse_args(argv)
         logging.basicConfig(
             level=logging.DEBUG if args.verbose else logging.INFO,
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",

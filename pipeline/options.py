@@ -6,8 +6,9 @@
 holds a `Flag`: the help text, the flag's name where it is not `--<field-name>` (a switch that turns a
 True default off, e.g. `--no-latent-update`), the allowed values and the metavar. The command line
 (jobs/_flags.py) makes each flag from its field, so a default, its type and its list of choices are
-written once, beside the option itself; a `--config` file's keys are the same names. Help texts may
-say `%(default)s`, which the help shows as the field's default.
+written once, beside the option itself; a `--config` file's keys are the field names, and so are the
+environment variables' (`PIX2VIDEO_<FIELD>`, upper-cased). Help texts may say `%(default)s`, which the
+help shows as the field's default.
 """
 
 from __future__ import annotations

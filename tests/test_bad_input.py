@@ -211,14 +211,12 @@ def test_config_values_of_the_wrong_type(capsys, tmp_path, clip, no_work, line, 
 
 
 def test_config_values_of_the_right_type_still_work(tmp_path) -> None:
-    from jobs.cli import _apply_config, build_parser
+    from jobs.cli import build_parser
 
     config = tmp_path / "c.yaml"
     config.write_text("steps: 3\nguidance_scale: 5\nreverse: true\nvideos_per_call: 2\nprompt: [a, b]\n")
-    parser = build_parser("run")
     argv = ["--manifest", "m.csv", "--output", "o", "--config", str(config)]
-    _apply_config(parser, argv)
-    args = parser.parse_args(argv)
+    args = build_parser("run").parse_args(argv)
     assert (args.steps, args.guidance_scale, args.reverse, args.videos_per_call) == (3, 5.0, True, "2")
     assert args.prompt == ["a", "b"] and isinstance(args.guidance_scale, float)
 

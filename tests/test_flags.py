@@ -1,17 +1,19 @@
 """Flags made from the option dataclasses (pipeline/options.py, jobs/_flags.py): one source for each
-default, type and list of choices, and the record of every flag that `--config` checks against."""
+default, type and list of choices, one checker per flag, and the record of every flag a parser has."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 
 import pytest
 
 from jobs import _common
-from jobs._flags import Parser, add_options, option_values
+from jobs._flags import BadValue, Kind, Parser, add_options, option_values, pairs
 from jobs.cli import build_parser
 from pipeline.dataset.storage import StorageOptions
+from pipeline.errors import InputError
 from pipeline.method.config import INJECTIONS, SCHEDULES, EditConfig
 from pipeline.options import flag_of, option
 from pipeline.stages.options import RunOptions
@@ -44,9 +46,10 @@ def test_edit_flags_land_in_the_config() -> None:
 def test_choices_come_from_the_method(flag: str, value: str) -> None:
     parser = build_parser("run")
     assert parser.flags[flag[2:]].action.choices == (INJECTIONS if flag == "--injection" else SCHEDULES)
-    with pytest.raises(SystemExit) as exit_:
+    with pytest.raises(
+        InputError, match=re.escape(f"argument {flag}: must be one of ") + f".*, got {re.escape(repr(value))}"
+    ):
         parser.parse_args([*RUN, flag, value])
-    assert exit_.value.code == 2
 
 
 def test_ablate_leaves_out_the_switches_it_varies() -> None:
@@ -79,7 +82,8 @@ def test_the_parser_records_each_flag_as_added() -> None:
     flags = build_parser("run").flags
     assert flags["storage_option"].appends and flags["prompt"].appends and not flags["steps"].appends
     assert flags["reverse"].switch and flags["progress"].switch and not flags["prefetch"].switch
-    assert flags["steps"].action.type is int and flags["negative_prompt"].action.type is None
+    assert flags["steps"].action.type.name == "int" and flags["negative_prompt"].action.type.name == "str"
+    assert flags["guidance_scale"].action.type.name == "float" and flags["reverse"].action.type.name == "bool"
     assert flags["manifest"].action.required
     assert list(flags)[:2] == ["help", "manifest"]  # in the order they were added
 
@@ -100,6 +104,30 @@ def test_add_options_reads_the_fields() -> None:
     args = parser.parse_args(["--count", "4", "--on", "--no-off"])
     assert option_values(_Options, args) == {"count": 4, "ratio": 0.5, "on": True, "off": False}
     assert "how many (default None)" in parser.format_help()
+
+
+@pytest.mark.parametrize(
+    ("kind", "good", "bad"),
+    [
+        (Kind("int"), [("3", 3), (3, 3), (None, None)], [2.5, "2.5", True, [1], "x"]),
+        (Kind("float"), [("0.5", 0.5), (2, 2.0), ("nan", None)], ["x", False, {"a": 1}]),
+        (Kind("str"), [("a", "a"), ("", "")], [123, 1.5, True, ["a"]]),
+        (Kind("str", counts=True), [("auto", "auto"), (2, "2")], [True, ["a"]]),
+        (Kind("bool"), [(True, True), (False, False)], ["no", "true", 1, 0]),
+        (Kind("str", choices=("a", "b")), [("a", "a")], ["c", 1]),
+        (Kind("str", repeats=True), [(["a", "b"], ["a", "b"]), ("a", "a")], [[1], {"k": "v"}]),
+        (pairs(), [({"k": {"n": 1}}, {"k": {"n": 1}}), (["k=v"], ["k=v"])], [[1], 5]),
+    ],
+    ids=["int", "float", "str", "count", "bool", "choices", "repeats", "pairs"],
+)
+def test_one_checker_takes_flag_text_and_yaml_values(kind: Kind, good: list, bad: list) -> None:
+    for value, out in good:
+        got = kind(value)
+        assert got == out or (out is None and got != got), (value, got)  # nan != nan
+        assert kind(got) == got or got != got  # what it returned passes again (jsonargparse re-checks)
+    for value in bad:
+        with pytest.raises(BadValue, match=r"must be .*got"):
+            kind(value)
 
 
 def test_a_switch_from_true_needs_its_flag_name() -> None:

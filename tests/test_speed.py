@@ -108,7 +108,7 @@ def test_flags_reach_the_options():
     args = build_parser("bench").parse_args(["--compile", "on", "--attention", "math"])
     assert _common.speed_options(args) == SpeedOptions(compile="on", attention="math")
     assert _common.speed_options(argparse.Namespace()) == SpeedOptions()  # a verb without the flags
-    with pytest.raises(SystemExit):
+    with pytest.raises(InputError, match="--channels-last"):  # a usage error: one line, exit 2
         build_parser("bench").parse_args(["--channels-last", "maybe"])
 
 
