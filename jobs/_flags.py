@@ -81,7 +81,8 @@ class Kind:
             if number and self.counts:
                 value = str(value)
             if not isinstance(value, str):
-                raise BadValue(f"must be text, got {type(value).__name__} {value!r}; quote it")
+                shown = type(value).__name__ + ("" if self.secret else f" {value!r}")  # no credential echoed
+                raise BadValue(f"must be text, got {shown}; quote it")
             out: Any = value
         else:
             kind, expected = (int, "a whole number") if self.name == "int" else (float, "a number")

@@ -180,6 +180,10 @@ def test_print_config_never_shows_storage_secrets(capsys, tmp_path, monkeypatch)
     monkeypatch.setenv("PIX2VIDEO_STORAGE_OPTION", f"token={SECRET}")
     assert SECRET not in _printed_config(capsys, ["run", *RUN])
     monkeypatch.delenv("PIX2VIDEO_STORAGE_OPTION")
+    number = tmp_path / "number.yaml"  # a value of the wrong type is refused without being shown
+    number.write_text("storage_option: [8675309123]\n")
+    err = _refused(capsys, ["run", *RUN, "--config", str(number)], "storage_option must be text, got int")
+    assert "8675309123" not in err
     # The printed file used as it is: refused in one line, before anything is read or written.
     printed = tmp_path / "printed.yaml"
     printed.write_text(text)
