@@ -73,8 +73,10 @@ class Kind:
         if value is None:  # an optional flag's default, or `null` in a config file
             return None
         if self.name == "bool":
+            if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+                return value.strip().lower() == "true"  # a variable's text: jsonargparse 4.40 passes it on
             if not isinstance(value, bool):
-                raise BadValue(f"must be true or false (unquoted), got {value!r}")
+                raise BadValue(f"must be true or false, got {value!r}")
             return value
         number = isinstance(value, int | float) and not isinstance(value, bool)
         if self.name == "str":
@@ -300,12 +302,15 @@ def _config_first(args: list[str]) -> list[str]:
 _KEY = re.compile(r'Parser key "([^"]+)":\s*')
 
 
+_REQUIRED = re.compile(r'Key "([^"]+)" is required but not included in config object')
 _BOOLEAN = re.compile(r"(argument \S+: )?Invalid boolean value for environment variable \S+: (.*)", re.S)
 
 
 def _one_line(message: str) -> str:
     """jsonargparse's message in one line, its `Parser key "steps": ...` as `steps ...`."""
-    message = _KEY.sub(lambda m: m.group(1) + " ", message.strip())
+    message = _KEY.sub(lambda m: m.group(1) + " ", message.strip().removeprefix("Validation failed: "))
+    if m := _REQUIRED.match(message):  # jsonargparse 4.40's wording
+        message = f"the following arguments are required: {m.group(1)}"
     if m := _BOOLEAN.match(message):
         message = f"must be true or false, got {m.group(2).strip()!r}"
     elif message.startswith("Unexpected config"):

@@ -84,7 +84,8 @@ def test_the_parser_records_each_flag_as_added() -> None:
     assert flags["reverse"].switch and flags["progress"].switch and not flags["prefetch"].switch
     assert flags["steps"].action.type.name == "int" and flags["negative_prompt"].action.type.name == "str"
     assert flags["guidance_scale"].action.type.name == "float" and flags["reverse"].action.type.name == "bool"
-    assert flags["manifest"].action.required
+    with pytest.raises(InputError, match="required: --manifest"):
+        build_parser("run").parse_args(["--output", "o"])
     assert list(flags)[:2] == ["help", "manifest"]  # in the order they were added
 
 
@@ -113,7 +114,7 @@ def test_add_options_reads_the_fields() -> None:
         (Kind("float"), [("0.5", 0.5), (2, 2.0), ("nan", None)], ["x", False, {"a": 1}]),
         (Kind("str"), [("a", "a"), ("", "")], [123, 1.5, True, ["a"]]),
         (Kind("str", counts=True), [("auto", "auto"), (2, "2")], [True, ["a"]]),
-        (Kind("bool"), [(True, True), (False, False)], ["no", "true", 1, 0]),
+        (Kind("bool"), [(True, True), (False, False), ("true", True), ("False", False)], ["no", "yes", 1, 0]),
         (Kind("str", choices=("a", "b")), [("a", "a")], ["c", 1]),
         (Kind("str", repeats=True), [(["a", "b"], ["a", "b"]), ("a", "a")], [[1], {"k": "v"}]),
         (pairs(), [({"k": {"n": 1}}, {"k": {"n": 1}}), (["k=v"], ["k=v"])], [[1], 5]),
