@@ -11,12 +11,14 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 from pipeline.errors import Failure, InputError, first_line
 
@@ -140,7 +142,7 @@ def connect(
     if address == "local":
         _loopback_only()
         watchdog = _start_reaper()
-        with _one_line("Ray could not start a local instance"):
+        with _one_line("Ray could not start a local instance"), _interrupts_held():
             ray.init(
                 address="local",
                 num_cpus=num_cpus,
@@ -154,10 +156,78 @@ def connect(
         _guard(watchdog)
         _LOCAL.append(ray.get_runtime_context().gcs_address)
         return True
-    with _one_line(f"could not connect to the Ray cluster at {address}"):
+    if _is_loopback(address):
+        _loopback_only()  # else Ray rewrites 127.0.0.1 to this machine's routable address
+    _check_reachable(address)
+    with _one_line(f"could not connect to the Ray cluster at {address}"), _interrupts_held():
         ray.init(address=address, runtime_env=runtime_env, logging_level=logging.WARNING)
     interrupt_on_sigterm()
     return False
+
+
+REACH_TIMEOUT_S = 30.0  # how long `connect` tries a HOST:PORT address before it says nothing is there
+
+
+def _host_port(address: str) -> tuple[str, int] | None:
+    """(host, port) of a `HOST:PORT` or `ray://HOST:PORT` address; None for `auto` and the like."""
+    parts = urlsplit(address if "://" in address else f"ray://{address}")
+    try:
+        port = parts.port
+    except ValueError:
+        return None
+    return (parts.hostname, port) if parts.hostname and port else None
+
+
+def _is_loopback(address: str) -> bool:
+    found = _host_port(address)
+    return found is not None and (found[0] in ("localhost", "::1") or found[0].startswith("127."))
+
+
+def _check_reachable(address: str) -> None:
+    """A HOST:PORT where nothing listens is one line within REACH_TIMEOUT_S: Ray itself retries such
+    an address for minutes, printing only its own warnings."""
+    found = _host_port(address)
+    if found is None:
+        return
+    deadline = time.monotonic() + REACH_TIMEOUT_S
+    while True:
+        try:
+            socket.create_connection(found, timeout=5.0).close()
+            return
+        except OSError as e:
+            reason = e.strerror or type(e).__name__
+        if time.monotonic() >= deadline:
+            raise Failure(
+                f"could not connect to the Ray cluster at {address}: nothing answers there ({reason}, for "
+                f"{REACH_TIMEOUT_S:g} s); check --address (the head's HOST:6379, or ray://HOST:10001)"
+            )
+        time.sleep(1.0)
+
+
+@contextlib.contextmanager
+def _interrupts_held() -> Iterator[None]:
+    """Ctrl-C and SIGTERM while `ray.init` runs are kept and raised as KeyboardInterrupt once it has
+    returned (and so stopped by `_one_line`). Raised inside it they were lost: a KeyboardInterrupt that
+    lands in a fork handler of the processes Ray starts is ignored (the run went on, exit 0), and Ray's
+    own SIGTERM handler, which it installs first thing, exits with status 15 and prints nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    previous = {
+        s: signal.signal(s, lambda signum, _frame: held.append(signum)) for s in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        yield
+    except SystemExit as e:
+        if e.code != signal.SIGTERM:  # not Ray's SIGTERM handler's sys.exit(signum)
+            raise
+        held.append(signal.SIGTERM)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if held:
+        raise KeyboardInterrupt
 
 
 @contextlib.contextmanager
@@ -173,13 +243,24 @@ def _one_line(what: str) -> Iterator[None]:
         ray.shutdown()
         raise
     except Exception as e:  # noqa: BLE001 - Ray raises RuntimeError, ConnectionError, plain Exception...
+        logs = _logs_of_this_start()  # before the shutdown forgets the node
         try:
             ray.shutdown()
         except Exception:  # noqa: BLE001 - best effort: it did not start
             log.debug("ray.shutdown after a failed start raised", exc_info=True)
-        raise Failure(
-            f"{what}: {type(e).__name__}: {first_line(e, 200)} (Ray's logs: /tmp/ray/session_latest/logs)"
-        ) from None
+        raise Failure(f"{what}: {type(e).__name__}: {first_line(e, 200)}{logs}") from None
+
+
+def _logs_of_this_start() -> str:
+    """Where the instance this driver tried to start logged, when it got that far: never
+    /tmp/ray/session_latest, which is whichever instance on the machine started last."""
+    import ray
+
+    node = getattr(ray._private.worker, "_global_node", None)
+    try:
+        return f" (Ray's logs: {os.path.join(node.get_session_dir_path(), 'logs')})" if node is not None else ""
+    except Exception:  # noqa: BLE001 - a half-made node may not know its folder
+        return ""
 
 
 def describe_cluster() -> str:

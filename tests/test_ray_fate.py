@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from procs import descendants, processes
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,37 +31,8 @@ DRIVER = textwrap.dedent(
 )
 
 
-def _processes() -> dict[int, tuple[int, str, str]]:
-    """pid -> (parent pid, start time, command line) of every process we can see."""
-    out = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-            cmd = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        out[int(entry)] = (int(fields[1]), fields[19], cmd.strip())
-    return out
-
-
-def _descendants(root: int) -> dict[int, tuple[str, str]]:
-    procs = _processes()
-    found: dict[int, tuple[str, str]] = {}
-    frontier = [root]
-    while frontier:
-        parent = frontier.pop()
-        for pid, (ppid, start, cmd) in procs.items():
-            if ppid == parent and pid not in found:
-                found[pid] = (start, cmd)
-                frontier.append(pid)
-    return found
-
-
 def _alive(pid: int, start: str) -> bool:
-    proc = _processes().get(pid)
+    proc = processes().get(pid)
     if proc is None or proc[1] != start:
         return False
     try:
@@ -86,13 +58,13 @@ def test_local_instance_dies_with_a_sigkilled_driver() -> None:
         # The raylet starts its agents in the background: wait until both are up.
         deadline = time.monotonic() + 60
         while True:
-            tree = _descendants(driver.pid)
+            tree = descendants(driver.pid)
             names = " ".join(cmd for _, cmd in tree.values())
             if "DashboardAgent" in names and "RuntimeEnvAgent" in names and "raylet" in names:
                 break
             assert time.monotonic() < deadline, f"agents never started: {names}"
             time.sleep(0.5)
-        tree = _descendants(driver.pid)
+        tree = descendants(driver.pid)
         # Not ours to check: the watchdog (its own session); every other descendant is the instance.
         instance = {pid: v for pid, v in tree.items() if "actors.cluster" not in v[1]}
         assert any("ray::" in cmd for _, cmd in instance.values())  # workers and agents included
