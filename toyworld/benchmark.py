@@ -112,7 +112,7 @@ def edit_variants(
     clip = task.clip
     video = editor.prepare(clip.frames, depth, video_id=f"toy-{clip.scene.seed}")
     base = config or EditConfig()
-    zT = editor.invert(video, task.source_prompt, base)
+    editor.invert(video, task.source_prompt, base)  # once: the variants below find it in the editor's cache
     rows = [_row("input video", clip.frames, task, scorer, reader)]
     for v in variants:
         if v.sdedit_strength is not None:

@@ -36,7 +36,6 @@ import torch
 from pipeline.errors import InputError
 from pipeline.models.names import ATTENTION_BACKENDS, SWITCHES
 
-
 # What `auto` means per device type. CPU: measured on against off side by side on the project's 2-core
 # machine (BENCHMARKS.md, "Speed options"): channels-last gains nothing there, PyTorch's own attention
 # choice (its CPU flash kernel) beats math, and compiling pays per frame but costs minutes per batch
