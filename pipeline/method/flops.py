@@ -17,9 +17,9 @@ from typing import Any
 
 import torch
 
+from .cache_schedule import CacheSchedule
 from .injection import FeatureStore, InjectionPlan
 from .step_cache import StepCache
-from .cache_schedule import CacheSchedule
 
 Kind = tuple[bool, int]  # (cached step, recorded frames attended to)
 
