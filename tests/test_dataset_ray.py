@@ -22,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from runs import tiny_options
 
 from actors.runner import RunOptions, run_dataset
 from jobs.cli import main as cli
@@ -78,17 +79,7 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _options(output: Path | str, **kw: object) -> RunOptions:
-    from pipeline.method.editor import EditConfig
-
-    return RunOptions(
-        output=str(output),
-        model="tiny",
-        caption_model="tiny",
-        config=EditConfig(steps=2),
-        size=(64, 64),
-        progress=False,
-        **kw,
-    )
+    return tiny_options(output, **kw)
 
 
 def _stable(table: pa.Table) -> list[dict]:

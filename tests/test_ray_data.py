@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from runs import tiny_options
 
 from actors.runner import run_dataset
 from pipeline.dataset.manifest import load_manifest
 from pipeline.dataset.storage import StorageOptions
-from pipeline.method.config import EditConfig
 from pipeline.stages.options import RunOptions
 
 # Columns that are the same whoever edits (timings, attempts and the call's grouping are not).
@@ -34,15 +34,7 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _options(output: Path) -> RunOptions:
-    return RunOptions(
-        output=str(output),
-        model="tiny",
-        caption_model="tiny",
-        config=EditConfig(steps=2),
-        size=(64, 64),
-        progress=False,
-        videos_per_call=1,
-    )
+    return tiny_options(output, videos_per_call=1)
 
 
 def test_ray_data_pipeline_writes_what_run_writes(ray_cluster: str, clips: Path, tmp_path: Path) -> None:

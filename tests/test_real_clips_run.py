@@ -12,6 +12,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
+from runs import tiny_options
 
 from actors.runner import RunOptions, run_dataset
 from pipeline.dataset.manifest import load_manifest
@@ -47,14 +48,7 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _options(out: Path) -> RunOptions:
     from pipeline.method.editor import EditConfig
 
-    return RunOptions(
-        output=str(out),
-        model="tiny",
-        caption_model="tiny",
-        config=EditConfig(steps=2, anchor_refresh=2),
-        size=(64, 64),
-        progress=False,
-    )
+    return tiny_options(out, config=EditConfig(steps=2, anchor_refresh=2))
 
 
 def test_shots_and_masks_through_run(ray_cluster: str, clips: Path, tmp_path: Path) -> None:
