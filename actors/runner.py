@@ -78,7 +78,7 @@ class RunSummary:
 class _Progress:
     """videos done / failed / total, frames per second, ETA: a tqdm bar on stderr."""
 
-    def __init__(self, total: int, enabled: bool) -> None:
+    def __init__(self, total: int, enabled: bool, desc: str = "editing") -> None:
         # In a log file (a submitted job) a redraw every few seconds is plenty.
         every = 0.1 if sys.stderr.isatty() else 5.0
         self.bar = tqdm(
@@ -87,7 +87,7 @@ class _Progress:
             disable=not enabled,
             file=sys.stderr,
             dynamic_ncols=True,
-            desc="editing",
+            desc=desc,
             smoothing=0.1,
             mininterval=every,
         )
@@ -171,7 +171,7 @@ def _run_locked(manifest: Manifest, opts: RunOptions, connect: Callable[[], obje
                 stale,
                 opts.output,
             )
-    done = {k: v for k, v in done.items() if k in {u.key for u in manifest.units}}
+    done = resume.of_units(done, manifest.units)  # markers of other manifests' units are not this run's
     todo = resume.pending(manifest.units, done)
     jobs = manifest.videos(todo)
     log.info(
@@ -239,7 +239,7 @@ def _write_partial_table(manifest: Manifest, opts: RunOptions, settings: str) ->
     same command finishes the rest."""
     try:
         done, _ = resume.done_rows(opts.output, settings, opts.storage)
-        done = {k: v for k, v in done.items() if k in {u.key for u in manifest.units}}
+        done = resume.of_units(done, manifest.units)
         rows = keep_scores(done, previous_scores(opts.output, opts.storage))
         write_table(build_table(manifest, rows), storage.join(opts.output, RESULTS), opts.storage)
         log.info(
@@ -331,8 +331,7 @@ def _precompute_locked(
     )
     # Two tasks per CPU they fit on: enough queued that no CPU waits for the driver.
     limit = max(2, int(ray.cluster_resources().get("CPU", 2) / max(opts.precompute_cpus, 0.01)) * 2)
-    progress = _Progress(len(jobs), opts.progress)
-    progress.bar.set_description("precompute")
+    progress = _Progress(len(jobs), opts.progress, desc="precompute")  # named at once: no "editing" bar drawn
     try:
         metas = stage.stream(jobs, limit, on_done=lambda _job, _meta: progress.bar.update(1))
     finally:

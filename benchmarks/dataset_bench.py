@@ -135,6 +135,295 @@ def _stage_totals(out: Path) -> dict[str, float]:
     return {c: round(sum(t.column(c).to_pylist()), 3) for c in t.column_names if c.startswith("seconds_")}
 
 
+# -- driver scale (issue 24, item 4): no Ray started, no video decoded --------------------------------
+
+SCALE_PROMPT = "a watercolor painting"
+
+
+def _rss_mb() -> tuple[float, float]:
+    """(current, peak) resident set of this process, in MB."""
+    import resource
+
+    with open("/proc/self/statm") as f:
+        current = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    return round(current, 1), round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def _scale_options(output: str, storage_opts: object = None):  # noqa: ANN202 - RunOptions, imported late
+    from pipeline.dataset.storage import StorageOptions
+    from pipeline.method.config import EditConfig
+    from pipeline.stages.options import RunOptions
+
+    return RunOptions(
+        output=output,
+        model="tiny",
+        caption_model="tiny",
+        config=EditConfig(),
+        progress=False,
+        storage=storage_opts or StorageOptions(),
+        shots="off",
+    )
+
+
+def _marker_blob(key: str, i: int, output: str, settings: str) -> bytes:
+    """A finished unit's marker as the editor writes it (its results row, the settings, the run)."""
+    from pipeline.dataset import resume
+    from pipeline.dataset.tables import ResultRow
+
+    row = ResultRow(
+        id=f"clip-{i:07d}",
+        video=f"clips/clip-{i:07d}.mp4",
+        prompt=SCALE_PROMPT,
+        source_prompt="a toy scene",
+        status="ok",
+        output=resume.output_url(output, key),
+        num_frames=16,
+        fps=8.0,
+        width=64,
+        height=64,
+        shots=[0],
+        shot_source_prompts=["a toy scene"],
+        shot_prompts=[SCALE_PROMPT],
+        anchor_refresh=0,
+        attempts=1,
+        group_size=1,
+        seconds_edit=1.5,
+    ).as_dict()
+    row.pop("key")
+    return json.dumps({**row, "settings": settings, "run": "0" * 32}, sort_keys=True).encode()
+
+
+def scale_setup(folder: Path, units: int) -> None:
+    """A manifest of `units` rows (one prompt each, one label column) and, for every other unit, its
+    marker and an (empty) mp4, as a half-finished run leaves them. Not timed."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipeline.dataset import resume
+    from pipeline.dataset.manifest import unit_key
+
+    folder.mkdir(parents=True, exist_ok=True)
+    ids = [f"clip-{i:07d}" for i in range(units)]
+    table = pa.table(
+        {
+            "id": ids,
+            "video": [f"clips/{i}.mp4" for i in ids],
+            "prompt": [SCALE_PROMPT] * units,
+            "label": [i % 7 for i in range(units)],
+        }
+    )
+    pq.write_table(table, folder / "manifest.parquet")
+    out = folder / "out"
+    (out / resume.MARKERS).mkdir(parents=True, exist_ok=True)
+    (out / resume.VIDEOS).mkdir(parents=True, exist_ok=True)
+    settings = _scale_options(str(out)).fingerprint()
+    for i in range(0, units, 2):
+        key = unit_key(ids[i], SCALE_PROMPT)
+        (out / resume.MARKERS / f"{key}.json").write_bytes(_marker_blob(key, i, str(out), settings))
+        (out / resume.VIDEOS / f"{key}.mp4").touch()
+
+
+class _Phases:
+    """Seconds and peak RSS after each wrapped driver step (wrapped where actors.runner calls it)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self.rss: dict[str, float] = {}
+
+    def wrap(self, name: str, fn):  # noqa: ANN001, ANN202
+        def timed(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - t0, 3)
+                self.rss[name] = _rss_mb()[1]
+
+        return timed
+
+
+def scale_measure(manifest_url: str, output: str, storage_opts: object = None) -> dict[str, object]:
+    """Load, plan, scan and write the table of a half-finished run, through actors.runner's own driver
+    path with the Ray part (`_drive`) replaced by editors that fail every pending unit at once: what
+    is left is driver time. In a fresh process, so the peak RSS is this run's."""
+    import actors.runner as runner
+    from actors.dispatch import Outcome
+    from pipeline.dataset import resume
+    from pipeline.dataset.manifest import load_manifest
+    from pipeline.stages.edit import failed_row
+
+    opts = _scale_options(output, storage_opts)
+    figures: dict[str, object] = {"rss_after_imports_mb": _rss_mb()[0]}
+    phases = _Phases()
+    t0 = time.perf_counter()
+    manifest = load_manifest(manifest_url, opts.storage, output=output)
+    phases.seconds["load_manifest"] = round(time.perf_counter() - t0, 3)
+    phases.rss["load_manifest"] = _rss_mb()[1]
+    fake = {"seconds": 0.0}
+
+    def drive(jobs, _opts, _token):  # noqa: ANN001, ANN202 - the editors, as fast as they can fail
+        t = time.perf_counter()
+        rows = {u.key: failed_row(u, None, "benchmark: not edited") for job in jobs for u in job.units}
+        fake["seconds"] = time.perf_counter() - t
+        return Outcome(rows=rows)
+
+    patches = {
+        "_drive": drive,
+        "build_table": phases.wrap("build_table", runner.build_table),
+        "write_table": phases.wrap("write_table", runner.write_table),
+        "previous_scores": phases.wrap("previous_scores", runner.previous_scores),
+        "alive_nodes": lambda: 1,  # no Ray to ask: one node
+    }
+    saved = {name: getattr(runner, name) for name in patches}
+    saved_resume = {n: getattr(resume, n) for n in ("done_rows",)}
+    saved_temps = runner.storage.remove_stale_temporaries
+    try:
+        for name, fn in patches.items():
+            setattr(runner, name, fn)
+        resume.done_rows = phases.wrap("scan_done", resume.done_rows)
+        runner.storage.remove_stale_temporaries = phases.wrap("stale_temporaries", saved_temps)
+        t0 = time.perf_counter()
+        summary = runner.run_dataset(manifest, opts)
+        total = time.perf_counter() - t0 - fake["seconds"]
+    finally:
+        for name, fn in saved.items():
+            setattr(runner, name, fn)
+        for name, fn in saved_resume.items():
+            setattr(resume, name, fn)
+        runner.storage.remove_stale_temporaries = saved_temps
+    named = sum(v for k, v in phases.seconds.items() if k != "load_manifest")
+    phases.seconds["plan"] = round(total - named, 3)  # pending units, grouping, summary: the rest
+    driver = phases.seconds["load_manifest"] + total
+    units = len(manifest.units)
+    figures.update(
+        units=units,
+        done_before=summary.skipped,
+        table_rows=summary.ok + summary.failed,
+        seconds=phases.seconds,
+        peak_rss_mb_after=phases.rss,
+        driver_seconds=round(driver, 3),
+        ms_per_unit=round(1000 * driver / units, 4),
+        fake_editor_seconds=round(fake["seconds"], 3),
+        peak_rss_mb=_rss_mb()[1],
+    )
+    return figures
+
+
+def _moto_serve(port: int, bucket: str, units: int, settings: str, ready: str) -> None:
+    """A moto S3 server on 127.0.0.1 (its own process: its CPU is not the driver's) holding a
+    half-finished run's markers and mp4s, put straight into moto's store (not timed)."""
+    from moto.server import ThreadedMotoServer
+
+    from pipeline.dataset import resume
+    from pipeline.dataset.manifest import unit_key
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    import boto3
+
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=f"http://127.0.0.1:{port}",
+        aws_access_key_id="x",
+        aws_secret_access_key="x",
+        region_name="us-east-1",
+    )
+    s3.create_bucket(Bucket=bucket)
+    from moto.s3.models import s3_backends
+
+    backend = next(iter(s3_backends.values()))["global"]
+    out = f"s3://{bucket}/out"
+    for i in range(0, units, 2):
+        key = unit_key(f"clip-{i:07d}", SCALE_PROMPT)
+        backend.put_object(bucket, f"out/{resume.MARKERS}/{key}.json", _marker_blob(key, i, out, settings))
+        backend.put_object(bucket, f"out/{resume.VIDEOS}/{key}.mp4", b"")
+    Path(ready).write_text("ready")
+    while True:
+        time.sleep(3600)
+
+
+def scale_s3(folder: Path, units: int) -> dict[str, object]:
+    """`scale_measure` with the output on a moto S3 server (the manifest stays on local disk)."""
+    import socket
+
+    from pipeline.dataset.storage import parse_storage_options
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ready = folder / "moto-ready"
+    ready.unlink(missing_ok=True)
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x", "AWS_DEFAULT_REGION": "us-east-1"}
+    settings = _scale_options("s3://scale/out").fingerprint()
+    code = (
+        f"import sys; sys.path.insert(0, {str(ROOT)!r}); sys.path.insert(0, {str(ROOT / 'benchmarks')!r});"
+        f"import dataset_bench as b; b._moto_serve({port}, 'scale', {units}, {settings!r}, {str(ready)!r})"
+    )
+    server = subprocess.Popen([sys.executable, "-c", code], env=env)
+    try:
+        t0 = time.perf_counter()
+        while not ready.exists():
+            if server.poll() is not None:
+                sys.exit("the moto server stopped")
+            time.sleep(0.5)
+        setup = time.perf_counter() - t0
+        os.environ.update(AWS_ACCESS_KEY_ID="x", AWS_SECRET_ACCESS_KEY="x", AWS_DEFAULT_REGION="us-east-1")
+        opts = parse_storage_options(endpoint_url=f"http://127.0.0.1:{port}")
+        figures = scale_measure(str(folder / "manifest.parquet"), "s3://scale/out", opts)
+        figures["moto_setup_seconds"] = round(setup, 1)
+        return figures
+    finally:
+        server.terminate()
+        server.wait()
+
+
+def scale_main(sizes: list[int], work: Path, out: Path, s3: list[int]) -> None:
+    """Each size in two fresh processes (setup, then measure), one after the other; one JSON line per
+    measurement appended to `out` as it is made, so a stopped run keeps its figures."""
+    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {platform.system()}"
+    env = _env(threads=1)
+    jobs = [(n, "local") for n in sizes] + [(n, "s3") for n in s3]
+    for n, where in jobs:
+        folder = work / f"scale-{n}"
+        if not (folder / "manifest.parquet").exists():
+            t0 = time.perf_counter()
+            subprocess.run(
+                [sys.executable, __file__, "--scale-child", "setup", str(n), str(folder)], env=env, check=True
+            )
+            print(f"setup {n}: {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+        proc = subprocess.run(
+            [sys.executable, __file__, "--scale-child", where, str(n), str(folder)],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        if proc.returncode != 0:
+            sys.exit(f"{where} {n} failed:\n{proc.stderr[-3000:]}")
+        figures = {"machine": machine, "output": where, **json.loads(proc.stdout.strip().splitlines()[-1])}
+        with out.open("a") as f:
+            f.write(json.dumps(figures) + "\n")
+        print(json.dumps(figures), flush=True)
+
+
+def scale_child(what: str, units: int, folder: Path) -> None:
+    import logging
+
+    import torch
+
+    torch.set_num_threads(1)
+    logging.basicConfig(level=logging.WARNING)
+    if what == "setup":
+        scale_setup(folder, units)
+        return
+    if what == "s3":
+        figures = scale_s3(folder, units)
+    else:
+        out = folder / "out"
+        (out / "results.parquet").unlink(missing_ok=True)  # each measurement starts from the same state
+        figures = scale_measure(str(folder / "manifest.parquet"), str(out))
+    print(json.dumps(figures))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--videos", type=int, default=8)
@@ -144,7 +433,19 @@ def main() -> None:
     p.add_argument("--k", type=int, default=4, help="prompts for figure 3")
     p.add_argument("--baseline", nargs=2, metavar=("MANIFEST", "OUTPUT"), help=argparse.SUPPRESS)
     p.add_argument("--threads", type=int, default=1, help="torch threads of the one-process baseline")
+    p.add_argument("--scale", nargs="*", type=int, metavar="UNITS", help="driver scale: manifests of these sizes")
+    p.add_argument("--scale-s3", nargs="*", type=int, default=[], metavar="UNITS", help="the same, output on moto S3")
+    p.add_argument("--work", type=Path, help="where --scale builds its manifests and outputs")
+    p.add_argument("--results", type=Path, default=Path("scale.jsonl"), help="--scale's JSON lines")
+    p.add_argument("--scale-child", nargs=3, metavar=("WHAT", "UNITS", "FOLDER"), help=argparse.SUPPRESS)
     a = p.parse_args()
+    if a.scale_child:
+        scale_child(a.scale_child[0], int(a.scale_child[1]), Path(a.scale_child[2]))
+        return
+    if a.scale is not None or a.scale_s3:
+        work = a.work or Path(tempfile.mkdtemp(prefix="pix2video-scale-"))
+        scale_main(a.scale or [], work, a.results, a.scale_s3)
+        return
     if a.baseline:
         baseline(a.baseline[0], a.baseline[1], a.size, a.steps, a.threads)
         return

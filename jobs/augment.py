@@ -26,7 +26,7 @@ from jobs import _common, _format, _metrics
 from pipeline.dataset import shards, storage
 from pipeline.dataset import stats as run_stats
 from pipeline.dataset.datasets import augment_manifest, augmented_table
-from pipeline.dataset.manifest import load_manifest
+from pipeline.dataset.manifest import check_text, load_manifest
 from pipeline.dataset.tables import AUGMENTED, FILTERED, RESULTS, write_table
 from pipeline.errors import InputError
 
@@ -69,7 +69,10 @@ def read_templates(prompts: list[str], prompts_file: str | None) -> list[str]:
         path = Path(prompts_file)
         if not path.is_file():
             raise InputError(f"--prompts {prompts_file!r}: no such file")
-        text = path.read_text(encoding="utf-8")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise InputError(f"--prompts {prompts_file!r}: not UTF-8 text (byte {e.start}); save it as UTF-8") from None
         if path.suffix.lower() in (".json", ".yaml", ".yml"):
             import yaml  # YAML is a superset of JSON
 
@@ -83,6 +86,8 @@ def read_templates(prompts: list[str], prompts_file: str | None) -> list[str]:
         else:
             out += [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
     out = list(dict.fromkeys(out))
+    for template in out:  # a lone surrogate (a JSON "\ud800", argv bytes that are not UTF-8): one line
+        check_text(template, f"--prompts {prompts_file!r}" if prompts_file else "--prompt")
     if not out:
         raise InputError("no prompt templates: give --prompt TEXT (repeatable) or --prompts FILE")
     return out

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -24,7 +25,8 @@ from tqdm import tqdm
 
 from jobs import _common, _metrics
 from jobs._input import complete_input, read_input
-from pipeline.errors import InputError
+from pipeline.dataset.manifest import check_text
+from pipeline.errors import Failure, InputError, first_line
 from pipeline.io.formats import WRITABLE_VIDEO_EXTENSIONS
 from pipeline.io.shots import check_shots, detect_shots, parse_shots_flag
 
@@ -69,6 +71,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if not args.prompt.strip():
         raise InputError("--prompt is empty: say what the video should become")
+    check_text(args.prompt, "--prompt")  # argv bytes that are not UTF-8: one line, not the tokenizer's traceback
+    if args.source_prompt:
+        check_text(args.source_prompt, "--source-prompt")
+    paths = (("input", args.input), ("--output", args.output), ("--depth", args.depth), ("--mask", args.mask))
+    for flag, path in paths:
+        if path and "://" not in path and os.path.islink(path) and not os.path.exists(path):
+            raise InputError(f"{flag} {path}: is a link that leads nowhere (or to itself); give the file itself")
     config = _common.edit_config(args)
     # Every value and the output location before the video is read or a model loaded: a bad
     # output must not cost the whole edit, and must never overwrite the input or the user's files.
@@ -106,7 +115,13 @@ def run(args: argparse.Namespace) -> int:
     progress = _progress(n, enabled=args.progress)
     ((latents,),) = stage.edit([(clip, [[args.prompt] * len(data.shots)])], config, lambda *_: progress.update())
     progress.close()
-    out = write_output(args.output, stage.decode(clip, latents, config), data.fps, data.names)
+    try:
+        out = write_output(args.output, stage.decode(clip, latents, config), data.fps, data.names)
+    except OSError as e:  # disk full, a file size limit: written under a temporary name, so nothing was replaced
+        raise Failure(
+            f"{args.output}: could not be written ({e.strerror or first_line(e, 120)}); "
+            "an earlier output there is unchanged"
+        ) from None
     elapsed = time.perf_counter() - started
     print(f"wrote {out} ({n} frames, {width}x{height}, {elapsed:.1f} s)")
     if scorer is not None:

@@ -7,8 +7,11 @@ cluster runs this checkout's code), and the entrypoint is `python -m jobs.<verb>
 the job connects to the cluster through $RAY_ADDRESS. The dashboard address is usually reached
 through an SSH tunnel or `ray dashboard cluster.yaml` (the cluster does not expose it publicly).
 
-Credentials are refused on the forwarded command line (the entrypoint is shown in the dashboard and
-stored by Ray): let the nodes use their own credentials (instance profile, environment), or put
+Credentials are refused, in one line and before any cluster is contacted, wherever Ray would store
+them: on the forwarded command line (the entrypoint is shown in the dashboard and kept in the job's
+record) as a secret --storage-option, a URL's `user:password@` or a signed query (`?X-Amz-Signature=`,
+`?token=`), and in --env (the job's runtime_env is kept too) as a variable named like a secret or
+holding such a URL. Let the nodes use their own credentials (instance profile, environment), or put
 them in a --config file.
 """
 
@@ -22,7 +25,7 @@ import shlex
 import sys
 
 from jobs import _common
-from pipeline.dataset.storage import SECRET_NAME
+from pipeline.dataset.storage import SECRET_NAME, redact
 from pipeline.errors import InputError, first_line
 
 log = logging.getLogger(__name__)
@@ -84,19 +87,36 @@ def entrypoint(command: list[str]) -> str:
         if arg == "--storage-option" and i + 1 < len(command):
             value = command[i + 1]
         if value and SECRET_NAME.search(value.split("=", 1)[0]):
-            raise InputError(
-                "credentials on a submitted command line end up in the job's record and the dashboard; "
-                "let the cluster nodes use their own credentials or pass them in a --config file"
-            )
+            raise InputError(_REFUSED.format(what=f"a secret storage option ({value.split('=', 1)[0]})"))
+        if redact(arg) != arg:  # a URL's user:password@ or signed query, or a secret of the environment
+            raise InputError(_REFUSED.format(what=f"argument {i + 1} holds credentials ({_shown(arg)})"))
     return shlex.join(["python", "-m", f"jobs.{command[0]}", *command[1:]])
 
 
+_REFUSED = (
+    "{what}: credentials on a submitted command line end up in the job's record and the dashboard; "
+    "let the cluster nodes use their own credentials, give the URL without them, or pass them in a --config file"
+)
+
+
+def _shown(text: str) -> str:
+    """`text` as an error may show it: its secrets replaced, cut short."""
+    shown = redact(text)
+    return shown if len(shown) <= 80 else shown[:77] + "..."
+
+
 def runtime_env(args: argparse.Namespace) -> dict:
+    """The job's runtime_env (kept by Ray, shown in the dashboard): refuses a --env that is a secret."""
     env_vars = {}
     for pair in args.env:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise InputError(f"--env {pair!r}: write KEY=VALUE")
+            raise InputError(f"--env {redact(pair)!r}: write KEY=VALUE")
+        if SECRET_NAME.search(key) or redact(value) != value:
+            raise InputError(
+                f"--env {key}: a secret in the job's runtime_env ends up in the job's record and the dashboard; "
+                "let the cluster nodes use their own credentials (instance profile, their environment)"
+            )
         env_vars[key] = value
     env: dict = {"working_dir": os.path.abspath(args.working_dir), "excludes": EXCLUDES}
     if env_vars:
@@ -107,19 +127,21 @@ def runtime_env(args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    # Ray here, not at the top: `pix2video submit --help` and a usage error do not wait for it.
-    from ray.job_submission import JobStatus, JobSubmissionClient
-
+    # Everything that can be refused, before the cluster is contacted.
+    cmd = entrypoint(args.command)
+    env = runtime_env(args)
     if not args.address:
         raise InputError("give --address http://HEAD:8265 (the Ray dashboard of the cluster)")
     if not os.path.isdir(args.working_dir):
         raise InputError(f"--working-dir {args.working_dir!r}: no such folder")
-    cmd = entrypoint(args.command)
+    # Ray here, not at the top: `pix2video submit --help` and a usage error do not wait for it.
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
     try:
         client = JobSubmissionClient(args.address)
     except (ConnectionError, RuntimeError, ValueError) as e:
         raise InputError(f"cannot reach the Ray dashboard at {args.address}: {first_line(e)}") from None
-    job_id = client.submit_job(entrypoint=cmd, runtime_env=runtime_env(args), submission_id=args.submission_id)
+    job_id = client.submit_job(entrypoint=cmd, runtime_env=env, submission_id=args.submission_id)
     print(f"submitted {job_id}: {cmd}", flush=True)
     if not args.wait:
         print(f"follow it with: ray job logs --follow {job_id} --address {args.address}")

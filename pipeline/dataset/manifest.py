@@ -17,6 +17,8 @@ import hashlib
 import io
 import json
 import logging
+import math
+import os
 import posixpath
 import re
 from dataclasses import dataclass, field
@@ -27,7 +29,7 @@ import pyarrow as pa
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
-from pipeline.errors import InputError
+from pipeline.errors import Failure, InputError, first_line
 from pipeline.io.formats import VIDEO_EXTENSIONS as _VIDEO_EXTENSIONS
 from pipeline.io.shots import check_shots
 
@@ -43,6 +45,9 @@ TABLE_FORMATS |= {".jsonl": "json", ".ndjson": "json", ".json": "json"}
 RESERVED = ("video", "prompt", "id", "source_prompt", "shots", "mask")
 
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
+# Names Windows keeps for devices, in any case and with any extension (`con`, `Aux.v2`): a folder or
+# file of that name cannot be made there, so such a name gets a hash like any other changed text.
+_DEVICE_NAMES = frozenset(["con", "prn", "aux", "nul", *(f"{p}{n}" for p in ("com", "lpt") for n in range(1, 10))])
 _UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -60,8 +65,11 @@ def slug(text: str, max_len: int = 40) -> str:
 def safe_name(text: str) -> str:
     """A file name for `text` that cannot escape its folder and that no other text shares, even on a
     case-insensitive file system (macOS, Windows): itself when already safe and lower-case, else a
-    lower-case slug of it plus a hash of the original (`CON` -> `con-<hash>`, while `con` stays `con`)."""
-    if _SAFE.match(text) and ".." not in text and text == text.lower():
+    lower-case slug of it plus a hash of the original (`Clip` -> `clip-<hash>`, while `clip` stays `clip`).
+    A name Windows reserves for a device (`con`, `nul.v2`, `LPT1`) or one ending in a dot (Windows drops
+    it) gets the hash too."""
+    reserved = text.split(".", 1)[0].lower() in _DEVICE_NAMES or text.endswith(".")
+    if _SAFE.match(text) and ".." not in text and text == text.lower() and not reserved:
         return text
     return f"{slug(text) or 'x'}-{short_hash(text)}"
 
@@ -98,7 +106,7 @@ def edit_inputs(shots: tuple[int, ...] | None, mask: str | None) -> str:
     return "".join(f"\x00{p}" for p in parts)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: a million units in the driver, ~100 bytes less each
 class Unit:
     """One (video, prompt): one output, one marker, one results row."""
 
@@ -147,8 +155,19 @@ class Manifest:
         return self.carried.take(pa.array(rows, type=pa.int64())) if self.carried.num_columns else self.carried
 
 
+def url_path(url: str) -> str:
+    """The path part of `url`, without its query or fragment (`?token=...`, `?versionId=...`): what its
+    file name and extension are read from. A local path is itself (a `?` there is part of the name)."""
+    if "://" not in url:
+        return url
+    try:
+        return urlsplit(url).path
+    except ValueError:  # e.g. an unbalanced [ in the host
+        return url.split("?", 1)[0].split("#", 1)[0]
+
+
 def _table_format(url: str) -> tuple[str, str | None]:
-    low = url.lower()
+    low = url_path(url).lower().rstrip("/")
     compression = None
     for ext in (".gz", ".bz2", ".zst", ".xz"):
         if low.endswith(ext):
@@ -159,14 +178,58 @@ def _table_format(url: str) -> tuple[str, str | None]:
     raise InputError(f"manifest {url}: unknown table format; use .parquet, .csv or .jsonl (or a folder of videos)")
 
 
+def _chain(e: BaseException) -> list[BaseException]:
+    """`e` and the exceptions it was raised from or during (fsspec wraps the one that says why)."""
+    out: list[BaseException] = []
+    while e is not None and e not in out and len(out) < 10:
+        out.append(e)
+        e = e.__cause__ or e.__context__
+    return out
+
+
+_UNKNOWN_OPTION = re.compile(r"unexpected keyword argument '([^']+)'")
+
+
+def storage_error(e: BaseException, what: str) -> InputError | Failure | None:
+    """One line for a storage call that failed for a reason the user can act on, or None (then the
+    caller says what it says for its own kind of error): a storage option the filesystem does not take
+    (a mistyped --storage-option, exit 2) and an endpoint or host that cannot be reached (exit 1).
+    `what` names the input, e.g. "manifest s3://b/m.csv"."""
+    chain = _chain(e)
+    for c in chain:
+        m = _UNKNOWN_OPTION.search(str(c)) if isinstance(c, TypeError) else None
+        if m:
+            return InputError(
+                f"{what}: storage option {m.group(1)!r} is not one this filesystem takes; "
+                "check --storage-option (see the fsspec docs of the protocol for its options)"
+            )
+    for c in chain:
+        name = type(c).__name__
+        # botocore's EndpointConnectionError, aiohttp's ClientConnectorError, ConnectionRefusedError, ...
+        if isinstance(c, ConnectionError) or ("Connect" in name and "Error" in name) or name == "ConnectTimeoutError":
+            return Failure(
+                f"{what}: cannot connect ({first_line(c, 160)}); check the URL, --endpoint-url and the network"
+            )
+    return None
+
+
 def _read_table(url: str, opts: StorageOptions) -> pa.Table:
     fmt, compression = _table_format(url)
     fs, path = storage.filesystem(url, opts)
     try:
         with fs.open(path, "rb", compression="infer" if compression else None) as f:
             data = f.read()
-    except FileNotFoundError:
-        raise InputError(f"manifest {url}: no such file; check the URL") from None
+    except Exception as e:
+        found = storage_error(e, f"manifest {url}")
+        if found is not None:
+            raise found from None
+        if isinstance(e, IsADirectoryError):
+            raise InputError(f"manifest {url}: is a folder named like a table; give the table's file") from None
+        if isinstance(e, FileNotFoundError):
+            raise InputError(f"manifest {url}: no such file; check the URL") from None
+        if isinstance(e, OSError):  # no permission, a loop of links, ...
+            raise InputError(f"manifest {url}: cannot be read ({e.strerror or first_line(e, 120)})") from None
+        raise
     try:
         if fmt == "parquet":
             return pq.read_table(io.BytesIO(data))
@@ -334,14 +397,14 @@ def _prompts_of(value: Any, where: str) -> list[str]:
                     f'that starts with "[" as a one-item list'
                 ) from None
         else:
-            return [value] if text else []
+            return [check_text(value, f"{where}: column 'prompt'")] if text else []
     if isinstance(value, list | tuple):
         out = []
         for p in value:
             if not isinstance(p, str):
                 raise InputError(f"{where}: column 'prompt' holds a list with {type(p).__name__} {p!r}; use strings")
             if p.strip():
-                out.append(p)
+                out.append(check_text(p, f"{where}: column 'prompt'"))
         return out
     raise InputError(
         f"{where}: column 'prompt' must hold a string or a list of strings, got {type(value).__name__} {value!r:.60}"
@@ -349,8 +412,10 @@ def _prompts_of(value: Any, where: str) -> list[str]:
 
 
 def _shots_of(value: Any, where: str) -> tuple[int, ...] | None:
-    """A row's `shots`: None when empty, else the first frames (a list; in CSV a JSON list in the cell),
-    checked for shape here and against the clip's length once it is decoded (precompute)."""
+    """A row's `shots`: None when empty, else the first frames (a list; in CSV a JSON list in the cell).
+    Its shape (a list of whole numbers) is checked here: another shape refuses the run. Its values
+    (increasing, within the clip) are checked once the clip is decoded (precompute): a list that is not
+    increasing, or starts before 0, fails that clip's rows only, as one past the clip's end does."""
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
     if isinstance(value, str):
@@ -358,7 +423,49 @@ def _shots_of(value: Any, where: str) -> tuple[int, ...] | None:
             value = json.loads(value)
         except json.JSONDecodeError:
             raise InputError(f"{where}: column 'shots' holds {value!r:.60}; write a JSON list like [0, 48]") from None
-    return tuple(check_shots(value, 2**62, f"{where}: column 'shots'"))
+    try:
+        return tuple(check_shots(value, 2**62, f"{where}: column 'shots'"))
+    except InputError:
+        # Whole numbers in the wrong order: the clip's precompute fails it (check_shots again, there).
+        if isinstance(value, list | tuple) and value and all(_whole(v) for v in value):
+            return tuple(int(v) for v in value)
+        raise
+
+
+def _whole(value: Any) -> bool:
+    return (
+        isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value == int(value)
+    )
+
+
+def check_text(text: str, where: str) -> str:
+    """`text` when it is text that can be written (UTF-8); else one line naming `where`. A prompt from
+    argv with bytes that are not UTF-8 (Python keeps them as lone surrogates), or a JSON string with a
+    lone surrogate (`"\\ud800"`), cannot be hashed into a file name, written to a table or tokenized."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise InputError(
+            f"{where}: not UTF-8 text (character {e.start + 1} is {text[e.start]!a}); give it as UTF-8"
+        ) from None
+    return text
+
+
+def _why_no_videos(url: str, low: str) -> str:
+    """Why a manifest that is not a table gave no videos, as the end of one line."""
+    if storage.is_local(url) and not _is_glob(url):
+        path = storage.normalize(url)
+        if os.path.islink(path) and not os.path.exists(path):
+            return "is a link that leads nowhere (or to itself); give a table or a folder of videos"
+        if not os.path.lexists(path):
+            kind = "" if low.endswith(VIDEO_EXTENSIONS) or "." not in posixpath.basename(low) else ", and not a table"
+            return f"no such file or folder{kind}; check the path (a manifest is a .parquet, .csv or .jsonl table)"
+    if low.endswith(VIDEO_EXTENSIONS):
+        return (
+            "is a video, not a manifest; give a table (.parquet, .csv, .jsonl) with a 'video' column, "
+            "or a folder or glob of videos"
+        )
+    return "not a table (.parquet, .csv, .jsonl) and no videos found there; check the URL"
 
 
 def _mask_of(value: Any, where: str, base: str) -> str | None:
@@ -391,18 +498,32 @@ def load_manifest(
     output inside the input folder would otherwise be edited again by every rerun).
     """
     extra = [p for p in (prompts or []) if p.strip()]
-    low = url.lower().rstrip("/")
+    for p in extra:
+        check_text(p, "--prompt")
+    low = url_path(url).lower().rstrip("/")  # a presigned URL's query is not its extension
     compressions = ("", ".gz", ".bz2", ".zst", ".xz")
     is_table = any(low.removesuffix(c).endswith(tuple(TABLE_FORMATS)) for c in compressions if low.endswith(c))
     if is_table:
         table = _read_table(url, opts)
-        base = posixpath.dirname(storage.normalize(url))
+        # Relative videos are relative to the table's folder: its URL without the query (a signature
+        # is for the table only, and may hold slashes).
+        folder = url
+        if "://" in url:
+            parts = urlsplit(url)
+            folder = f"{parts.scheme}://{parts.netloc}{parts.path}"
+        base = posixpath.dirname(storage.normalize(folder))
     else:
-        videos = _list_videos(url, opts, output)
+        try:
+            videos = _list_videos(url, opts, output)
+        except (InputError, Failure):
+            raise
+        except Exception as e:
+            found = storage_error(e, f"manifest {url}")
+            if found is None:
+                raise
+            raise found from None
         if not videos:
-            raise InputError(
-                f"manifest {url}: not a table (.parquet, .csv, .jsonl) and no videos found there; check the URL"
-            )
+            raise InputError(f"manifest {url}: {_why_no_videos(url, low)}")
         table = pa.table({"video": pa.array(videos, pa.string())})
         base = ""
     twice = sorted({c for c in table.column_names if table.column_names.count(c) > 1})
@@ -417,36 +538,41 @@ def load_manifest(
     carried_names = [c for c in table.column_names if c not in RESERVED]
     check_labels(carried_names, tables, f"manifest {url}")
     carried = table.select(carried_names)
-    cols = {c: table.column(c).to_pylist() for c in RESERVED if c in table.column_names}
+    # Every reserved column as a list (None where the manifest has none), made once: the loop below
+    # reads them by row, so a million rows cost a million steps.
+    nulls = [None] * table.num_rows
+    cols = {c: table.column(c).to_pylist() if c in table.column_names else nulls for c in RESERVED}
     units: list[Unit] = []
+    texts: dict[str, str] = {}  # one copy of each prompt and source prompt: they repeat across rows
     seen_video: dict[str, tuple] = {}  # (video, source_prompt, shots, mask) of each id
     seen_unit: set[str] = set()
     for row in range(table.num_rows):
         where = f"manifest {url} row {row + 1}"
         raw_video = _video_of(cols["video"][row], where)
         video = _resolve(raw_video.strip(), base) if base else storage.normalize(raw_video.strip())
-        raw_id = cols.get("id", [None] * table.num_rows)[row]
-        vid = str(raw_id) if raw_id not in (None, "") else derive_id(raw_video.strip())
+        raw_id = cols["id"][row]
+        vid = check_text(str(raw_id), f"{where}: column 'id'") if raw_id not in (None, "") else None
+        vid = vid or derive_id(check_text(raw_video.strip(), f"{where}: column 'video'"))
         name = safe_name(vid)
-        src = cols.get("source_prompt", [None] * table.num_rows)[row]
-        src = str(src) if src not in (None, "") else None
-        shots = _shots_of(cols.get("shots", [None] * table.num_rows)[row], where)
-        mask = _mask_of(cols.get("mask", [None] * table.num_rows)[row], where, base)
+        src = cols["source_prompt"][row]
+        src = check_text(str(src), f"{where}: column 'source_prompt'") if src not in (None, "") else None
+        shots = _shots_of(cols["shots"][row], where)
+        mask = _mask_of(cols["mask"][row], where, base)
         # The same file under two signatures of a presigned URL is one video.
         shown = (storage.redact_url(video), src, shots, storage.redact_url(mask) if mask else None)
         if name in seen_video and seen_video[name] != shown:
             raise InputError(f"{where}: id {vid!r} is already used for another video, source_prompt, shots or mask")
         seen_video[name] = shown
         inputs = edit_inputs(shots, storage.redact_url(mask) if mask else None)
-        row_prompts = (
-            _prompts_of(cols.get("prompt", [None] * table.num_rows)[row], where) if use_manifest_prompts else []
-        )
+        row_prompts = _prompts_of(cols["prompt"][row], where) if use_manifest_prompts else []
         all_prompts = list(dict.fromkeys(row_prompts + extra))
         if not all_prompts:
             if require_prompts:
                 raise InputError(f"{where}: no prompt; add a 'prompt' column or pass --prompt TEXT")
             all_prompts = [""]
+        src = texts.setdefault(src, src) if src is not None else None
         for prompt in all_prompts:
+            prompt = texts.setdefault(prompt, prompt)
             key = unit_key(name, prompt, inputs)
             if key in seen_unit:
                 raise InputError(f"{where}: video {vid!r} with prompt {prompt!r} is listed twice")

@@ -12,6 +12,7 @@ outputs it did not rewrite (metric columns, status 'filtered'): `previous_scores
 from __future__ import annotations
 
 import logging
+import os
 import posixpath
 from typing import Any
 
@@ -34,12 +35,15 @@ from .tables import (
 )
 
 log = logging.getLogger(__name__)
+_SLICE = 1 << 16  # rows typed at a time by build_table
 
 
 def read_results(output: str, opts: StorageOptions) -> pa.Table:
     """OUTPUT/results.parquet of a finished run, for the verbs that read one (report, evaluate): a
     missing, unreadable or foreign table is one line (InputError) naming it, and nothing is written."""
     url = storage.join(output, RESULTS)
+    if storage.is_local(output) and os.path.isfile(storage.normalize(output)):  # e.g. `report clip.mp4`
+        raise InputError(f"{output}: is a file, not a run's output folder; give the OUTPUT of `pix2video run`")
     try:
         table = read_table(url, opts)
     except FileNotFoundError:
@@ -68,7 +72,9 @@ def build_table(manifest: Manifest, rows: dict[str, dict[str, Any]]) -> pa.Table
     any row has a metric; then the labels."""
     units = [u for u in manifest.units if u.key in rows]
     ordered = [rows[u.key] for u in units]
-    table = from_rows(ordered, RESULTS_SCHEMA)
+    # In slices: one Python list per column for all rows at once was the peak of a million-row table.
+    slices = [from_rows(ordered[i : i + _SLICE], RESULTS_SCHEMA) for i in range(0, len(ordered), _SLICE)]
+    table = pa.concat_tables(slices).combine_chunks() if slices else from_rows([], RESULTS_SCHEMA)
     if any(r.get(name) is not None for r in ordered for name in METRIC_COLUMNS):
         table = with_metric_columns(table, ordered)
     return join_labels(table, manifest.carried_rows([u.row for u in units]))

@@ -51,11 +51,16 @@ def default_size(
 
     Each side is rounded to the nearest multiple of `multiple` (64; at least that), so the aspect ratio
     is only approximately kept: 640x360 -> 896x512, 1080x1920 -> 512x896, 640x480 -> 704x512.
+    The long side stays within MAX_SIDE, as a typed --size must (a 16x2048 strip becomes 64x4096, not
+    64x8192): the short side is then smaller than `short_side`.
     """
     if width <= 0 or height <= 0:
         raise ValueError(f"default_size: width and height must be positive, got {width}x{height}")
-    scale = short_side / min(width, height)
-    return _round_to_multiple(width * scale, multiple), _round_to_multiple(height * scale, multiple)
+    scale = min(short_side / min(width, height), MAX_SIDE / max(width, height))
+    # Rounding may pass MAX_SIDE when it is no multiple of `multiple`: one multiple less then.
+    return tuple(  # type: ignore[return-value]
+        min(_round_to_multiple(side * scale, multiple), MAX_SIDE // multiple * multiple) for side in (width, height)
+    )
 
 
 def resize_frames(frames: np.ndarray, width: int, height: int) -> np.ndarray:

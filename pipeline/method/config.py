@@ -9,7 +9,7 @@ module loads neither diffusers nor the engine.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from pipeline.errors import InputError
 from pipeline.options import option
@@ -116,6 +116,12 @@ class EditConfig:
         return CacheSchedule(interval, self.cache_depth)
 
     def validate(self) -> None:
+        # Every whole-number option within 32 bits, before any work: results.parquet stores them as int32
+        # (--anchor-refresh 3000000000 wrote the mp4 and marker, then failed writing the table, every rerun).
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, int) and not isinstance(value, bool) and not -(2**31) < value < 2**31:
+                raise InputError(f"--{f.name.replace('_', '-')} {value} is out of range (at most {2**31 - 1})")
         if self.schedule not in SCHEDULES:
             raise InputError(f"schedule {self.schedule!r} is not one of: {', '.join(SCHEDULES)}")
         if self.injection not in INJECTIONS:
