@@ -20,7 +20,9 @@ Steps, each one JSON line (or several) in OUT/gpu_check.jsonl, in this order:
    8 frames, 20 steps, wavefront, 1 prompt), each in a fresh process that is stopped when the time
    budget runs out (the CPU smoke run: in this process): seconds per frame (wall clock and CPU), the
    ratios to all off, warm-up (compile) seconds, and the largest pixel difference from the all-off
-   frames. `--speed-workload`, `--variants` and `--speed-rounds` size it for a CPU measurement
+   frames, UNet GFLOPs per frame (FlopCounterMode; jobs/bench.py). Also step caching (its frames differ
+   by design: an approximation, measured for quality on the toy world in BENCHMARKS.md, "Step caching").
+   `--speed-workload`, `--variants` and `--speed-rounds` size it for a CPU measurement
    (BENCHMARKS.md, "Speed options").
 
 A step that fails is a record with "ok": false and the error; the check goes on. Steps run until the
@@ -61,12 +63,18 @@ RECORDS = "gpu_check.jsonl"
 SPEED_VARIANTS: list[tuple[str, dict[str, str]]] = [
     ("all off", {}),
     ("attention flash", {"attention": "flash"}),
+    # Step caching (pipeline/method/step_cache.py) changes the frames: its pixel difference is no fault.
+    ("step cache 3/3, depth 2", {"cache_interval": "3", "inversion_cache_interval": "3", "cache_depth": "2"}),
+    ("step cache 3/3, depth 1", {"cache_interval": "3", "inversion_cache_interval": "3", "cache_depth": "1"}),
     ("channels-last", {"channels_last": "on"}),
     ("attention efficient", {"attention": "efficient"}),
     ("attention cudnn", {"attention": "cudnn"}),
     ("compile", {"compile": "on"}),
     ("compile + CUDA graphs", {"cuda_graphs": "on"}),
     ("channels-last + compile", {"channels_last": "on", "compile": "on"}),
+    ("step cache 3/3, depth 3", {"cache_interval": "3", "inversion_cache_interval": "3", "cache_depth": "3"}),
+    ("step cache 3/3, depth 2 + flash", {"cache_interval": "3", "inversion_cache_interval": "3", "cache_depth": "2",
+                                         "attention": "flash"}),
 ]
 # On the CPU smoke run: no compile (minutes of C++ builds on a 2-core machine; tests/test_speed.py
 # proves compiled frames equal), and the CPU's own attention backends.
@@ -74,11 +82,15 @@ SMOKE_VARIANTS: list[tuple[str, dict[str, str]]] = [
     ("all off", {}),
     ("attention math", {"attention": "math"}),
     ("channels-last", {"channels_last": "on"}),
+    ("step cache 3/3, depth 2", {"cache_interval": "3", "inversion_cache_interval": "3", "cache_depth": "2"}),
 ]
 # Every variant `--variants` may name (exact names, comma list), e.g. the CPU measurement of
 # BENCHMARKS.md ("Speed options"): --variants "attention math,attention flash,channels-last,compile".
 ALL_VARIANTS = dict(SPEED_VARIANTS + SMOKE_VARIANTS)
-OFF = {"channels_last": "off", "attention": "auto", "compile": "off", "cuda_graphs": "off"}
+OFF = {
+    "channels_last": "off", "attention": "auto", "compile": "off", "cuda_graphs": "off",
+    "cache_interval": "off", "inversion_cache_interval": "off",
+}  # fmt: skip
 
 
 class Check:
@@ -244,7 +256,8 @@ BENCH_KEYS = (
     "unet_calls", "unet_image_forwards_per_frame",
     "feature_store_bytes", "peak_memory_bytes", "peak_memory_kind", "gpu_busy_share_edit", "gpu_busy_share",
     "gpu_busy_samples", "gpu_busy_source", "speed_channels_last", "speed_attention", "speed_compile",
-    "speed_cuda_graphs", "torch_threads",
+    "speed_cuda_graphs", "torch_threads", "unet_gflops_per_frame", "unet_gflops_per_frame_all_full",
+    "cache_interval", "inversion_cache_interval", "cache_depth",
 )  # fmt: skip
 
 
@@ -348,6 +361,10 @@ def speed_sweep(
             record["speedup_vs_all_off"] = round(baseline["seconds_per_frame"] / r["seconds_per_frame"], 3)
             # On a shared CPU the ratio of CPU seconds is the steadier one (no waiting for a core).
             record["cpu_speedup_vs_all_off"] = round(baseline["cpu_seconds_per_frame"] / r["cpu_seconds_per_frame"], 3)
+            if baseline.get("unet_gflops_per_frame") and r.get("unet_gflops_per_frame"):
+                record["flops_reduction_vs_all_off"] = round(
+                    baseline["unet_gflops_per_frame"] / r["unet_gflops_per_frame"], 3
+                )
             diff = np.abs(frames.astype(np.int16) - base_frames.astype(np.int16))
             record["max_pixel_diff_vs_all_off"] = int(diff.max())
             record["mean_pixel_diff_vs_all_off"] = round(float(diff.mean()), 4)
@@ -385,7 +402,7 @@ def summary_table(records: list[dict[str, Any]]) -> str:
             lines.append(f"{r['step']:<9} {what:<12} " + ("ok" if r.get("ok") else f"NOT OK: {problem}"[:160]))
     head = (
         f"{'step':<6} {'workload':<28} {'s/frame':>8} {'x':>6} {'cpu x':>6} {'peak GiB':>8} {'store GB':>8} "
-        f"{'busy':>5} {'warm s':>7} {'Δpx':>4}"
+        f"{'busy':>5} {'warm s':>7} {'Δpx':>4} {'GF/frame':>9}"
     )
     lines += ["", head]
     for r in records:
@@ -407,7 +424,7 @@ def summary_table(records: list[dict[str, Any]]) -> str:
             f"{'-' if cpu_ratio is None else f'{cpu_ratio:.2f}':>6} "
             f"{gib(r.get('peak_memory_bytes')):>8} {'-' if store is None else f'{store / 1e9:.2f}':>8} "
             f"{pct(r.get('gpu_busy_share_edit')):>5} {r.get('warmup_s', 0):>7.1f} "
-            f"{r.get('max_pixel_diff_vs_all_off', '-'):>4}"
+            f"{r.get('max_pixel_diff_vs_all_off', '-'):>4} {r.get('unet_gflops_per_frame') or '-':>9}"
         )
     return "\n".join(lines)
 

@@ -24,6 +24,7 @@ import numpy as np
 from pipeline.errors import InputError
 
 RANDOM_SD2 = "random-sd2"
+CACHE_FIELDS = ("cache_interval", "inversion_cache_interval", "cache_depth")  # EditConfig's step caching
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -54,9 +55,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--save-frames", metavar="FILE.npy", help="also save the first prompt's edited frames (uint8), to compare runs"
     )
+    parser.add_argument(
+        "--count-flops",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="count the UNet's FLOPs per output frame (FlopCounterMode on one UNet row of each kind the run "
+        "used, at its size; default on)",
+    )
+    parser.add_argument(
+        "--variants",
+        default="",
+        metavar="'FLAGS; FLAGS; ...'",
+        help="compare: each ';'-separated set of bench flags added to the others, each in a fresh process, one "
+        "after the other; the summary gives seconds, CPU seconds and UNet FLOPs per frame against the first "
+        "(e.g. '--cache-interval off; --cache-interval 3 --inversion-cache-interval 3')",
+    )
     from jobs._common import add_speed_arguments
+    from jobs._flags import add_options
+    from pipeline.method.config import EditConfig
 
     add_speed_arguments(parser)
+    group = parser.add_argument_group("step caching (changes the frames; README, 'Speed')")
+    add_options(group, EditConfig, only=CACHE_FIELDS)
 
 
 class GpuBusySampler:
@@ -163,6 +183,34 @@ def _sync(device) -> None:
         torch.cuda.synchronize(device)
 
 
+def unet_work(
+    args: argparse.Namespace, editor: Any, counter: Any, config: Any, width: int, height: int, vae_factor: int
+) -> dict[str, Any]:
+    """UNet GFLOPs per output frame of the timed run (inversion + edit, over frames x prompts), from the
+    rows it ran of each kind and FlopCounterMode's count of one row of each kind at its size; also what
+    the same rows cost with every step full, and the count per row."""
+    from pipeline.method.flops import row_flops
+
+    per_row = row_flops(editor.models.unet, height, width, config.cache_depth, vae_factor)
+    out_frames = args.frames * args.prompts
+
+    def per_frame(flops: int) -> float:
+        return round(flops / out_frames / 1e9, 2)
+
+    return {
+        "unet_gflops_per_frame": per_frame(counter.flops(per_row)),
+        "unet_gflops_per_frame_all_full": per_frame(counter.full_flops(per_row)),
+        "unet_inversion_gflops_per_frame": per_frame(counter.flops(per_row, "inversion")),
+        "unet_edit_gflops_per_frame": per_frame(counter.flops(per_row, "edit")),
+        "unet_gflops_per_row": {
+            f"{'cached' if cached else 'full'}, attends to {sources or 'itself'}": round(f / 1e9, 2)
+            for (cached, sources), f in sorted(per_row.items())
+        },
+        "unet_rows_cached": sum(n for (_, cached, _), n in counter.counts.items() if cached),
+        "flops_counter": "torch.utils.flop_counter.FlopCounterMode, math attention",
+    }
+
+
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     """One schedule in this process: generate a video, then time prepare, invert, edit, decode."""
     import torch
@@ -171,6 +219,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     from pipeline.io.frames import resize_frames
     from pipeline.method.config import AUTO_SCHEDULE
     from pipeline.method.editor import EditConfig, Pix2Video
+    from pipeline.method.flops import RowCounter
     from pipeline.models import registry
     from pipeline.models.loading import load_diffusion_models, resolve_model
     from pipeline.models.sizes import ModelSizes, read_model_sizes
@@ -193,11 +242,16 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     # A held-out toy-world clip at the working size: what the pictures show does not change the cost.
     frames = resize_frames(render(random_scene(BENCH_SEED, frames=args.frames)).frames, width, height)
     depth = [f.mean(-1).astype(np.float32) for f in frames]
-    config = EditConfig(steps=args.steps, schedule=args.schedule, max_batch=args.max_batch, injection=args.injection)
+    caching = {name: getattr(args, name) for name in CACHE_FIELDS if hasattr(args, name)}
+    config = EditConfig(
+        steps=args.steps, schedule=args.schedule, max_batch=args.max_batch, injection=args.injection, **caching
+    )
+    config.validate()
     prompts = [f"a painting of shapes, style {i}" for i in range(args.prompts)]
 
     rows = [0]
     hook = models.unet.register_forward_pre_hook(lambda _m, inputs: rows.__setitem__(0, rows[0] + inputs[0].shape[0]))
+    counter = RowCounter(models.unet, editor.store)  # rows by kind (full/cached, frames attended to)
     # Warm-up: first calls pay for kernel selection and allocation (and, compiled, for compiling every
     # padded batch size the run will use), not for the method.
     t0, cpu0 = time.perf_counter(), _cpu_seconds()
@@ -209,6 +263,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     _sync(device)
     warmup_s, warmup_cpu_s = time.perf_counter() - t0, _cpu_seconds() - cpu0
     rows[0] = 0
+    counter.reset()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
@@ -221,11 +276,13 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         _sync(device)
         times["encode_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
+        counter.phase = "inversion"
         zT = editor.invert(video, "shapes on a gradient", config)
         _sync(device)
         times["inversion_s"] = time.perf_counter() - t0
         inversion_rows = rows[0]
         t0 = marks["edit"] = time.perf_counter()
+        counter.phase = "edit"
         latents = editor.edit(video, zT, prompts, config)
         _sync(device)
         times["edit_s"] = time.perf_counter() - t0
@@ -240,6 +297,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         marks["end"] = time.perf_counter()
         cpu_s = _cpu_seconds() - cpu0
     hook.remove()
+    counter.remove()
+    work = unet_work(args, editor, counter, config, width, height, sizes.vae_factor) if args.count_flops else {}
     if args.save_frames:  # to compare runs (speed options) pixel by pixel
         np.save(args.save_frames, np.stack(first_prompt))
 
@@ -264,6 +323,10 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "unet_image_forwards_per_frame": rows[0] / out_frames,
         "unet_inversion_forwards_per_frame": inversion_rows / args.frames,
         "unet_calls": engine.unet_calls,
+        **work,
+        "cache_interval": config.edit_cache().interval,
+        "inversion_cache_interval": config.inversion_cache().interval,
+        "cache_depth": config.cache_depth,
         "feature_store_bytes": engine.store_bytes,
         "peak_memory_bytes": _peak_memory(device),
         "peak_memory_kind": "torch.cuda.max_memory_allocated" if device.type == "cuda" else "process max RSS",
@@ -287,6 +350,8 @@ def run(args: argparse.Namespace) -> int:
     for name in ("frames", "steps", "prompts", "max_batch"):
         if getattr(args, name) < 1:
             raise InputError(f"--{name.replace('_', '-')} must be at least 1")
+    if args.variants.strip():
+        return compare_variants(args)
     if len(schedules) == 1:
         args.schedule = schedules[0]
         print(json.dumps(measure(args)))
@@ -310,13 +375,60 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def compare_variants(args: argparse.Namespace) -> int:
+    """`--variants`: each set of flags on top of the others, in a fresh process each; one JSON line per
+    variant, then a summary of their ratios to the first (time, CPU time, UNet FLOPs per frame)."""
+    import shlex
+
+    variants = [v.strip() for v in args.variants.split(";")]
+    if any(not v for v in variants):
+        raise InputError(f"--variants {args.variants!r}: an empty variant; separate sets of flags with ';'")
+    from jobs.cli import build_parser
+
+    for variant in variants:  # a bad flag is a usage error (exit 2) before anything runs
+        build_parser("bench").parse_args(shlex.split(variant))
+    results = []
+    for variant in variants:
+        argv = [*_child_argv(args, args.schedule), *shlex.split(variant)]
+        done = subprocess.run(argv, capture_output=True, text=True)
+        if done.returncode != 0:
+            sys.stderr.write(done.stderr)
+            raise InputError(f"benchmark of variant {variant!r} failed (exit {done.returncode})")
+        result = {"variant": variant, **json.loads(done.stdout.strip().splitlines()[-1])}
+        results.append(result)
+        print(json.dumps(result), flush=True)
+    first = results[0]
+
+    def ratio(key: str, r: dict[str, Any]) -> float | None:
+        return round(first[key] / r[key], 3) if first.get(key) and r.get(key) else None
+
+    table = [
+        {
+            "variant": r["variant"],
+            "seconds_per_frame": round(r["seconds_per_frame"], 4),
+            "cpu_seconds_per_frame": r["cpu_seconds_per_frame"],
+            "unet_gflops_per_frame": r.get("unet_gflops_per_frame"),
+            "speedup": ratio("seconds_per_frame", r),
+            "cpu_speedup": ratio("cpu_seconds_per_frame", r),
+            "flops_reduction": ratio("unet_gflops_per_frame", r),
+        }
+        for r in results
+    ]
+    setting = {k: first.get(k) for k in ("model", "device", "size", "frames", "prompts", "steps", "torch_threads")}
+    print(json.dumps({**setting, "versus": variants[0], "variants": table}))
+    return 0
+
+
 def _child_argv(args: argparse.Namespace, schedule: str) -> list[str]:
     argv = [sys.executable, "-m", "jobs.bench", "--schedule", schedule]
     speed = ("channels_last", "attention", "compile", "cuda_graphs")
-    for name in ("model", "size", "frames", "steps", "prompts", "dtype", "max_batch", "injection", "device", *speed):
-        value = getattr(args, name)
+    names = ("model", "size", "frames", "steps", "prompts", "dtype", "max_batch", "injection", "device", *speed)
+    for name in (*names, *CACHE_FIELDS):
+        value = getattr(args, name, None)
         if value is not None:
             argv += [f"--{name.replace('_', '-')}", str(value)]
+    if not args.count_flops:
+        argv.append("--no-count-flops")
     return argv
 
 

@@ -202,12 +202,12 @@ def test_split_items_keeps_one_kind_per_call():
 
 def test_flops_per_row_and_the_row_counter(editor, clip):
     unet = editor.models.unet
-    per_row = row_flops(unet, editor.store, 64, 64, depth=3)
+    per_row = row_flops(unet, 64, 64, depth=3)
     assert per_row[False, 0] == per_row[False, 1] > 0  # one recorded frame: as many keys as its own
     assert per_row[False, 2] > per_row[False, 0]  # two: twice the keys and values
     for sources in (0, 1, 2):
         assert 0 < per_row[True, sources] < per_row[False, sources]
-    assert row_flops(unet, editor.store, 64, 64, depth=1)[True, 0] < per_row[True, 0]
+    assert row_flops(unet, 64, 64, depth=1)[True, 0] < per_row[True, 0]
     counter = RowCounter(unet, editor.store)
     try:
         frames, depth = clip

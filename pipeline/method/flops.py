@@ -4,10 +4,12 @@ an edit runs of each kind.
 A row's cost depends on two things only: whether its step is full or cached (`step_cache.py`), and how
 many recorded frames its decoder self-attention attends to (0: its own tokens, as the inversion, the
 anchor and per-frame editing; 1 or 2 with the injection: keys and values over 1 or 2 frames' tokens).
-`row_flops` counts each kind once with `torch.utils.flop_counter.FlopCounterMode` on one real UNet call
-of one row at the edit's size; the math attention backend is used while counting, so that attention
-is counted (PyTorch's fused CPU attention kernel has no FLOP formula; the math one is matrix products,
-which it has). UNet rows never mix, so a call of B rows costs B times one row.
+`row_flops` counts each kind once with `torch.utils.flop_counter.FlopCounterMode` on one call of one
+row at the edit's size, made on a twin of the UNet on the meta device (the same class and config, the
+same injection processors and step cache; no weights, no arithmetic: the counter reads shapes, so the
+count is the real UNet's, at no cost). The math attention backend is used while counting, so that
+attention is counted (the fused attention kernels have no FLOP formula on every device; the math one
+is matrix products, which it has). UNet rows never mix, so a call of B rows costs B times one row.
 """
 
 from __future__ import annotations
@@ -25,24 +27,24 @@ Kind = tuple[bool, int]  # (cached step, recorded frames attended to)
 
 
 @torch.no_grad()
-def row_flops(
-    unet: torch.nn.Module, store: FeatureStore, height: int, width: int, depth: int, vae_factor: int = 8
-) -> dict[Kind, int]:
-    """FLOPs of one UNet row of each kind at `height` x `width` pixels, cached steps at `depth` levels.
-
-    `store` is the feature store of the injection processors installed on `unet` (`injection.install`);
-    it is reset before and after."""
+def row_flops(unet: torch.nn.Module, height: int, width: int, depth: int, vae_factor: int = 8) -> dict[Kind, int]:
+    """FLOPs of one row of `unet` of each kind at `height` x `width` pixels, cached steps at `depth`."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode
 
+    from .injection import install
+
     cfg = unet.config
-    generator = torch.Generator().manual_seed(0)
-    shape = (1, cfg.in_channels, height // vae_factor, width // vae_factor)
-    sample = torch.randn(shape, generator=generator).to(unet.device, unet.dtype)
-    emb = torch.randn((1, 77, cfg.cross_attention_dim), generator=generator).to(unet.device, unet.dtype)
-    t = torch.tensor([500], device=unet.device)
-    one = torch.zeros(1, dtype=torch.long, device=unet.device)
-    cache = StepCache.attach(unet)
+    with torch.device("meta"):
+        twin = type(unet).from_config(cfg)
+    store = FeatureStore()
+    install(twin, store)
+    meta = {"device": "meta", "dtype": unet.dtype}
+    sample = torch.empty((1, cfg.in_channels, height // vae_factor, width // vae_factor), **meta)
+    emb = torch.empty((1, 77, cfg.cross_attention_dim), **meta)
+    t = torch.tensor([500], device="meta")
+    one = torch.zeros(1, dtype=torch.long, device="meta")
+    cache = StepCache.attach(twin)
     schedule = CacheSchedule(interval=2, depth=depth)  # step 0 full, step 1 cached
     plans = {
         0: InjectionPlan(n_plain=1, record_anchor=one, record_prev_plain=one),
@@ -57,12 +59,10 @@ def row_flops(
                 store.plan = plan
                 with cache.step(schedule, step, ["flops"]), sdpa_kernel([SDPBackend.MATH]):
                     with FlopCounterMode(display=False) as counter:
-                        unet(sample, t, emb)
+                        twin(sample, t, emb)
                 out[cached, sources] = int(counter.get_total_flops())
     finally:
         store.plan = None
-        store.reset(0, 0, 0)
-        cache.reset()
     return out
 
 
