@@ -36,6 +36,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 VAE_FACTOR = 4  # the toy VAE's pixels per latent cell
+SIZE = 128  # the toy world's frame size (toyworld.world.SIZE), what the toy models were trained at
 
 
 def _ints(text: str) -> list[int]:
@@ -81,7 +82,7 @@ def flow_figures(seeds: list[int], frames: int, size: int | None) -> dict[str, A
 
     out: dict[str, Any] = {"seeds": seeds, "per_clip": []}
     for seed in seeds:
-        clip = render(random_scene(seed, frames=frames, size=size))
+        clip = render(random_scene(seed, frames=frames, size=size or SIZE))
         row: dict[str, Any] = {"seed": seed, "true_speed_px": float(np.linalg.norm(clip.flow, axis=-1).mean())}
         for name in ESTIMATORS:
             epe, epe_obj, epe_lat, prec, rec, kept, secs = [], [], [], [], [], [], []
@@ -171,8 +172,10 @@ def run_variants(args: argparse.Namespace, variants: list[Any], size: int | None
     base = EditConfig(steps=args.steps, seed=0)
     seeds = range(args.seed or BENCH_SEED, (args.seed or BENCH_SEED) + args.clips)
     for seed in seeds:
-        clip = render(random_scene(seed, frames=args.frames, size=size))
+        clip = render(random_scene(seed, frames=args.frames, size=size or SIZE))
         for attribute in args.edits.split(","):
+            if (seed, attribute) in args.done:  # --resume: this edit's rows are carried over
+                continue
             task = edit_task(seed, args.frames, attribute, clip)
             timed.seconds.clear()
             clip_rows = edit_variants(timed, task, list(clip.disparity), variants, base, scorer, reader)
@@ -207,12 +210,232 @@ def weight_variants(weights: list[float]) -> list[Any]:
     return out
 
 
+def step_figures(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Per step of a traced Pix2Video edit (frames after the anchor, inside the edited object's latent
+    cells): the mean |x̂0 − x̂0_prev| unwarped, warped along the true flow and along the estimated one,
+    and the mean |Δz| the update made. The true backward flow i → i−1 is taken as minus the true forward
+    flow i−1 → i at the same pixel (the toy world's motion is smooth and under 2 px a frame)."""
+    import torch
+
+    from pipeline.io.flow import TO_PREV, video_flow
+    from pipeline.method.editor import EditConfig
+    from pipeline.method.steps import warp_latent
+    from toyworld.benchmark import edit_task
+    from toyworld.world import random_scene, render
+
+    editor = args.loaded[0]
+    out = []
+    for seed in range(args.seed, args.seed + args.clips):
+        clip = render(random_scene(seed, frames=args.frames))
+        for attribute in args.edits.split(","):
+            task = edit_task(seed, args.frames, attribute, clip)
+            cfg = EditConfig(steps=args.steps, update_weight=args.weights and _floats(args.weights)[0] or 100.0)
+            video = editor.prepare(clip.frames, list(clip.disparity))
+            zT = editor.invert(video, task.source_prompt, cfg)
+            traces: dict[tuple[int, int], Any] = {}
+            keep = lambda s, kept=traces: kept.__setitem__((s.frame, s.step), s)  # noqa: E731
+            editor.edit(video, zT, [task.target_prompt], cfg, trace=keep)
+            f = VAE_FACTOR
+            true_b = np.zeros((args.frames, 2, *video.latents.shape[2:]), np.float32)
+            for i in range(1, args.frames):
+                true_b[i] = -_block(clip.flow[i - 1], f).transpose(2, 0, 1) / f
+            est = video_flow(clip.frames, f)[:, TO_PREV]
+            cells = [_block(m.astype(np.float32), f) > 0.5 for m in clip.masks[:, task.obj]]
+            inside = torch.from_numpy(np.stack(cells))
+            for k in range(args.steps):
+                row: dict[str, Any] = {"seed": seed, "edit": attribute, "step": k}
+                sums = {"raw": [], "true": [], "estimated": [], "update": []}
+                for i in range(1, args.frames):
+                    x0, prev, t = traces[i, k].x0, traces[i - 1, k].x0, traces[i, k]
+                    m = inside[i]
+                    if not m.any():
+                        continue
+                    flows = {"true": torch.from_numpy(true_b[i : i + 1]), "estimated": torch.from_numpy(est[i : i + 1])}
+                    sums["raw"].append(float((x0 - prev).abs()[:, m].mean()))
+                    for name, fl in flows.items():
+                        sums[name].append(float((x0 - warp_latent(prev[None], fl)[0]).abs()[:, m].mean()))
+                    sums["update"].append(float((t.z - t.z_ddim).abs()[:, m].mean()))
+                row.update({f"x0_diff_{n}" if n != "update" else "update": float(np.mean(v)) for n, v in sums.items()})
+                out.append(row)
+                print(json.dumps(row), flush=True)
+            args.figures["steps"] = out
+            _write(args.output, args.figures)
+    return out
+
+
+def timing(args: argparse.Namespace, rounds: int = 3) -> dict[str, Any]:
+    """Seconds per frame of the edit (steps 4-7) for the paper's method and each option, side by side:
+    the variants interleaved, `rounds` times, the fastest round of each kept (the machine is shared);
+    plus the flow's own seconds per frame (`video_flow`, DIS), which prepare adds once per video."""
+    from dataclasses import replace
+
+    from pipeline.io.flow import video_flow
+    from pipeline.method.editor import EditConfig
+    from toyworld.benchmark import edit_task
+
+    editor = args.loaded[0]
+    task = edit_task(args.seed, args.frames, "colour")
+    clip = task.clip
+    base = EditConfig(steps=args.steps)
+    video = editor.prepare(clip.frames, list(clip.disparity))
+    zT = editor.invert(video, task.source_prompt, base)
+    best: dict[str, float] = {}
+    for _ in range(rounds):
+        for v in option_variants()[1:]:
+            cfg = replace(base, injection=v.injection, latent_update=v.latent_update, **dict(v.config))
+            started = time.perf_counter()
+            editor.edit(video, zT, [task.target_prompt], cfg)
+            secs = (time.perf_counter() - started) / args.frames
+            best[v.label] = min(best.get(v.label, np.inf), secs)
+        started = time.perf_counter()
+        video_flow(clip.frames, VAE_FACTOR)
+        flow = (time.perf_counter() - started) / args.frames
+        best["flow (DIS)"] = min(best.get("flow (DIS)", np.inf), flow)
+    paper = best[PAPER]
+    out = {k: {"seconds_per_frame": s, "vs_paper": s / paper} for k, s in best.items()}
+    print(json.dumps(out, indent=1))
+    return out
+
+
+def overhead(args: argparse.Namespace, reps: int = 30) -> dict[str, float]:
+    """What the options add per (frame, step) item against the UNet call they sit beside, each timed as
+    the fastest of `reps` (robust on a shared machine): the warp, the fusion and the flow-aware update
+    on one toy latent, and one toy UNet call of one item with both guidance branches; plus `video_flow`
+    per frame on a held-out clip."""
+    import torch
+
+    from pipeline.io.flow import video_flow
+    from pipeline.method.steps import flow_fusion, latent_update, warp_latent
+    from toyworld.world import random_scene, render
+
+    editor = args.loaded[0]
+    unet = editor.models.unet
+    h = SIZE // VAE_FACTOR
+    g = torch.Generator().manual_seed(0)
+    z, x0, prev = (torch.randn(1, 4, h, h, generator=g) for _ in range(3))
+    flow = torch.rand(1, 3, h, h, generator=g)
+    sample = torch.randn(2, 5, h, h, generator=g)
+    emb = editor.encode_text(["a red ball", ""])
+
+    def fastest(fn: Any) -> float:
+        times = []
+        for _ in range(reps):
+            started = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - started)
+        return min(times)
+
+    def options() -> None:
+        warped, valid = warp_latent(prev, flow), flow[:, 2:3]
+        zf, xf = flow_fusion(z, x0, warped, valid, 0.5, torch.tensor(0.9))
+        latent_update(zf, xf, warped, 100.0, valid=valid)
+
+    clip = render(random_scene(args.seed, frames=args.frames)).frames
+    with torch.no_grad():
+        out = {
+            "options_per_item_s": fastest(options),
+            "unet_per_item_s": fastest(lambda: unet(sample, 500, emb)),
+            "flow_per_frame_s": fastest(lambda: video_flow(clip, VAE_FACTOR)) / args.frames,
+        }
+    out["options_vs_unet"] = out["options_per_item_s"] / out["unet_per_item_s"]
+    out["flow_vs_unet_steps"] = out["flow_per_frame_s"] / (args.steps * out["unet_per_item_s"])
+    print(json.dumps(out, indent=1))
+    return out
+
+
+COLUMNS = (
+    ("warp_error", "Warp err. ↓", "{:.1f}"),
+    ("edit_accuracy", "Edit acc. ↑", "{:.3f}"),
+    ("structure_iou", "Mask IoU ↑", "{:.3f}"),
+    ("clip_text", "CLIP-Text ↑", "{:.3f}"),
+    ("outside_psnr", "PSNR outside ↑", "{:.2f}"),
+    ("pixel_mse", "Pixel-MSE ↓", "{:.2f}"),
+)
+
+
+def tables(paths: list[Path]) -> str:
+    """Markdown: per edit kind, every variant's means, its warp error over per-frame editing's and over
+    the paper's (ratio of the means, and the per-clip ratios), from the JSON of `ablate` runs."""
+    from toyworld.benchmark import PER_FRAME
+
+    rows = [r for p in paths for r in json.loads(p.read_text())["rows"] if r["variant"] != "input video"]
+    out = []
+    for edit in ("colour", "texture"):
+        mine = [r for r in rows if r["edit"] == edit]
+        seeds = sorted({r["seed"] for r in mine})
+        warp = {(r["variant"], r["seed"]): r["warp_error"] for r in mine}
+        variants = list(dict.fromkeys(r["variant"] for r in mine))
+        titles = [t for _, t, _ in COLUMNS] + ["÷ per-frame", "÷ paper", "per clip ÷ per-frame"]
+        head = "| Variant | " + " | ".join(titles) + " |"
+        rule = "|---|" + "---:|" * (len(COLUMNS) + 3)
+        lines = [f"**{edit.capitalize()} edits** ({len(seeds)} clips)", "", head, rule]
+
+        def mean(v: str, k: str, mine: list[dict[str, Any]] = mine) -> float:
+            return float(np.nanmean([r.get(k, np.nan) for r in mine if r["variant"] == v]))
+
+        for v in variants:
+            cells = [f.format(mean(v, k)) for k, _, f in COLUMNS]
+            per_frame = mean(v, "warp_error") / mean(PER_FRAME, "warp_error")
+            paper = mean(v, "warp_error") / mean(PAPER, "warp_error")
+            clips = ", ".join(f"{warp[v, s] / warp[PER_FRAME, s]:.2f}" for s in seeds if (v, s) in warp)
+            lines.append(f"| {v} | " + " | ".join(cells) + f" | {per_frame:.2f} | {paper:.2f} | {clips} |")
+        out.append("\n".join(lines) + "\n")
+    return "\n".join(out)
+
+
+PAPER = "Pix2Video (paper, λ=100)"
+
+
+def option_variants() -> list[Any]:
+    """Per-frame editing, the paper's Pix2Video, and the options beyond it, alone and together."""
+    from toyworld.benchmark import PER_FRAME, Variant
+
+    fusion = (("fusion_steps", 5), ("fusion_weight", 0.5))
+    strong = (("update_weight", 400.0),)
+    return [
+        Variant(PER_FRAME, "none", False),
+        Variant(PAPER, "anchor+prev", True),
+        Variant("λ=400", "anchor+prev", True, config=strong),
+        Variant("flow update", "anchor+prev", True, config=(("flow_update", True),)),
+        Variant("fusion (last 5, 0.5)", "anchor+prev", True, config=fusion),
+        Variant("λ=400 + flow update", "anchor+prev", True, config=(*strong, ("flow_update", True))),
+        Variant("λ=400 + fusion", "anchor+prev", True, config=(*strong, *fusion)),
+        Variant("λ=400 + flow update + fusion", "anchor+prev", True, config=(*strong, ("flow_update", True), *fusion)),
+    ]
+
+
+def fusion_variants() -> list[Any]:
+    """The fusion's settings around the first one (last 5 steps, weight 0.5), at the paper's λ."""
+    from toyworld.benchmark import Variant
+
+    return [
+        Variant(f"fusion (last {k}, {w:g})", "anchor+prev", True, config=(("fusion_steps", k), ("fusion_weight", w)))
+        for k, w in ((3, 0.5), (5, 0.3), (10, 0.3))
+    ]
+
+
+def flow_cost(seeds: list[int], frames: int, size: int | None) -> dict[str, float]:
+    """Seconds per frame of `video_flow` (both directions, the mask, the latent grid) on the toy clips."""
+    from pipeline.io.flow import ESTIMATORS, video_flow
+    from toyworld.world import random_scene, render
+
+    clips = [render(random_scene(s, frames=frames, size=size or SIZE)).frames for s in seeds]
+    out = {}
+    for name in ESTIMATORS:
+        started = time.perf_counter()
+        for c in clips:
+            video_flow(c, VAE_FACTOR, name)
+        out[name] = (time.perf_counter() - started) / sum(len(c) for c in clips)
+    return out
+
+
 # --------------------------------------------------------------------------------------------- main
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("what", choices=("flow", "sweep", "steps", "ablate"))
+    parser.add_argument("what", choices=("flow", "sweep", "steps", "ablate", "table", "timing", "overhead"))
+    parser.add_argument("inputs", nargs="*", type=Path, help="table: the JSON files of ablate runs")
     parser.add_argument("--model", default="toy")
     parser.add_argument("--seed", type=int, default=None, help="first held-out seed (default 2,000,000)")
     parser.add_argument("--clips", type=int, default=4)
@@ -223,11 +446,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", default="0,100,400", help="λ values (sweep)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--output", type=Path, default=None)
+    parser.add_argument("--set", choices=("options", "fusion"), default="options", help="ablate: which variants")
+    parser.add_argument("--resume", type=Path, default=None, help="a stopped run's JSON: keep its edits' rows")
     args = parser.parse_args(argv)
     args.figures = {"args": {k: str(v) for k, v in vars(args).items()}}
+    args.done = set()
+    if args.resume is not None:
+        rows = json.loads(args.resume.read_text()).get("rows", [])
+        args.figures["rows"] = rows
+        args.done = {(r["seed"], r["edit"]) for r in rows}
     from toyworld.benchmark import BENCH_SEED
 
     first = args.seed or BENCH_SEED
+    if args.what == "table":
+        print(tables(args.inputs))
+        return 0
     if args.what == "flow":
         size = _ints(args.sizes)[0]
         args.figures.update(flow_figures(list(range(first, first + args.clips)), args.frames, size))
@@ -237,6 +470,24 @@ def main(argv: list[str] | None = None) -> int:
     if args.what == "sweep":
         for size in _ints(args.sizes):
             run_variants(args, weight_variants(_floats(args.weights)), size, f"size {size}")
+        return 0
+    if args.what == "overhead":
+        args.seed = first
+        args.figures["overhead"] = overhead(args)
+        _write(args.output, args.figures)
+        return 0
+    if args.what == "timing":
+        args.seed = first
+        args.figures["timing"] = timing(args)
+        _write(args.output, args.figures)
+        return 0
+    if args.what == "steps":
+        args.seed = first
+        step_figures(args)
+        return 0
+    if args.what == "ablate":
+        args.figures["flow_seconds_per_frame"] = flow_cost(list(range(first, first + args.clips)), args.frames, None)
+        run_variants(args, fusion_variants() if args.set == "fusion" else option_variants(), None, "ablate")
         return 0
     raise SystemExit(f"{args.what}: not written yet")
 

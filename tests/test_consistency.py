@@ -206,3 +206,24 @@ def test_a_flow_of_the_wrong_shape_is_named(editor, clip):
     frames, depth = clip
     with pytest.raises(InputError, match="flow"):
         editor.prepare(frames, depth, flow=np.zeros((len(frames), CHANNELS, 3, 3), np.float32))
+
+
+def test_the_precompute_stage_stores_the_flow_beside_the_depth(tmp_path, tiny_model_dir):
+    """flow.npy in the store: `video_flow` of the stored frames at the model's latent grid, what the edit
+    stage hands to `prepare` (so the editor never estimates it)."""
+    from fixtures.clips import write_sample_video
+    from pipeline.dataset.storage import StorageOptions
+    from pipeline.models.sizes import read_model_sizes
+    from pipeline.stages.options import PrecomputeSpec
+    from pipeline.stages.precompute import PrecomputeStage
+    from pipeline.stages.store import load_array
+
+    opts = StorageOptions()
+    path = tmp_path / "a.mp4"
+    write_sample_video(path, num_frames=3, width=64, height=64)
+    spec = PrecomputeSpec(output=str(tmp_path / "out"), model="tiny", caption_model="tiny", size=(64, 64), device="cpu")
+    record = PrecomputeStage(spec, opts).run("a", str(path), True)
+    assert record["status"] == "ok" and record["flow"].endswith("flow.npy")
+    stored = load_array(record["flow"], opts)
+    factor = read_model_sizes(str(tiny_model_dir)).vae_factor
+    np.testing.assert_array_equal(stored, video_flow(load_array(record["frames"], opts), factor))

@@ -167,10 +167,12 @@ class EditStage:
         mask: np.ndarray | None = None,
         video_id: str = "",
         inverter: Inverter | None = None,
+        flow: np.ndarray | None = None,
     ) -> Clip:
         """Encode a clip and invert each shot (`pipeline.io.shots`: its first frames) under its own
-        source prompt; `inverter` may give a shot's zT instead (the store's cache)."""
-        video = self.editor.prepare(frames, list(depth), video_id=video_id, mask=mask)
+        source prompt; `inverter` may give a shot's zT instead (the store's cache); `flow` the stored
+        optical flow (`pipeline.io.flow`; None: estimated from the frames)."""
+        video = self.editor.prepare(frames, list(depth), video_id=video_id, mask=mask, flow=flow)
         pairs = self.editor.invert_shots(video, shots, source_prompts, config, invert=inverter)
         return Clip(video, pairs, list(source_prompts))
 
@@ -293,6 +295,7 @@ class EditStage:
             )
         frames = load_array(meta.frames, self.opts)
         depth = load_array(meta.depth, self.opts)
+        flow = load_array(meta.flow, self.opts) if meta.flow else None  # older stores: the editor estimates it
         seconds_load = time.perf_counter() - t0
 
         # Each shot is a video of its own (pipeline/io/shots.py), with its own source prompt: the given
@@ -308,7 +311,7 @@ class EditStage:
             return self._inversion(meta, shot, source, spec, span)
 
         clip = self.prepare(
-            frames, depth, shots, sources, spec.config, mask=mask, video_id=units[0].id, inverter=cached
+            frames, depth, shots, sources, spec.config, mask=mask, video_id=units[0].id, inverter=cached, flow=flow
         )
         del frames  # a masked video keeps them for the composite
         seconds_invert = time.perf_counter() - t0

@@ -27,6 +27,7 @@ import numpy as np
 from pipeline.dataset import storage
 from pipeline.dataset.storage import StorageOptions
 from pipeline.errors import InputError, first_line
+from pipeline.io.flow import video_flow
 from pipeline.io.frames import resize_frames
 from pipeline.io.shots import DETECTOR, check_shots, detect_shots, shot_anchors
 from pipeline.io.video import Frames, read_frames
@@ -195,7 +196,8 @@ class PrecomputeStage:
             raise InputError(f"{video}: video has no frames")
         src_h, src_w = frames.shape[1:3]
         # No --size: the model's working size on the short side (its folder's, else SD2's 512).
-        width, height = spec.size or read_model_sizes(resolve_model(spec.model)).default_size(src_w, src_h)
+        sizes = read_model_sizes(resolve_model(spec.model))
+        width, height = spec.size or sizes.default_size(src_w, src_h)
         frames = resize_frames(frames, width, height)
         where = store.locations(folder)
         save_array(where["frames"], frames, opts)
@@ -206,6 +208,12 @@ class PrecomputeStage:
         depth = estimator(frames, batch_size=spec.depth_batch)
         save_array(where["depth"], depth.astype(np.float32, copy=False), opts)
         timings["seconds_depth"] = time.perf_counter() - t0
+        # The flow of the options beyond the paper, once per video for every prompt (CPU, milliseconds a
+        # frame: BENCHMARKS.md, issue 27), at the model's latent grid; none for a one-frame clip.
+        if len(frames) > 1:
+            save_array(where["flow"], video_flow(frames, sizes.vae_factor), opts)
+        else:
+            where["flow"] = None
         record = PrecomputeRecord(
             name=name,
             video=storage.redact_url(video),  # meta.json never holds a URL's credentials

@@ -22,7 +22,7 @@ from pipeline.dataset.tables import FAILED, OK
 # Not stored: `cached` is this run's news (found in the store or made now), `extra` holds unknown keys,
 # `read_order` the order of the keys it was read with.
 _NOT_STORED = ("cached", "extra", "read_order")
-_OMITTED_WHEN_NONE = ("caption_of", "shots", "shots_of", "shot_captions")
+_OMITTED_WHEN_NONE = ("caption_of", "shots", "shots_of", "shot_captions", "flow")
 
 
 @dataclass
@@ -37,6 +37,9 @@ class PrecomputeRecord:
     store: str | None = None  # the store's URL, and the two arrays in it:
     frames: str | None = None  # uint8 [N,H,W,3] at the working size
     depth: str | None = None  # float32 [N,h,w] raw depth
+    # float32 [N,6,H/f,W/f]: the input's optical flow at the latent size (pipeline/io/flow.py), for the
+    # options beyond the paper; absent from stores written before it (the editor then estimates it).
+    flow: str | None = None
     num_frames: int | None = None
     fps: float | None = None
     width: int | None = None  # working size

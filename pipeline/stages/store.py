@@ -3,6 +3,7 @@ settings, under `OUTPUT/precompute/` or a root of its own (`--precompute-store U
 
     ROOT/<video name>/<spec key>/frames.npy             uint8 [N,H,W,3] at the working size
                                  depth.npy              float32 [N,h,w] raw depth
+                                 flow.npy               float32 [N,6,H/f,W/f] optical flow (pipeline/io/flow.py)
                                  meta.json              the PrecomputeRecord (pipeline/stages/record.py): frame
                                                         count, fps, sizes, shots, captions, timings
                                  inversion-<key>.npy    the edit stage's cache of zT (per shot, optional)
@@ -36,6 +37,7 @@ PRECOMPUTE = "precompute"  # the store's folder under OUTPUT, without --precompu
 META = "meta.json"
 FRAMES = "frames.npy"
 DEPTH = "depth.npy"
+FLOW = "flow.npy"  # the input's optical flow at the latent size (pipeline/io/flow.py)
 
 
 def save_array(url: str, array: np.ndarray, opts: StorageOptions) -> None:
@@ -60,7 +62,12 @@ def folder_of(root: str, name: str, key: str) -> str:
 
 def locations(folder: str) -> dict[str, str]:
     """The record's URL fields for a folder."""
-    return {"store": folder, "frames": storage.join(folder, FRAMES), "depth": storage.join(folder, DEPTH)}
+    return {
+        "store": folder,
+        "frames": storage.join(folder, FRAMES),
+        "depth": storage.join(folder, DEPTH),
+        "flow": storage.join(folder, FLOW),
+    }
 
 
 def read_record(folder: str, video: str, identity: dict[str, Any], opts: StorageOptions) -> PrecomputeRecord | None:
