@@ -2,15 +2,17 @@
 (glibc then fills every block malloc hands out with that byte, so a byte the encoder reads without
 having written it differs from one value to the next): the same frames written by `write_video`
 again and again, under file names of other lengths and with other allocations in between (other
-heap layouts); prints a JSON object mapping each size to the SHA-1 of every file written.
+heap layouts); prints a JSON object mapping each size to the SHA-1 of every file written. `--cpus N`: on
+the first N of the CPUs this process may use only (what x264 counts as the machine's cores).
 
-    python tests/encode_repeat.py FOLDER REPEATS WxH [WxH ...]
+    python tests/encode_repeat.py FOLDER REPEATS [--cpus N] WxH [WxH ...]
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -43,4 +45,8 @@ def main(folder: str, repeats: int, sizes: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]), sys.argv[3:])
+    sizes = sys.argv[3:]
+    if sizes[:1] == ["--cpus"]:
+        os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[: int(sizes[1])])
+        sizes = sizes[2:]
+    main(sys.argv[1], int(sys.argv[2]), sizes)

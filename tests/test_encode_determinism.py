@@ -5,14 +5,16 @@ is not a multiple of 8, into memory nobody wrote (pipeline/io/video.py, ENCODE_C
 AVX-512 CPU the same 64x64 frames gave other files for other file names and other MALLOC_PERTURB_
 values; `write_video` now encodes every width as a multiple of 128 columns and crops in the stream.
 
-Two tests, one per way a CPU can make bytes differ. The first fills the memory x264 reads without
-writing with other bytes in each process (MALLOC_PERTURB_) and moves the heap around (file names of
-other lengths, other allocations before each encode): it fails on an AVX-512 CPU without the fix,
-and on any CPU it fails for any encoder path that reads bytes nobody wrote. The second writes what
-CPUs with fewer instruction sets write (x264's `asm` option, restricted to the sets this CPU has:
-SSSE3, SSE4.2, AVX, AVX2 and AVX-512 where present) and wants the same bytes from each. Below SSSE3
-(an SSE2-only x86-64) x264's code writes other bytes; numpy, whose baseline is x86-64-v2, does not
-run on such a CPU, so neither does this project.
+Three tests, one per way a machine can make bytes differ. The first fills the memory x264 reads
+without writing with other bytes in each process (MALLOC_PERTURB_) and moves the heap around (file
+names of other lengths, other allocations before each encode): it fails on an AVX-512 CPU without
+the fix, and on any CPU it fails for any encoder path that reads bytes nobody wrote. The second
+writes what CPUs with fewer instruction sets write (x264's `asm` option, restricted to the sets this
+CPU has: SSSE3, SSE4.2, AVX, AVX2 and AVX-512 where present) and wants the same bytes from each.
+Below SSSE3 (an SSE2-only x86-64) x264's code writes other bytes; numpy, whose baseline is
+x86-64-v2, does not run on such a CPU, so neither does this project. The third encodes on one CPU
+and on all of them: x264 takes its thread count from the cores it may use, and the bits depend on
+it (a 512x512 clip had other bytes with 1, 2, 3, 4 and 8 threads; now fixed, video.X264_THREADS).
 """
 
 from __future__ import annotations
@@ -42,14 +44,17 @@ PERTURB = ["", "1", "90", "165", "255"]  # "": glibc's default (no filling)
 LEVELS = [("SSSE3", "SSSE3"), ("SSE4.2", "X86_V2"), ("AVX", "AVX"), ("AVX2", "X86_V3"), ("AVX512", "AVX512_SKX")]
 
 
-def _repeat(folder: Path, perturb: str) -> dict[str, list[str]]:
+def _repeat(
+    folder: Path, perturb: str, sizes: list[tuple[int, int]] = SIZES, repeats: int = 6, cpus: tuple[str, ...] = ()
+) -> dict[str, list[str]]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("MALLOC_PERTURB_", None)
     if perturb:
         env["MALLOC_PERTURB_"] = perturb
     folder.mkdir()
+    script = [sys.executable, str(ROOT / "tests" / "encode_repeat.py"), str(folder), str(repeats), *cpus]
     done = subprocess.run(
-        [sys.executable, str(ROOT / "tests" / "encode_repeat.py"), str(folder), "6", *(f"{w}x{h}" for w, h in SIZES)],
+        [*script, *(f"{w}x{h}" for w, h in sizes)],
         capture_output=True,
         text=True,
         env=env,
@@ -66,6 +71,16 @@ def test_the_same_frames_give_the_same_bytes_whatever_is_in_memory(tmp_path: Pat
         files = collections.Counter(digest for run in runs for digest in run[f"{w}x{h}"])
         assert sum(files.values()) == 30
         assert len(files) == 1, (f"{w}x{h}", sorted(files.values()))
+
+
+def test_the_bytes_do_not_depend_on_the_number_of_cores(tmp_path: Path) -> None:
+    """x264's bits depend on its thread count, which it would take from the CPUs the process may use;
+    write_video fixes it (video.X264_THREADS). Here: the same frames on 1 CPU and on all this process
+    may use (on a 1-CPU machine both are 1 and the test shows nothing; the suite runs on 2 or more)."""
+    sizes = [(512, 512), (640, 360)]  # 64x64 is one thread's work whatever the count
+    one = _repeat(tmp_path / "one-cpu", "", sizes, repeats=1, cpus=("--cpus", "1"))
+    every = _repeat(tmp_path / "every-cpu", "", sizes, repeats=1)
+    assert one == every
 
 
 def _encode(tmp_path: Path, frames: np.ndarray, level: str) -> str:

@@ -315,8 +315,15 @@ def write_video(
 # widened on the right to a multiple of ENCODE_COLUMNS, the last column repeated, and the stream's
 # SPS crops it off again (H.264 frame cropping): decoders return the frame as given, the container
 # records that size, and x264's kernels from SSSE3 to AVX-512 write the same bytes (tests/
-# test_encode_determinism.py). A width that is already a multiple is encoded as before, byte for byte.
+# test_encode_determinism.py). A width that is already a multiple is encoded unwidened.
 ENCODE_COLUMNS = 128
+# x264's frame threads each search only the rows of their reference frames that are already encoded,
+# so the bits depend on the thread count, which x264 (and FFmpeg) would otherwise take from the CPUs
+# this process may use: a 512x512 clip gave other bytes with 1, 2, 3, 4 and 8 threads (8 and more
+# alike). A fixed count gives the same bytes on a 1-core editor and a 64-core node; 4 costs little
+# where fewer cores run them (2.84 s against 3.02 s for 2 threads and 3.32 s for 1, 16 frames at
+# 512x512 on 2 cores) and lets a larger node encode in parallel.
+X264_THREADS = 4
 
 
 def encode_width(width: int) -> int:
@@ -338,7 +345,8 @@ def _encode_h264(
     """Encode `first` and `rest` into `temp`. `x264_params`: further x264 options (tests restrict its
     instruction sets with `asm=...`, to write what a CPU with fewer of them writes)."""
     coded = encode_width(width)
-    params = ":".join(p for p in (f"crop-rect=0,0,{coded - width},0", x264_params) if p)
+    fixed = f"threads={X264_THREADS}:crop-rect=0,0,{coded - width},0"
+    params = ":".join(p for p in (fixed, x264_params) if p)
     options = {"movflags": "+faststart"} if container_format in ("mp4", "mov") else {}
     # The encoder's stream lives in a container in memory that gets a header only: the output's stream
     # is a copy of it (its SPS and PPS, colour tags, frame rate) at the cropped size, which the copy
