@@ -16,6 +16,7 @@ unit is redone.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
@@ -38,6 +39,7 @@ log = logging.getLogger(__name__)
 MARKERS = "markers"
 VIDEOS = "videos"
 RUN = "run"  # marker key: the token of the run that wrote it (not a results column)
+INDEX = "markers-index.parquet"  # OUTPUT/markers-index.parquet: the markers an object-store scan read
 LOCK = ".pix2video.lock"  # OUTPUT/.pix2video.lock: held by the run writing there (local outputs)
 
 
@@ -130,14 +132,16 @@ def done_rows(output: str, settings: str, opts: StorageOptions) -> tuple[dict[st
     markers were made with other settings (those units will be redone).
 
     Two listings (markers, videos) instead of one existence check per unit, and the markers read in
-    one pass (concurrently on object stores). Unreadable markers are not done; they are reported in
-    one warning. An output whose store cannot be reached, or a storage option it does not take, is
-    one line (see manifest.storage_error).
+    one pass (concurrently on object stores). On an object store the markers read are kept in
+    OUTPUT/markers-index.parquet with their ETags, so the next scan reads only markers written or
+    changed since (one GET each) instead of all of them. Unreadable markers are not done; they are
+    reported in one warning. An output whose store cannot be reached, or a storage option it does not
+    take, is one line (see manifest.storage_error).
     """
     folder = storage.join(output, MARKERS)
     try:
-        names = [n for n in storage.list_names(folder, opts) if n.endswith(".json") and not n.startswith(".")]
-        blobs = _read_markers(folder, names, opts)
+        tags = _list_markers(folder, opts)
+        blobs = _read_markers(folder, tags, opts, storage.join(output, INDEX))
         videos = set(storage.list_names(storage.join(output, VIDEOS), opts)) if blobs else set()
     except (InputError, Failure):
         raise
@@ -199,12 +203,74 @@ def _compact(row: dict[str, Any] | None, memo: dict[Any, Any]) -> dict[str, Any]
     return out
 
 
-def _read_markers(folder: str, names: list[str], opts: StorageOptions) -> dict[str, bytes]:
-    """The bytes of the markers `names` in `folder`, by name; one that vanished since the listing is
-    left out. Local files are read directly (fsspec's per-file overhead was most of a rerun's scan);
-    an object store's through one filesystem, concurrently."""
-    if not names:
+def _is_marker(name: str) -> bool:
+    return name.endswith(".json") and not name.startswith(".")
+
+
+def _list_markers(folder: str, opts: StorageOptions) -> dict[str, str | None]:
+    """The markers in `folder` by name, each with what tells its versions apart on an object store
+    (ETag and size; None locally, or where the store gives no ETag)."""
+    if storage.is_local(folder):
+        return {n: None for n in storage.list_names(folder, opts) if _is_marker(n)}
+    fs, path = storage.filesystem(folder, opts)
+    fs.invalidate_cache(path)  # s3fs caches listings; other processes have written since
+    try:
+        entries = fs.ls(path, detail=True)
+    except FileNotFoundError:
         return {}
+    out: dict[str, str | None] = {}
+    for entry in entries:
+        name = str(entry["name"]).rstrip("/").rsplit("/", 1)[-1]
+        if _is_marker(name) and entry.get("type", "file") == "file":
+            tag = entry.get("ETag") or entry.get("etag") or entry.get("md5Hash")
+            out[name] = f"{tag}:{entry.get('size')}" if tag else None
+    return out
+
+
+def _read_index(url: str, opts: StorageOptions) -> dict[str, tuple[str, bytes]]:
+    """OUTPUT/markers-index.parquet: marker name -> (tag, bytes) as the last scan read them; empty when
+    there is none or it cannot be read (then every marker is read, and the index written again)."""
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(io.BytesIO(storage.read_bytes(url, opts)))
+        cols = [table.column(c).to_pylist() for c in ("name", "tag", "blob")]
+    except FileNotFoundError:
+        return {}
+    except Exception as e:  # noqa: BLE001 - a damaged index only costs a full scan
+        log.warning("%s could not be read (%s): every marker is read", storage.redact_url(url), type(e).__name__)
+        return {}
+    return {n: (t, b) for n, t, b in zip(*cols, strict=True)}
+
+
+def _write_index(url: str, tags: dict[str, str | None], blobs: dict[str, bytes], opts: StorageOptions) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    names = [n for n in blobs if tags.get(n)]
+    table = pa.table(
+        {
+            "name": pa.array(names, pa.string()),
+            "tag": pa.array([tags[n] for n in names], pa.string()),
+            "blob": pa.array([blobs[n] for n in names], pa.binary()),
+        }
+    )
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    try:
+        storage.write_bytes(url, buf.getvalue(), opts)  # one PUT: a reader sees the old index or the new
+    except Exception as e:  # noqa: BLE001 - the index only saves the next scan's reads
+        log.warning("%s could not be written (%s)", storage.redact_url(url), type(e).__name__)
+
+
+def _read_markers(folder: str, tags: dict[str, str | None], opts: StorageOptions, index_url: str) -> dict[str, bytes]:
+    """The bytes of the markers `tags` names in `folder`, by name; one that vanished since the listing
+    is left out. Local files are read directly (fsspec's per-file overhead was most of a rerun's scan).
+    On an object store, a marker whose tag the index at `index_url` holds is taken from the index; the
+    others are read concurrently through one filesystem, and the index is rewritten when there were any."""
+    if not tags:
+        return {}
+    names = list(tags)
     fs, path = storage.filesystem(folder, opts)
     if storage.is_local(folder):
         out = {}
@@ -215,9 +281,14 @@ def _read_markers(folder: str, names: list[str], opts: StorageOptions) -> dict[s
             except FileNotFoundError:
                 pass
         return out
-    paths = {f"{path.rstrip('/')}/{name}": name for name in names}
-    fs.invalidate_cache(path)
-    return {paths[p]: blob for p, blob in fs.cat(list(paths), on_error="omit").items() if p in paths}
+    index = _read_index(index_url, opts) if any(tags.values()) else {}
+    known = {n: index[n][1] for n, tag in tags.items() if tag and n in index and index[n][0] == tag}
+    paths = {f"{path.rstrip('/')}/{name}": name for name in names if name not in known}
+    read = fs.cat(list(paths), on_error="omit") if paths else {}
+    blobs = {**known, **{paths[p]: blob for p, blob in read.items() if p in paths}}
+    if read and any(tags.values()):
+        _write_index(index_url, tags, blobs, opts)
+    return blobs
 
 
 def pending(units: list[Unit], done: dict[str, dict]) -> list[Unit]:
