@@ -204,6 +204,9 @@ def _run_locked(manifest: Manifest, opts: RunOptions, connect: Callable[[], obje
             metrics.write_run_stats(opts, **stats, seconds=seconds, interrupted=True)  # OUTPUT/stats.json
             raise
         rows, idle_share, frames = drive.rows, drive.idle_share, drive.frames
+        # Workers killed during this run (OOM, a lost node) leave temporaries too; every task and call
+        # of the run is over now, and the lock keeps other runs out, so none is being written.
+        storage.remove_stale_temporaries(opts.output)
     elapsed = time.perf_counter() - started
 
     # Units done before keep what `evaluate` and augment's bounds added (their outputs are unchanged).

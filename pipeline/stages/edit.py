@@ -433,6 +433,9 @@ class EditStage:
                 return torch.tensor(load_array(url, self.opts), device=self.models.device)
             except FileNotFoundError:
                 pass
-        zT = self.editor.invert(video, source_prompt, spec.config)
+        # Contiguous, as the stored copy comes back: the inversion may end in another memory format
+        # (channels-last), and the edit's first kernels then take other paths, a grey level off in
+        # some values; a retry or rerun that loads the stored zT must edit what this call edits.
+        zT = self.editor.invert(video, source_prompt, spec.config).contiguous()
         save_array(url, zT.float().cpu().numpy().astype(np.float32), self.opts)
         return zT
