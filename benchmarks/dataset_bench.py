@@ -309,7 +309,7 @@ def scale_measure(manifest_url: str, output: str, storage_opts: object = None) -
     return figures
 
 
-def _moto_serve(port: int, bucket: str, units: int, settings: str, ready: str) -> None:
+def _moto_serve(port: int, bucket: str, units: int, settings: str, ready: str, indexed: bool = False) -> None:
     """A moto S3 server on 127.0.0.1 (its own process: its CPU is not the driver's) holding a
     half-finished run's markers and mp4s, put straight into moto's store (not timed)."""
     from moto.server import ThreadedMotoServer
@@ -333,16 +333,30 @@ def _moto_serve(port: int, bucket: str, units: int, settings: str, ready: str) -
 
     backend = next(iter(s3_backends.values()))["global"]
     out = f"s3://{bucket}/out"
+    index: dict[str, list] = {"name": [], "tag": [], "blob": []}
     for i in range(0, units, 2):
         key = unit_key(f"clip-{i:07d}", SCALE_PROMPT)
-        backend.put_object(bucket, f"out/{resume.MARKERS}/{key}.json", _marker_blob(key, i, out, settings))
+        blob = _marker_blob(key, i, out, settings)
+        obj = backend.put_object(bucket, f"out/{resume.MARKERS}/{key}.json", blob)
         backend.put_object(bucket, f"out/{resume.VIDEOS}/{key}.mp4", b"")
+        index["name"].append(f"{key}.json")
+        index["tag"].append(f"{obj.etag}:{len(blob)}")  # as resume._list_markers reads it from a listing
+        index["blob"].append(blob)
+    if indexed:  # as an earlier scan of this output left it
+        import io
+
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        buf = io.BytesIO()
+        pq.write_table(pa.table(index), buf)
+        backend.put_object(bucket, f"out/{resume.INDEX}", buf.getvalue())
     Path(ready).write_text("ready")
     while True:
         time.sleep(3600)
 
 
-def scale_s3(folder: Path, units: int) -> dict[str, object]:
+def scale_s3(folder: Path, units: int, indexed: bool = False) -> dict[str, object]:
     """`scale_measure` with the output on a moto S3 server (the manifest stays on local disk)."""
     import socket
 
@@ -357,7 +371,7 @@ def scale_s3(folder: Path, units: int) -> dict[str, object]:
     settings = _scale_options("s3://scale/out").fingerprint()
     code = (
         f"import sys; sys.path.insert(0, {str(ROOT)!r}); sys.path.insert(0, {str(ROOT / 'benchmarks')!r});"
-        f"import dataset_bench as b; b._moto_serve({port}, 'scale', {units}, {settings!r}, {str(ready)!r})"
+        f"import dataset_bench as b; b._moto_serve({port}, 'scale', {units}, {settings!r}, {str(ready)!r}, {indexed})"
     )
     server = subprocess.Popen([sys.executable, "-c", code], env=env)
     try:
@@ -371,6 +385,9 @@ def scale_s3(folder: Path, units: int) -> dict[str, object]:
         opts = parse_storage_options(endpoint_url=f"http://127.0.0.1:{port}")
         figures = scale_measure(str(folder / "manifest.parquet"), "s3://scale/out", opts)
         figures["moto_setup_seconds"] = round(setup, 1)
+        figures["indexed_before"] = indexed
+        if indexed:
+            return figures
         # Again, on the same store: the first scan left OUTPUT/markers-index.parquet, so this one lists
         # the markers and reads none of them again.
         figures["rerun"] = scale_measure(str(folder / "manifest.parquet"), "s3://scale/out", opts)
@@ -380,12 +397,12 @@ def scale_s3(folder: Path, units: int) -> dict[str, object]:
         server.wait()
 
 
-def scale_main(sizes: list[int], work: Path, out: Path, s3: list[int]) -> None:
+def scale_main(sizes: list[int], work: Path, out: Path, s3: list[int], s3_indexed: list[int] = ()) -> None:
     """Each size in two fresh processes (setup, then measure), one after the other; one JSON line per
     measurement appended to `out` as it is made, so a stopped run keeps its figures."""
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {platform.system()}"
     env = _env(threads=1)
-    jobs = [(n, "local") for n in sizes] + [(n, "s3") for n in s3]
+    jobs = [(n, "local") for n in sizes] + [(n, "s3") for n in s3] + [(n, "s3-indexed") for n in s3_indexed]
     for n, where in jobs:
         folder = work / f"scale-{n}"
         if not (folder / "manifest.parquet").exists():
@@ -418,8 +435,8 @@ def scale_child(what: str, units: int, folder: Path) -> None:
     if what == "setup":
         scale_setup(folder, units)
         return
-    if what == "s3":
-        figures = scale_s3(folder, units)
+    if what in ("s3", "s3-indexed"):
+        figures = scale_s3(folder, units, indexed=what == "s3-indexed")
     else:
         out = folder / "out"
         (out / "results.parquet").unlink(missing_ok=True)  # each measurement starts from the same state
@@ -438,6 +455,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1, help="torch threads of the one-process baseline")
     p.add_argument("--scale", nargs="*", type=int, metavar="UNITS", help="driver scale: manifests of these sizes")
     p.add_argument("--scale-s3", nargs="*", type=int, default=[], metavar="UNITS", help="the same, output on moto S3")
+    p.add_argument("--scale-s3-indexed", nargs="*", type=int, default=[], metavar="UNITS", help="the same, rerun")
     p.add_argument("--work", type=Path, help="where --scale builds its manifests and outputs")
     p.add_argument("--results", type=Path, default=Path("scale.jsonl"), help="--scale's JSON lines")
     p.add_argument("--scale-child", nargs=3, metavar=("WHAT", "UNITS", "FOLDER"), help=argparse.SUPPRESS)
@@ -445,9 +463,9 @@ def main() -> None:
     if a.scale_child:
         scale_child(a.scale_child[0], int(a.scale_child[1]), Path(a.scale_child[2]))
         return
-    if a.scale is not None or a.scale_s3:
+    if a.scale is not None or a.scale_s3 or a.scale_s3_indexed:
         work = a.work or Path(tempfile.mkdtemp(prefix="pix2video-scale-"))
-        scale_main(a.scale or [], work, a.results, a.scale_s3)
+        scale_main(a.scale or [], work, a.results, a.scale_s3, a.scale_s3_indexed)
         return
     if a.baseline:
         baseline(a.baseline[0], a.baseline[1], a.size, a.steps, a.threads)
