@@ -112,7 +112,9 @@ def runtime_env(args: argparse.Namespace) -> dict:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise InputError(f"--env {redact(pair)!r}: write KEY=VALUE")
-        if SECRET_NAME.search(key) or redact(value) != value:
+        # PIX2VIDEO_STORAGE_OPTION is --storage-option KEY=VALUE, whose value is a secret when KEY names one.
+        option = key.upper() == "PIX2VIDEO_STORAGE_OPTION" and SECRET_NAME.search(value.partition("=")[0])
+        if SECRET_NAME.search(key) or redact(value) != value or option:
             raise InputError(
                 f"--env {key}: a secret in the job's runtime_env ends up in the job's record and the dashboard; "
                 "let the cluster nodes use their own credentials (instance profile, their environment)"

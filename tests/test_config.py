@@ -203,3 +203,15 @@ def test_print_config_of_python_m_verb_and_a_verb_without_its_required_flags(tmp
     assert done.returncode == 0, done.stderr[-2000:]
     values = yaml.safe_load(done.stdout)
     assert values["manifest"] is None and values["precompute_cpus"] == 1.0 and "num_editors" not in values
+
+
+def test_submit_refuses_a_storage_secret_in_a_variable_of_the_job(tmp_path) -> None:
+    from jobs import submit
+
+    args = build_parser("submit").parse_args(
+        ["--working-dir", str(tmp_path), "--env", f"PIX2VIDEO_STORAGE_OPTION=secret={SECRET}"]
+    )
+    with pytest.raises(InputError, match="--env PIX2VIDEO_STORAGE_OPTION: a secret"):
+        submit.runtime_env(args)
+    args = build_parser("submit").parse_args(["--working-dir", str(tmp_path), "--env", "PIX2VIDEO_STEPS=20"])
+    assert submit.runtime_env(args)["env_vars"] == {"PIX2VIDEO_STEPS": "20"}
