@@ -11,10 +11,11 @@ driver), whose editors also save each unit's decoded frames before H.264 (tests/
 `keeping_frames`), so "the same frames" is the method's arithmetic, not the encoder's decisions.
 
 With `--chaos on`, first the undisturbed run (output `reference/`), then the disturbed one (`chaos/`) on
-the same cluster while the chaos loop, every `--interval` seconds on average, SIGKILLs one of this
-cluster's editor or precompute worker processes at random (found as the children of this cluster's
-raylets, by their Ray process titles: never another cluster's), removes the worker node once without
-a goodbye and adds a fresh one, and SIGTERMs the driver once (exit 130 expected), after which the same
+the same cluster while the chaos loop, every `--interval` seconds on average once `--kill-every` more
+units are done, SIGKILLs one of this cluster's editor or precompute worker processes (the two kinds in
+turn, the process at random; found as the children of this cluster's raylets, by their Ray process
+titles: never another cluster's), removes the worker node once without a goodbye (`--remove-at`) and
+adds a fresh one, and SIGTERMs the driver once (`--sigterm-at`; exit 130 expected), after which the same
 command is run again and must finish the rest.
 
 Checked afterwards (`check_output`): every unit ok, one results row per unit, each mp4 there once and
@@ -128,7 +129,8 @@ class TwoNodes:
         """The worker node dies as a preempted one does (no goodbye); `pause` s later a fresh one joins."""
         self.cluster.remove_node(self.worker, allow_graceful=False)
         time.sleep(pause)
-        self.worker = self.cluster.add_node(**NODE)
+        # Not waiting for it to register: the soak's loop (which SIGTERMs the driver) goes on meanwhile.
+        self.worker = self.cluster.add_node(wait=False, **NODE)
 
     def workers(self, titles: tuple[str, ...]) -> list[int]:
         """Pids of this cluster's worker processes whose Ray title starts with one of `titles`."""
@@ -228,7 +230,7 @@ class Chaos:
         self.log, self.t0 = log, time.monotonic()
         self.nodes, self.out, self.total = nodes, out, total
         self.interval, self.every, self.remove_at = interval, every, remove_at
-        self.last_kill_at = 0  # units done at the last kill
+        self.last_kill_at = -every  # units done at the last kill: the first is due at once
         self.rng = random.Random(seed)
         self.pause = False  # while the driver is down between its SIGTERM and the rerun
         self.next_at = self._next()
@@ -267,8 +269,8 @@ class Chaos:
         """SIGKILL a process of the kind killed less so far (so both kinds get hit: a precompute task is
         short, and at a given moment often none runs), of the other kind once none of the first has run
         for PATIENCE_S. True once one was killed."""
-        kinds = [("editor", EDITOR_TITLES), ("precompute", PRECOMPUTE_TITLES)]
-        self.rng.shuffle(kinds)
+        # Precompute first on a tie: at the start of a run its tasks are running (loading their models).
+        kinds = [("precompute", PRECOMPUTE_TITLES), ("editor", EDITOR_TITLES)]
         kinds.sort(key=lambda kind: self.kills[kind[0]])
         for n, (kind, titles) in enumerate(kinds):
             if n and time.monotonic() - (self.due_since or 0.0) < PATIENCE_S:
