@@ -242,13 +242,15 @@ class Pix2Video:
         invert: Callable[[int, Video, str], torch.Tensor] | None = None,
     ) -> list[tuple[Video, torch.Tensor]]:
         """Each shot (`pipeline.io.shots`: first frames, `[0]` for one) as a video of its own with its
-        inversion under its own source prompt: the (shot video, zT) pairs `edit_shots` takes."""
+        inversion under its own source prompt: the (shot video, zT) pairs `edit_shots` takes.
+        `invert(start, shot, source)`: where a shot's zT comes from instead (a cache); default `self.invert`."""
         if len(source_prompts) != len(shots):
             raise InputError(f"got {len(source_prompts)} source prompts for {len(shots)} shots")
         out = []
         for (start, stop), source in zip(shot_ranges(shots, video.num_frames), source_prompts, strict=True):
             shot = video if (start, stop) == (0, video.num_frames) else video.segment(start, stop)
-            out.append((shot, self.invert(shot, source, config)))
+            zT = self.invert(shot, source, config) if invert is None else invert(start, shot, source)
+            out.append((shot, zT))
         return out
 
     @torch.no_grad()
