@@ -111,3 +111,22 @@ def test_an_unwritable_store_is_one_line_before_any_work(tmp_path: Path, clip: P
     err = capsys.readouterr().err
     assert "--precompute-store" in err and "is a file, not a folder" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_cached_inversion_has_a_key_of_its_own_and_off_is_off() -> None:
+    """The store's zT under --inversion-cache-interval is another zT (its own file); a run's settings say
+    what step caching runs, so `auto` and `off` (the same today) are the same settings."""
+    from pipeline.method.config import EditConfig
+    from pipeline.stages import store
+    from pipeline.stages.options import RunOptions
+
+    plain = store.inversion_key("m", "float32", 20, "a ball", "cpu", None)
+    assert store.inversion_key("m", "float32", 20, "a ball", "cpu", None, ()) == plain
+    cached = EditConfig(inversion_cache_interval="on").inversion_cache().identity()
+    assert store.inversion_key("m", "float32", 20, "a ball", "cpu", None, cached) != plain
+
+    def fingerprint(**kw: object) -> str:
+        return RunOptions(output="o", model="tiny", caption_model="tiny", config=EditConfig(**kw)).fingerprint()
+
+    assert fingerprint() == fingerprint(cache_interval="off", inversion_cache_interval="auto")
+    assert fingerprint() != fingerprint(cache_interval="on")

@@ -424,7 +424,10 @@ class EditStage:
         it, else computed (and saved, so a rerun with new prompts skips the inversion). A masked video is
         always inverted: its edit needs the whole trajectory, which the store does not keep."""
         device = torch.device(self.models.device).type
-        key = store.inversion_key(spec.model, str(self.models.dtype), spec.config.steps, source_prompt, device, span)
+        caching = spec.config.inversion_cache().identity()  # a cached inversion is another zT
+        key = store.inversion_key(
+            spec.model, str(self.models.dtype), spec.config.steps, source_prompt, device, span, caching
+        )
         url = store.inversion_url(meta.store, key)
         if spec.reuse_inversion and video.mask is None:
             try:

@@ -29,6 +29,7 @@ MAX_VIDEOS_PER_CALL = 8  # --videos-per-call auto: at most this many
 
 # How the work is scheduled, not what it computes: the same frames either way, so not in the fingerprint.
 _SCHEDULING = ("schedule", "max_batch", "inversion_batch", "decode_batch")
+_CACHING = ("cache_interval", "inversion_cache_interval", "cache_depth")  # as resolved, see `fingerprint`
 
 
 def device_kind(device: str | None) -> str:
@@ -147,7 +148,9 @@ class RunOptions:
     def fingerprint(self) -> str:
         """Hash of everything that changes an output's pixels (not how the work is scheduled: schedule,
         batch sizes and videos per call give the same frames); every marker holds it."""
-        cfg = {k: v for k, v in asdict(self.config).items() if k not in _SCHEDULING}
+        cfg = {k: v for k, v in asdict(self.config).items() if k not in _SCHEDULING + _CACHING}
+        # Step caching by what it runs ("auto" may change meaning with the figures): nothing when off.
+        cfg["caching"] = [self.config.edit_cache().identity(), self.config.inversion_cache().identity()]
         data = [self.model, self.caption_model, self.size, self.max_frames, self.dtype, cfg, self.shots]
         return hashlib.sha1(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

@@ -93,14 +93,23 @@ def write_record(record: PrecomputeRecord, opts: StorageOptions) -> None:
 
 
 def inversion_key(
-    model: str, dtype: str, steps: int, source_prompt: str, device: str, span: tuple[int, int] | None
+    model: str,
+    dtype: str,
+    steps: int,
+    source_prompt: str,
+    device: str,
+    span: tuple[int, int] | None,
+    caching: tuple = (),
 ) -> str:
     """What zT depends on besides the folder's frames and depth: the model, dtype, DDIM steps, the
-    source prompt, the device kind (a store shared by CPU and GPU runs keeps one of each) and, for a
-    shot of a clip with cuts, its frames `span` (start, stop)."""
+    source prompt, the device kind (a store shared by CPU and GPU runs keeps one of each), for a shot of
+    a clip with cuts its frames `span` (start, stop), and the inversion's step caching (`caching`:
+    `CacheSchedule.identity()`, empty when off, so keys without it stay what they were)."""
     ident: tuple = (model, dtype, steps, source_prompt, device)
     if span is not None:
         ident += (span,)
+    if caching:
+        ident += (caching,)
     return short_hash(repr(ident), 12)
 
 
