@@ -131,6 +131,20 @@ def train_texture(data: FrameSet, workdir: str | os.PathLike, settings: TrainSet
     return model.eval().requires_grad_(False)
 
 
+@torch.no_grad()
+def evaluate_texture(model: TextureReader, heldout: FrameSet) -> dict[str, float]:
+    """Accuracy on held-out ground-truth object crops (every visible object of every frame). `train-toy`
+    looks it up by name (toyworld/build.py: `evaluate_<part>`)."""
+    samples = _samples(heldout.ids, object_textures(heldout))
+    hits = 0
+    for start in range(0, len(samples), 256):
+        chunk = samples[start : start + 256]
+        f = np.array([c[0] for c in chunk])
+        x = crops(heldout.frames[f], heldout.ids[f] == np.array([c[1] for c in chunk])[:, None, None])
+        hits += int((model(x).argmax(1) == torch.tensor([label for _, _, label in chunk])).sum())
+    return {"objects": len(samples), "accuracy": hits / max(len(samples), 1)}
+
+
 def save_reader(model: TextureReader, folder: str | os.PathLike, dtype: torch.dtype | None = None) -> None:
     from safetensors.torch import save_file
 

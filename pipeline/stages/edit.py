@@ -439,6 +439,8 @@ class EditStage:
         # Contiguous, as the stored copy comes back: the inversion may end in another memory format
         # (channels-last), and the edit's first kernels then take other paths, a grey level off in
         # some values; a retry or rerun that loads the stored zT must edit what this call edits.
-        zT = self.editor.invert(video, source_prompt, spec.config).contiguous()
+        zT = self.editor.invert(video, source_prompt, spec.config)
+        if video.mask is None:  # a masked edit keeps this very tensor: the editor finds its trajectory by it
+            zT = zT.contiguous()
         save_array(url, zT.float().cpu().numpy().astype(np.float32), self.opts)
         return zT
