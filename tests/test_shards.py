@@ -103,11 +103,11 @@ def test_shards_on_s3(tmp_path: Path) -> None:
         host, port = server.get_host_and_port()
         opts = StorageOptions(endpoint_url=f"http://{host}:{port}", extra={"key": "k", "secret": "s"})
         fs = fsspec.filesystem("s3", endpoint_url=f"http://{host}:{port}", key="k", secret="s")
-        fs.mkdir("bucket")
+        fs.mkdir("shards-test")  # moto keeps its buckets per process: a name no other test uses
         samples = _samples(tmp_path, 3)
-        assert write_shards(samples, "s3://bucket/aug", opts, shard_size=2).written == 2
+        assert write_shards(samples, "s3://shards-test/aug", opts, shard_size=2).written == 2
         fs.invalidate_cache()
-        assert sorted(p.rsplit("/", 1)[-1] for p in fs.ls("bucket/aug/shards")) == [
+        assert sorted(p.rsplit("/", 1)[-1] for p in fs.ls("shards-test/aug/shards")) == [
             "000000.tar",
             "000000_stats.json",
             "000001.tar",
@@ -116,9 +116,9 @@ def test_shards_on_s3(tmp_path: Path) -> None:
         local = tmp_path / "fetched"
         local.mkdir()
         for name in ("000000.tar", "000001.tar"):
-            fs.get_file(f"bucket/aug/shards/{name}", str(local / name))
+            fs.get_file(f"shards-test/aug/shards/{name}", str(local / name))
         assert [r["__key__"] for r in _read(local)] == [s.key for s in samples]
-        assert write_shards(samples, "s3://bucket/aug", opts, shard_size=2).kept == 2
+        assert write_shards(samples, "s3://shards-test/aug", opts, shard_size=2).kept == 2
     finally:
         server.stop()
 

@@ -45,7 +45,10 @@ def test_soak_with_faults_loses_and_duplicates_nothing(tiny_model_dir: Path, tmp
     assert chaos["exit_codes"] == [130, 0], logs
     assert chaos["driver_sigterms"] == 1 and chaos["node_removals"] == chaos["node_additions"] == 1, chaos
     assert chaos["kills"]["editor"] >= 1 and chaos["kills"]["precompute"] >= 1, chaos["kills"]
-    assert chaos["editor_deaths"] >= 1 and not chaos["chaos_errors"], chaos
+    # Not asserted: editor deaths the dispatcher saw. An editor killed between calls is restarted by Ray
+    # before any call of it fails (seen in a full-suite run: 2 editor kills, 0 deaths), so that count
+    # depends on timing; the kills above and the checks below are what must hold.
+    assert not chaos["chaos_errors"], chaos
     assert chaos["faults"] == [], chaos["checks"]
 
     # The output trees, looked at here rather than through the soak's own checks.
