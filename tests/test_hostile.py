@@ -18,6 +18,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from cli_checks import one_line_error, touch
 
 from jobs.cli import main
 from pipeline.dataset import resume, storage
@@ -32,20 +33,8 @@ PASSWORD = "hunter2-pw-XYZ"
 SIGNATURE = "f00dfeedsig0123456789"
 
 
-def _refused(capsys: pytest.CaptureFixture[str], argv: list[str], *needles: str, verb: str = "run") -> str:
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1, err
-    assert err.startswith(f"pix2video {verb}: error:"), err
-    for needle in needles:
-        assert needle in err, err
-    return err
-
-
-def _touch(folder: Path, *names: str) -> None:
-    for name in names:
-        (folder / name).parent.mkdir(parents=True, exist_ok=True)
-        (folder / name).write_bytes(b"not decoded here")
+def _refused(capsys: pytest.CaptureFixture[str], argv: list[str], *needles: str) -> str:
+    return one_line_error(capsys, argv, 2, *needles)
 
 
 # -- secrets in URLs --------------------------------------------------------------------------------
@@ -118,7 +107,7 @@ def test_ids_derived_from_urls_do_not_depend_on_credentials(tmp_path) -> None:
 
 def test_a_folder_manifest_never_lists_the_output_inside_it(tmp_path) -> None:
     vin = tmp_path / "vin"
-    _touch(vin, "a.mp4", "b.mp4", "out/videos/a__p-1234.mp4", "out/report/assets/x.gif")
+    touch(vin, "a.mp4", "b.mp4", "out/videos/a__p-1234.mp4", "out/report/assets/x.gif")
     units = load_manifest(str(vin), OPTS, prompts=["p"], output=str(vin / "out")).units
     assert sorted(Path(u.video).name for u in units) == ["a.mp4", "b.mp4"]
     # A relative spelling of the same output, and a glob, skip it too.
@@ -142,7 +131,7 @@ def test_unterminated_json_list_in_a_csv_prompt_cell_is_refused(tmp_path) -> Non
 
 
 def test_two_video_columns_are_one_line(capsys, tmp_path) -> None:
-    _touch(tmp_path, "a.mp4")
+    touch(tmp_path, "a.mp4")
     (tmp_path / "m.csv").write_text("video,prompt,video\na.mp4,p,a.mp4\n")
     _refused(
         capsys,
@@ -167,12 +156,12 @@ def test_a_text_for_a_nested_storage_option_is_one_line(capsys, tmp_path) -> Non
 def test_report_refuses_without_writing_anything(capsys, tmp_path) -> None:
     data = tmp_path / "data"
     data.mkdir()
-    _refused(capsys, ["report", str(data), "--no-progress"], "no results table", verb="report")
-    _refused(capsys, ["report", str(tmp_path / "missing"), "--no-progress"], "no results table", verb="report")
+    _refused(capsys, ["report", str(data), "--no-progress"], "no results table")
+    _refused(capsys, ["report", str(tmp_path / "missing"), "--no-progress"], "no results table")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data"] and not any(data.iterdir())
     (data / "results.parquet").write_bytes(b"PAR1 this is not a parquet file")
-    _refused(capsys, ["report", str(data), "--no-progress"], "results.parquet", "cannot be read", verb="report")
-    _refused(capsys, ["evaluate", str(data), "--no-progress"], "results.parquet", "cannot be read", verb="evaluate")
+    _refused(capsys, ["report", str(data), "--no-progress"], "results.parquet", "cannot be read")
+    _refused(capsys, ["evaluate", str(data), "--no-progress"], "results.parquet", "cannot be read")
     assert sorted(p.name for p in data.iterdir()) == ["results.parquet"]
 
 
@@ -184,7 +173,7 @@ def test_a_second_run_on_a_locked_output_stops_in_one_line(capsys, tmp_path, mon
         raise AssertionError("Ray was started although another run holds the output")
 
     monkeypatch.setattr("jobs._common.connect_ray", started)
-    _touch(tmp_path / "in", "a.mp4")
+    touch(tmp_path / "in", "a.mp4")
     out = tmp_path / "out"
     argv = ["run", "--manifest", str(tmp_path / "in"), "--output", str(out), "--prompt", "x", *RUN]
     holder = subprocess.Popen(  # another process holds the lock, as a running `pix2video run` does
@@ -229,7 +218,7 @@ def test_overwrite_forgets_nothing_when_the_run_cannot_start(tmp_path) -> None:
     from actors.runner import RunOptions, run_dataset
     from pipeline.method.editor import EditConfig
 
-    _touch(tmp_path / "in", "a.mp4", "b.mp4")
+    touch(tmp_path / "in", "a.mp4", "b.mp4")
     manifest = load_manifest(str(tmp_path / "in"), OPTS, prompts=["p", "q"])
     out = tmp_path / "out"
     opts = RunOptions(
@@ -275,7 +264,7 @@ def test_ray_failing_to_start_is_one_line(capsys, tmp_path, monkeypatch) -> None
     # instance (other tests' driver), so it is recorded instead.
     monkeypatch.setattr(ray, "shutdown", lambda: stopped.append(True))
     monkeypatch.setattr("actors.cluster._start_reaper", lambda: None)
-    _touch(tmp_path / "in", "a.mp4")
+    touch(tmp_path / "in", "a.mp4")
     argv = ["run", "--manifest", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--prompt", "x", *RUN]
     assert main(argv) == 1
     err = capsys.readouterr().err.strip()
@@ -333,7 +322,7 @@ def test_a_usage_error_after_reading_a_csv_leaves_no_native_thread(tmp_path) -> 
     process then destroyed while exiting, a few times in a hundred (measured: 4 of 300 plain exits
     right after a `read_csv`; 0 of 300 with its signal handling off). Now reading a CSV manifest
     starts no thread at all, so nothing is left to tear down."""
-    _touch(tmp_path, "a.mp4")
+    touch(tmp_path, "a.mp4")
     (tmp_path / "m.csv").write_text("video,prompt,error\na.mp4,p,x\n")  # a label named like a column
     code = (
         "import os, sys\n"

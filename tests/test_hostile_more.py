@@ -15,8 +15,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli_checks import one_line_error, touch
 
-from jobs.cli import main
 from pipeline.dataset import resume
 from pipeline.dataset.manifest import load_manifest, safe_name
 from pipeline.dataset.storage import StorageOptions, parse_storage_options
@@ -29,24 +29,6 @@ ROOT = Path(__file__).resolve().parents[1]
 OPTS = StorageOptions()
 RUN = ["--model", "tiny", "--steps", "1", "--size", "64x64", "--no-progress"]
 SECRET = "s3cr3t-Value-9876"
-
-
-def _one_line(capsys: pytest.CaptureFixture[str], argv: list[str], code: int, *needles: str) -> str:
-    verb = argv[0]
-    assert main(argv) == code
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1, err
-    assert err.startswith(f"pix2video {verb}: error:"), err
-    for needle in needles:
-        assert needle in err, err
-    return err
-
-
-def _touch(folder: Path, *names: str) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    for name in names:
-        (folder / name).write_bytes(b"not decoded here")
-    return folder
 
 
 def _closed_port() -> int:
@@ -83,7 +65,7 @@ def test_a_manifest_url_with_a_query_is_read_as_its_table(http_root, query) -> N
 def test_submit_refuses_credentials_before_contacting_a_cluster(capsys, argv) -> None:
     # A closed port: a submit that got as far as the cluster would fail differently (and slowly).
     address = f"http://127.0.0.1:{_closed_port()}"
-    err = _one_line(
+    err = one_line_error(
         capsys, ["submit", "--address", address, *argv], 2, "credentials" if "--env" not in argv else "secret"
     )
     assert SECRET not in err
@@ -96,7 +78,7 @@ def test_shots_out_of_order_fail_only_that_clips_rows(tmp_path) -> None:
     from pipeline.stages.options import PrecomputeSpec
     from pipeline.stages.precompute import _find_shots, _shots_of
 
-    _touch(tmp_path, "a.mp4", "b.mp4")
+    touch(tmp_path, "a.mp4", "b.mp4")
     (tmp_path / "m.jsonl").write_text(
         json.dumps({"video": "a.mp4", "prompt": "p", "shots": [5, 3]})
         + "\n"
@@ -131,18 +113,18 @@ def test_shots_out_of_order_fail_only_that_clips_rows(tmp_path) -> None:
     ],
 )
 def test_numeric_flags_out_of_range_are_refused_before_any_work(capsys, tmp_path, flag, value) -> None:
-    vin = _touch(tmp_path / "in", "a.mp4")
+    vin = touch(tmp_path / "in", "a.mp4")
     out = tmp_path / "out"
-    _one_line(
+    one_line_error(
         capsys, ["run", "--manifest", str(vin), "--output", str(out), "--prompt", "x", flag, value, *RUN], 2, flag
     )
     assert not out.exists()
 
 
 def test_num_cpus_zero_is_named_as_itself(capsys, tmp_path) -> None:
-    vin = _touch(tmp_path / "in", "a.mp4")
+    vin = touch(tmp_path / "in", "a.mp4")
     argv = ["run", "--manifest", str(vin), "--output", str(tmp_path / "o"), "--prompt", "x", "--num-cpus", "0", *RUN]
-    err = _one_line(capsys, argv, 2, "--num-cpus")
+    err = one_line_error(capsys, argv, 2, "--num-cpus")
     assert "--precompute-cpus" not in err
 
 
@@ -152,14 +134,16 @@ NOT_UTF8 = b"a \xff painting".decode("utf-8", "surrogateescape")  # what Python 
 
 
 def test_a_prompt_that_is_not_utf8_is_one_line(capsys, tmp_path) -> None:
-    vin = _touch(tmp_path / "in", "a.mp4")
-    _one_line(capsys, ["run", "--manifest", str(vin), "--output", str(tmp_path / "o"), "--prompt", NOT_UTF8, *RUN], 2)
-    _one_line(capsys, ["edit", str(vin / "a.mp4"), "-o", str(tmp_path / "e.mp4"), "--prompt", NOT_UTF8, *RUN], 2)
+    vin = touch(tmp_path / "in", "a.mp4")
+    one_line_error(
+        capsys, ["run", "--manifest", str(vin), "--output", str(tmp_path / "o"), "--prompt", NOT_UTF8, *RUN], 2
+    )
+    one_line_error(capsys, ["edit", str(vin / "a.mp4"), "-o", str(tmp_path / "e.mp4"), "--prompt", NOT_UTF8, *RUN], 2)
     assert not (tmp_path / "o").exists() and not (tmp_path / "e.mp4").exists()
 
 
 def test_a_lone_surrogate_in_a_jsonl_prompt_names_its_row(tmp_path) -> None:
-    _touch(tmp_path, "a.mp4")
+    touch(tmp_path, "a.mp4")
     (tmp_path / "m.jsonl").write_text('{"video": "a.mp4", "prompt": "ok"}\n{"video": "a.mp4", "prompt": "x\\ud800"}\n')
     with pytest.raises(InputError, match="row 2: column 'prompt': not UTF-8"):
         load_manifest(str(tmp_path / "m.jsonl"), OPTS)
@@ -179,8 +163,8 @@ def test_an_augment_prompts_file_that_is_not_utf8_is_one_line(tmp_path) -> None:
 def test_a_link_in_a_loop_is_one_line(capsys, tmp_path) -> None:
     loop = tmp_path / "loop.mp4"
     loop.symlink_to(loop)
-    _one_line(capsys, ["edit", str(loop), "-o", str(tmp_path / "e.mp4"), "--prompt", "x", *RUN], 2, "link")
-    _one_line(
+    one_line_error(capsys, ["edit", str(loop), "-o", str(tmp_path / "e.mp4"), "--prompt", "x", *RUN], 2, "link")
+    one_line_error(
         capsys, ["run", "--manifest", str(loop), "--output", str(tmp_path / "o"), "--prompt", "x", *RUN], 2, "link"
     )
 
@@ -214,7 +198,7 @@ def test_edit_on_a_full_disk_is_one_line_and_keeps_the_old_output(tmp_path, tiny
 def test_an_unknown_storage_option_for_an_s3_manifest_is_one_line(capsys, tmp_path) -> None:
     endpoint = f"http://127.0.0.1:{_closed_port()}"
     argv = ["run", "--manifest", "s3://bucket/m.csv", "--output", str(tmp_path / "o"), "--endpoint-url", endpoint]
-    _one_line(capsys, [*argv, "--storage-option", "bogus=X", *RUN], 2, "'bogus'", "--storage-option")
+    one_line_error(capsys, [*argv, "--storage-option", "bogus=X", *RUN], 2, "'bogus'", "--storage-option")
 
 
 def test_an_unreachable_s3_endpoint_is_one_line(capsys, tmp_path, monkeypatch) -> None:
@@ -223,25 +207,25 @@ def test_an_unreachable_s3_endpoint_is_one_line(capsys, tmp_path, monkeypatch) -
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")  # one try: the line, not botocore's retries, is tested
     endpoint = f"http://127.0.0.1:{_closed_port()}"
     argv = ["run", "--manifest", "s3://bucket/m.csv", "--output", str(tmp_path / "o"), "--endpoint-url", endpoint]
-    _one_line(capsys, [*argv, *RUN], 1, "cannot connect")
-    vin = _touch(tmp_path / "in", "a.mp4")  # and an s3 output there, with a local manifest
+    one_line_error(capsys, [*argv, *RUN], 1, "cannot connect")
+    vin = touch(tmp_path / "in", "a.mp4")  # and an s3 output there, with a local manifest
     argv = ["run", "--manifest", str(vin), "--output", "s3://bucket/o", "--endpoint-url", endpoint, "--prompt", "x"]
-    _one_line(capsys, [*argv, *RUN], 1, "--output s3://bucket/o", "cannot connect")
+    one_line_error(capsys, [*argv, *RUN], 1, "--output s3://bucket/o", "cannot connect")
 
 
 def test_an_http_manifest_refused_or_misconfigured_is_not_called_missing(capsys, tmp_path) -> None:
     url = f"http://127.0.0.1:{_closed_port()}/m.csv"
     base = ["run", "--manifest", url, "--output", str(tmp_path / "o"), *RUN]
-    err = _one_line(capsys, base, 1, "cannot connect")
+    err = one_line_error(capsys, base, 1, "cannot connect")
     assert "no such file" not in err
-    err = _one_line(capsys, [*base, "--storage-option", "bogus=X"], 2, "'bogus'")
+    err = one_line_error(capsys, [*base, "--storage-option", "bogus=X"], 2, "'bogus'")
     assert "no such file" not in err
 
 
 def test_an_http_output_is_refused_before_any_work(capsys, tmp_path) -> None:
-    vin = _touch(tmp_path / "in", "a.mp4")
+    vin = touch(tmp_path / "in", "a.mp4")
     argv = ["run", "--manifest", str(vin), "--output", f"http://127.0.0.1:{_closed_port()}/out", "--prompt", "x"]
-    _one_line(capsys, [*argv, *RUN], 2, "HTTP")
+    one_line_error(capsys, [*argv, *RUN], 2, "HTTP")
     with pytest.raises(InputError, match="HTTP"):
         resume.check_output_location("https://h.example/out")
 
@@ -265,7 +249,7 @@ def test_the_default_size_stays_within_the_cap() -> None:
 
 
 def test_a_video_given_as_the_manifest_is_called_a_video(tmp_path) -> None:
-    clip = _touch(tmp_path, "clip.mp4") / "clip.mp4"
+    clip = touch(tmp_path, "clip.mp4") / "clip.mp4"
     with pytest.raises(InputError, match="is a video, not a manifest") as e:
         load_manifest(str(clip), OPTS, prompts=["x"])
     assert "no videos found" not in str(e.value)
@@ -274,8 +258,8 @@ def test_a_video_given_as_the_manifest_is_called_a_video(tmp_path) -> None:
 
 
 def test_report_on_a_video_file_says_it_is_a_file(capsys, tmp_path) -> None:
-    clip = _touch(tmp_path, "clip.mp4") / "clip.mp4"
-    err = _one_line(capsys, ["report", str(clip)], 2, "is a file")
+    clip = touch(tmp_path, "clip.mp4") / "clip.mp4"
+    err = one_line_error(capsys, ["report", str(clip)], 2, "is a file")
     assert "rerun" not in err
 
 
