@@ -34,6 +34,7 @@ from ray.exceptions import RayActorError
 from pipeline.dataset import storage
 from pipeline.dataset.manifest import VideoJob
 from pipeline.dataset.storage import StorageOptions
+from pipeline.dataset.tables import Rows
 from pipeline.errors import first_line
 from pipeline.stages.edit import failed_row
 from pipeline.stages.options import EditSpec, PrecomputeSpec
@@ -240,7 +241,7 @@ class Editors:
 class Outcome:
     """What the dispatcher did, for the run's summary."""
 
-    rows: dict[str, dict[str, Any]] = field(default_factory=dict)
+    rows: Rows = field(default_factory=Rows)  # columnar: a million rows as dicts were gigabytes
     idle_share: float | None = None  # of warm editor time
     frames: int = 0
     editors: int = 0
@@ -274,7 +275,7 @@ class Dispatcher:
         self.on_video_done, self.opts = on_video_done, opts  # each finished video's rows (the progress bar)
         # Videos a full call takes: the count given, or (auto) estimated from the last precomputed video.
         self.per_call = limit if math.isinf(target) else 1
-        self.rows: dict[str, dict[str, Any]] = {}
+        self.rows = Rows()  # typed into Arrow columns as they come
         self.frames = 0  # frames edited (frames x prompts of the ok rows)
         self.warm_pids: set[int] = set()
         self.idle = self.busy = 0.0
@@ -382,7 +383,7 @@ class Dispatcher:
             r = dict(r)
             if r.get("attempts") is None:
                 r["attempts"] = job.attempts
-            self.rows[r.pop("key")] = r
+            self.rows.add(r.pop("key"), r)
         self.frames += sum(int(r.get("num_frames") or 0) for r in rows if r["status"] == "ok")
         self.on_video_done(rows)
 

@@ -41,7 +41,7 @@ from tqdm import tqdm
 from pipeline.dataset import resume, storage
 from pipeline.dataset.manifest import Manifest, VideoJob
 from pipeline.dataset.results import build_table, keep_scores, previous_scores
-from pipeline.dataset.tables import RESULTS, write_table
+from pipeline.dataset.tables import RESULTS, Rows, write_table
 from pipeline.stages.options import MAX_VIDEOS_PER_CALL, RunOptions
 from pipeline.stages.record import PrecomputeRecord
 
@@ -68,7 +68,7 @@ class RunSummary:
     gpus_per_editor: float = 0.0
     editor_deaths: int = 0  # editor processes that died mid-video (their videos were redone)
     editor_calls: int = 0  # edit calls sent to editors (fewer than videos when videos were grouped)
-    rows: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
+    rows: Rows = field(default_factory=Rows, repr=False)  # by unit key, Arrow columns (a mapping of row dicts)
 
     @property
     def frames_per_second(self) -> float:
@@ -161,7 +161,7 @@ def _run_locked(manifest: Manifest, opts: RunOptions, connect: Callable[[], obje
     # start or is stopped midway keeps every finished output it has not redone yet.
     run_token = uuid.uuid4().hex
     if opts.overwrite:
-        done: dict[str, dict] = {}
+        done = Rows()
     else:
         done, stale = resume.done_rows(opts.output, settings, opts.storage)
         if stale:
@@ -171,8 +171,9 @@ def _run_locked(manifest: Manifest, opts: RunOptions, connect: Callable[[], obje
                 stale,
                 opts.output,
             )
-    done = resume.of_units(done, manifest.units)  # markers of other manifests' units are not this run's
-    todo = resume.pending(manifest.units, done)
+    keys = manifest.keys()
+    done = resume.of_units(done, manifest.units, keys)  # markers of other manifests' units are not this run's
+    todo = resume.pending(manifest.units, done, keys)
     jobs = manifest.videos(todo)
     log.info(
         "%d videos x prompts in the manifest: %d done before, %d to do (%d videos)",
@@ -181,7 +182,7 @@ def _run_locked(manifest: Manifest, opts: RunOptions, connect: Callable[[], obje
         len(todo),
         len(jobs),
     )
-    rows: dict[str, dict[str, Any]] = {}
+    rows = Rows()
     idle_share = None
     frames = 0
     drive = Outcome()
@@ -203,23 +204,25 @@ def _run_locked(manifest: Manifest, opts: RunOptions, connect: Callable[[], obje
             stats = {"settings": settings, "run": run_token, "total": len(manifest.units), "done_before": len(done)}
             metrics.write_run_stats(opts, **stats, seconds=seconds, interrupted=True)  # OUTPUT/stats.json
             raise
-        rows, idle_share, frames = drive.rows, drive.idle_share, drive.frames
+        rows, idle_share, frames = Rows.of_dicts(drive.rows), drive.idle_share, drive.frames
         # Workers killed during this run (OOM, a lost node) leave temporaries too; every task and call
         # of the run is over now, and the lock keeps other runs out, so none is being written.
         storage.remove_stale_temporaries(opts.output)
     elapsed = time.perf_counter() - started
 
     # Units done before keep what `evaluate` and augment's bounds added (their outputs are unchanged).
-    all_rows = {**keep_scores(done, previous_scores(opts.output, opts.storage)), **rows}
+    # This run's rows first: where a unit is in both (never, but for a dict's sake), its new row wins.
+    all_rows = Rows.merged(rows, keep_scores(done, previous_scores(opts.output, opts.storage)))
     table = build_table(manifest, all_rows)
     results_url = storage.join(opts.output, RESULTS)
     write_table(table, results_url, opts.storage)
-    statuses = table.column("status").to_pylist()
+    statuses = table.column("status").value_counts().to_pylist()  # columnar: no string per row
+    count = {c["values"]: c["counts"] for c in statuses}
     summary = RunSummary(
         total=len(manifest.units),
         skipped=len(done),
-        ok=statuses.count("ok"),
-        failed=statuses.count("failed"),
+        ok=count.get("ok", 0),
+        failed=count.get("failed", 0),
         videos=len(jobs),
         frames=frames,
         seconds=elapsed,
@@ -242,7 +245,7 @@ def _write_partial_table(manifest: Manifest, opts: RunOptions, settings: str) ->
     same command finishes the rest."""
     try:
         done, _ = resume.done_rows(opts.output, settings, opts.storage)
-        done = resume.of_units(done, manifest.units)
+        done = resume.of_units(done, manifest.units, manifest.keys())
         rows = keep_scores(done, previous_scores(opts.output, opts.storage))
         write_table(build_table(manifest, rows), storage.join(opts.output, RESULTS), opts.storage)
         log.info(
@@ -291,6 +294,14 @@ def _drive(jobs: list[VideoJob], opts: RunOptions, run_token: str) -> Outcome:
         precompute_task(opts), opts.precompute_spec(), opts.storage, need_caption=None, refresh=opts.overwrite
     )
     progress = _Progress(len(jobs), opts.progress)
+    # On an object store the driver keeps the markers index as units finish, so that the scan after a
+    # crash GETs only the markers of the run's last seconds (resume.IndexWriter).
+    index = resume.IndexWriter(opts.output, edit_spec.settings, run_token, opts.storage)
+
+    def video_done(rows: list[dict[str, Any]]) -> None:
+        progress.video_done(rows)
+        index.add(rows)
+
     dispatcher = Dispatcher(
         jobs,
         precomputes,
@@ -300,7 +311,7 @@ def _drive(jobs: list[VideoJob], opts: RunOptions, run_token: str) -> Outcome:
         target=target,
         prefetch=opts.prefetch,
         max_attempts=opts.max_attempts,
-        on_video_done=progress.video_done,
+        on_video_done=video_done,
         opts=opts.storage,
     )
     live = metrics.LiveMetrics.watch(dispatcher, run_token)  # the run's Ray metrics while it goes
@@ -309,6 +320,7 @@ def _drive(jobs: list[VideoJob], opts: RunOptions, run_token: str) -> Outcome:
     finally:
         live.close()
         progress.close()
+        index.close()
         dispatcher.editors.stop()
     outcome = dispatcher.outcome(gpus)
     log.info("%d videos edited in %d editor calls", len(jobs), outcome.calls)

@@ -165,12 +165,16 @@ def _scale_options(output: str, storage_opts: object = None):  # noqa: ANN202 - 
     )
 
 
-def _marker_blob(key: str, i: int, output: str, settings: str) -> bytes:
-    """A finished unit's marker as the editor writes it (its results row, the settings, the run)."""
+SCALE_RUN = "0" * 32  # the run token in the setup's markers
+
+
+def _marker_row(key: str, i: int, output: str) -> dict:
+    """A finished unit's row as the editor returns it to the driver (with its key)."""
     from pipeline.dataset import resume
     from pipeline.dataset.tables import ResultRow
 
-    row = ResultRow(
+    return ResultRow(
+        key=key,
         id=f"clip-{i:07d}",
         video=f"clips/clip-{i:07d}.mp4",
         prompt=SCALE_PROMPT,
@@ -189,8 +193,13 @@ def _marker_blob(key: str, i: int, output: str, settings: str) -> bytes:
         group_size=1,
         seconds_edit=1.5,
     ).as_dict()
-    row.pop("key")
-    return json.dumps({**row, "settings": settings, "run": "0" * 32}, sort_keys=True).encode()
+
+
+def _marker_blob(key: str, i: int, output: str, settings: str) -> bytes:
+    """A finished unit's marker as the editor writes it (its results row, the settings, the run)."""
+    from pipeline.dataset import resume
+
+    return resume.marker_bytes(_marker_row(key, i, output), settings, SCALE_RUN)
 
 
 def scale_setup(folder: Path, units: int) -> None:
@@ -250,6 +259,7 @@ def scale_measure(manifest_url: str, output: str, storage_opts: object = None) -
     from actors.dispatch import Outcome
     from pipeline.dataset import resume
     from pipeline.dataset.manifest import load_manifest
+    from pipeline.dataset.tables import Rows
     from pipeline.stages.edit import failed_row
 
     opts = _scale_options(output, storage_opts)
@@ -263,7 +273,11 @@ def scale_measure(manifest_url: str, output: str, storage_opts: object = None) -
 
     def drive(jobs, _opts, _token):  # noqa: ANN001, ANN202 - the editors, as fast as they can fail
         t = time.perf_counter()
-        rows = {u.key: failed_row(u, None, "benchmark: not edited") for job in jobs for u in job.units}
+        rows = Rows()  # as the dispatcher collects them, one video at a time
+        for job in jobs:
+            for u in job.units:
+                row = failed_row(u, None, "benchmark: not edited")
+                rows.add(row.pop("key"), row)
         fake["seconds"] = time.perf_counter() - t
         return Outcome(rows=rows)
 
@@ -309,13 +323,20 @@ def scale_measure(manifest_url: str, output: str, storage_opts: object = None) -
     return figures
 
 
-def _moto_serve(port: int, bucket: str, units: int, settings: str, ready: str, indexed: bool = False) -> None:
+S3_INDEX = ("none", "indexed", "crashed")  # what index the object store holds beside the markers
+
+
+def _moto_serve(port: int, bucket: str, units: int, settings: str, ready: str, index: str = "none") -> None:
     """A moto S3 server on 127.0.0.1 (its own process: its CPU is not the driver's) holding a
-    half-finished run's markers and mp4s, put straight into moto's store (not timed)."""
+    half-finished run's markers and mp4s, put straight into moto's store (not timed). `index`: none
+    (a run older than the markers index, or one whose index was deleted), indexed (the one file an
+    earlier scan leaves), crashed (the parts a run's driver writes as units finish, resume.IndexWriter,
+    1000 markers a part, the last part never written: the run was killed before it)."""
     from moto.server import ThreadedMotoServer
 
     from pipeline.dataset import resume
     from pipeline.dataset.manifest import unit_key
+    from pipeline.dataset.storage import StorageOptions
 
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
     server.start()
@@ -333,33 +354,47 @@ def _moto_serve(port: int, bucket: str, units: int, settings: str, ready: str, i
 
     backend = next(iter(s3_backends.values()))["global"]
     out = f"s3://{bucket}/out"
-    index: dict[str, list] = {"name": [], "tag": [], "blob": []}
+
+    def put(url: str, data: bytes, _opts: object = None):  # noqa: ANN202 - straight into moto's store
+        return backend.put_object(bucket, url.removeprefix(f"s3://{bucket}/"), data)
+
+    # The driver's writer, as a run uses it, its PUTs made straight into the store.
+    resume.storage.write_bytes = put
+    writer = resume.IndexWriter(out, settings, SCALE_RUN, StorageOptions(), every=1000, seconds=float("inf"))
+    table: dict[str, list] = {"name": [], "tag": [], "blob": []}
     for i in range(0, units, 2):
         key = unit_key(f"clip-{i:07d}", SCALE_PROMPT)
-        blob = _marker_blob(key, i, out, settings)
-        obj = backend.put_object(bucket, f"out/{resume.MARKERS}/{key}.json", blob)
-        backend.put_object(bucket, f"out/{resume.VIDEOS}/{key}.mp4", b"")
-        index["name"].append(f"{key}.json")
-        index["tag"].append(f"{obj.etag}:{len(blob)}")  # as resume._list_markers reads it from a listing
-        index["blob"].append(blob)
-    if indexed:  # as an earlier scan of this output left it
+        row = _marker_row(key, i, out)
+        blob = resume.marker_bytes(row, settings, SCALE_RUN)
+        obj = put(resume.marker_url(out, key), blob)
+        put(resume.output_url(out, key), b"")
+        if index == "crashed":
+            writer.add([row])
+        table["name"].append(f"{key}.json")
+        table["tag"].append(f"{obj.etag}:{len(blob)}")  # as resume._list_markers reads it from a listing
+        table["blob"].append(blob)
+    if index == "crashed" and not writer.written:
+        sys.exit("the run leaves no index part at this size: give more units")
+    if index == "indexed":  # as an earlier scan of this output left it
         import io
 
         import pyarrow as pa
         import pyarrow.parquet as pq
 
         buf = io.BytesIO()
-        pq.write_table(pa.table(index), buf)
-        backend.put_object(bucket, f"out/{resume.INDEX}", buf.getvalue())
-    Path(ready).write_text("ready")
+        pq.write_table(pa.table(table), buf)
+        put(f"{out}/{resume.INDEX}", buf.getvalue())
+    Path(ready).write_text(json.dumps({"index_parts": writer.written, "unindexed": len(writer.rows)}))
     while True:
         time.sleep(3600)
 
 
-def scale_s3(folder: Path, units: int, indexed: bool = False) -> dict[str, object]:
-    """`scale_measure` with the output on a moto S3 server (the manifest stays on local disk)."""
+def scale_s3(folder: Path, units: int, index: str = "none") -> dict[str, object]:
+    """`scale_measure` with the output on a moto S3 server (the manifest stays on local disk); the
+    markers read one by one (GETs) are counted."""
     import socket
 
+    from pipeline.dataset import storage
     from pipeline.dataset.storage import parse_storage_options
 
     with socket.socket() as s:
@@ -371,38 +406,51 @@ def scale_s3(folder: Path, units: int, indexed: bool = False) -> dict[str, objec
     settings = _scale_options("s3://scale/out").fingerprint()
     code = (
         f"import sys; sys.path.insert(0, {str(ROOT)!r}); sys.path.insert(0, {str(ROOT / 'benchmarks')!r});"
-        f"import dataset_bench as b; b._moto_serve({port}, 'scale', {units}, {settings!r}, {str(ready)!r}, {indexed})"
+        f"import dataset_bench as b; b._moto_serve({port}, 'scale', {units}, {settings!r}, {str(ready)!r}, {index!r})"
     )
     server = subprocess.Popen([sys.executable, "-c", code], env=env)
     try:
         t0 = time.perf_counter()
-        while not ready.exists():
+        while not ready.exists() or not ready.read_text():
             if server.poll() is not None:
                 sys.exit("the moto server stopped")
             time.sleep(0.5)
         setup = time.perf_counter() - t0
         os.environ.update(AWS_ACCESS_KEY_ID="x", AWS_SECRET_ACCESS_KEY="x", AWS_DEFAULT_REGION="us-east-1")
         opts = parse_storage_options(endpoint_url=f"http://127.0.0.1:{port}")
+        fs, _ = storage.filesystem("s3://scale/out", opts)  # fsspec's cached instance: the scan's own
+        cat, gets = fs.cat, [0]
+
+        def counting(paths, *a, **k):  # noqa: ANN001, ANN002, ANN003, ANN202
+            gets[0] += sum("/markers/" in p for p in ([paths] if isinstance(paths, str) else paths))
+            return cat(paths, *a, **k)
+
+        fs.cat = counting
         figures = scale_measure(str(folder / "manifest.parquet"), "s3://scale/out", opts)
+        figures.update(json.loads(ready.read_text()), marker_gets=gets[0], index_before=index)
         figures["moto_setup_seconds"] = round(setup, 1)
-        figures["indexed_before"] = indexed
-        if indexed:
+        if index != "none":
             return figures
         # Again, on the same store: the first scan left OUTPUT/markers-index.parquet, so this one lists
         # the markers and reads none of them again.
+        gets[0] = 0
         figures["rerun"] = scale_measure(str(folder / "manifest.parquet"), "s3://scale/out", opts)
+        figures["rerun"]["marker_gets"] = gets[0]
         return figures
     finally:
         server.terminate()
         server.wait()
 
 
-def scale_main(sizes: list[int], work: Path, out: Path, s3: list[int], s3_indexed: list[int] = ()) -> None:
+def scale_main(
+    sizes: list[int], work: Path, out: Path, s3: list[int], s3_indexed: list[int] = (), s3_crashed: list[int] = ()
+) -> None:
     """Each size in two fresh processes (setup, then measure), one after the other; one JSON line per
     measurement appended to `out` as it is made, so a stopped run keeps its figures."""
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {platform.system()}"
     env = _env(threads=1)
     jobs = [(n, "local") for n in sizes] + [(n, "s3") for n in s3] + [(n, "s3-indexed") for n in s3_indexed]
+    jobs += [(n, "s3-crashed") for n in s3_crashed]
     for n, where in jobs:
         folder = work / f"scale-{n}"
         if not (folder / "manifest.parquet").exists():
@@ -435,8 +483,8 @@ def scale_child(what: str, units: int, folder: Path) -> None:
     if what == "setup":
         scale_setup(folder, units)
         return
-    if what in ("s3", "s3-indexed"):
-        figures = scale_s3(folder, units, indexed=what == "s3-indexed")
+    if what in ("s3", "s3-indexed", "s3-crashed"):
+        figures = scale_s3(folder, units, {"s3": "none", "s3-indexed": "indexed", "s3-crashed": "crashed"}[what])
     else:
         out = folder / "out"
         (out / "results.parquet").unlink(missing_ok=True)  # each measurement starts from the same state
@@ -456,6 +504,9 @@ def main() -> None:
     p.add_argument("--scale", nargs="*", type=int, metavar="UNITS", help="driver scale: manifests of these sizes")
     p.add_argument("--scale-s3", nargs="*", type=int, default=[], metavar="UNITS", help="the same, output on moto S3")
     p.add_argument("--scale-s3-indexed", nargs="*", type=int, default=[], metavar="UNITS", help="the same, rerun")
+    p.add_argument(
+        "--scale-s3-crashed", nargs="*", type=int, default=[], metavar="UNITS", help="the same, after a killed run"
+    )
     p.add_argument("--work", type=Path, help="where --scale builds its manifests and outputs")
     p.add_argument("--results", type=Path, default=Path("scale.jsonl"), help="--scale's JSON lines")
     p.add_argument("--scale-child", nargs=3, metavar=("WHAT", "UNITS", "FOLDER"), help=argparse.SUPPRESS)
@@ -463,9 +514,9 @@ def main() -> None:
     if a.scale_child:
         scale_child(a.scale_child[0], int(a.scale_child[1]), Path(a.scale_child[2]))
         return
-    if a.scale is not None or a.scale_s3 or a.scale_s3_indexed:
+    if a.scale is not None or a.scale_s3 or a.scale_s3_indexed or a.scale_s3_crashed:
         work = a.work or Path(tempfile.mkdtemp(prefix="pix2video-scale-"))
-        scale_main(a.scale or [], work, a.results, a.scale_s3, a.scale_s3_indexed)
+        scale_main(a.scale or [], work, a.results, a.scale_s3, a.scale_s3_indexed, a.scale_s3_crashed)
         return
     if a.baseline:
         baseline(a.baseline[0], a.baseline[1], a.size, a.steps, a.threads)

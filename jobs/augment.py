@@ -115,9 +115,8 @@ def run(args: argparse.Namespace) -> int:
     manifest, variant_of = augment_manifest(source, templates, k)
     # --metrics / --min-clip-text / --max-pixel-mse: scored, and clips outside the bounds marked 'filtered'.
     summary, filtered = _common.execute(args, manifest, run_opts, "augment")
-    for key in filtered:
-        if key in summary.rows:
-            summary.rows[key]["status"] = FILTERED
+    if filtered:  # the run's rows are Arrow columns (actors.runner.RunSummary): set, not edited in place
+        summary.rows = summary.rows.with_status(filtered, FILTERED)
     table = augmented_table(manifest, summary.rows, variant_of)
     output = storage.normalize(args.output)
     if filtered:  # the run's stats.json counted these as ok

@@ -151,8 +151,27 @@ class Manifest:
             job.units.append(u)
         return list(jobs.values())
 
-    def carried_rows(self, rows: list[int]) -> pa.Table:
-        return self.carried.take(pa.array(rows, type=pa.int64())) if self.carried.num_columns else self.carried
+    def carried_rows(self, rows: list[int] | pa.Array) -> pa.Table:
+        if not self.carried.num_columns:
+            return self.carried
+        return self.carried.take(rows if isinstance(rows, pa.Array) else pa.array(rows, type=pa.int64()))
+
+    def keys(self) -> pa.Array:
+        """The units' keys, in order, as one Arrow array (what the driver's columnar steps match rows by)."""
+        return self._columns()[0]
+
+    def rows(self) -> pa.Array:
+        """The units' manifest rows, in order (int64)."""
+        return self._columns()[1]
+
+    def _columns(self) -> tuple[pa.Array, pa.Array]:
+        # Kept while `units` is the same list of the same length (tests and augment assign a new one).
+        cached = self.__dict__.get("_cached")
+        if cached is None or cached[0] is not self.units or cached[1] != len(self.units):
+            keys = pa.array([u.key for u in self.units], pa.string())
+            rows = pa.array([u.row for u in self.units], pa.int64())
+            cached = self.__dict__["_cached"] = (self.units, len(self.units), keys, rows)
+        return cached[2], cached[3]
 
 
 def url_path(url: str) -> str:

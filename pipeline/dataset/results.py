@@ -14,28 +14,20 @@ from __future__ import annotations
 import logging
 import os
 import posixpath
+from collections.abc import Mapping
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipeline.errors import InputError, first_line
 
 from . import storage
 from .manifest import Manifest
 from .storage import StorageOptions
-from .tables import (
-    FILTERED,
-    METRIC_COLUMNS,
-    RESULTS,
-    RESULTS_SCHEMA,
-    from_rows,
-    join_labels,
-    read_table,
-    with_metric_columns,
-)
+from .tables import FILTERED, KEY, METRIC_COLUMNS, RESULTS, RESULTS_SCHEMA, Rows, join_labels, read_table
 
 log = logging.getLogger(__name__)
-_SLICE = 1 << 16  # rows typed at a time by build_table
 
 
 def read_results(output: str, opts: StorageOptions) -> pa.Table:
@@ -67,46 +59,65 @@ def clip_key(output_url: str) -> str:
     return base.rsplit(".", 1)[0] if "." in base else base
 
 
-def build_table(manifest: Manifest, rows: dict[str, dict[str, Any]]) -> pa.Table:
-    """Rows (by unit key) in manifest order, typed by the results schema; the metric columns when
-    any row has a metric; then the labels."""
-    units = [u for u in manifest.units if u.key in rows]
-    ordered = [rows[u.key] for u in units]
-    # In slices: one Python list per column for all rows at once was the peak of a million-row table.
-    slices = [from_rows(ordered[i : i + _SLICE], RESULTS_SCHEMA) for i in range(0, len(ordered), _SLICE)]
-    table = pa.concat_tables(slices).combine_chunks() if slices else from_rows([], RESULTS_SCHEMA)
-    if any(r.get(name) is not None for r in ordered for name in METRIC_COLUMNS):
-        table = with_metric_columns(table, ordered)
-    return join_labels(table, manifest.carried_rows([u.row for u in units]))
+def build_table(manifest: Manifest, rows: Rows | Mapping[str, dict[str, Any]]) -> pa.Table:
+    """Rows (by unit key: a Rows, or a dict of row dicts) in manifest order, typed by the results
+    schema; the metric columns when any row has a metric; then the labels."""
+    rows = Rows.of_dicts(rows)
+    # Columnar throughout: a Python dict per row was most of a million-unit driver's memory.
+    position = pc.index_in(manifest.keys(), value_set=rows.keys_array())  # each unit's row, null: none
+    has = pc.is_valid(position)
+    taken = rows.table.take(position.filter(has))
+    table = taken.select(RESULTS_SCHEMA.names).combine_chunks()
+    given = [m for m in METRIC_COLUMNS if m in taken.column_names]
+    if any(taken.column(m).null_count < taken.num_rows for m in given):
+        for m in METRIC_COLUMNS:  # right after RESULTS_SCHEMA's columns, before the labels
+            column = taken.column(m).combine_chunks() if m in given else pa.nulls(taken.num_rows, pa.float64())
+            table = table.append_column(pa.field(m, pa.float64()), pc.if_else(pc.is_finite(column), column, None))
+    return join_labels(table, manifest.carried_rows(manifest.rows().take(pc.indices_nonzero(has))))
 
 
-def previous_scores(output: str, opts: StorageOptions) -> dict[str, dict[str, Any]]:
+def previous_scores(output: str, opts: StorageOptions) -> pa.Table | None:
     """What `evaluate` and `augment`'s bounds added to the results table a run is about to rewrite:
-    per unit key, the metric columns and a 'filtered' status. Empty when there is no table yet (or
-    it cannot be read: then the scores are recomputed by the next `evaluate`)."""
+    per unit key (column `key`), the metric columns and whether the unit was 'filtered' (`filtered`).
+    None when there is no table yet (or it cannot be read: then the scores are recomputed by the next
+    `evaluate`)."""
     url = storage.join(output, RESULTS)
     try:
         table = read_table(url, opts)
     except FileNotFoundError:
-        return {}
+        return None
     except Exception as e:  # noqa: BLE001 - a damaged table must not stop the run that rewrites it
         log.warning("%s could not be read (%s): its metric columns are not kept", url, type(e).__name__)
-        return {}
+        return None
     if "output" not in table.column_names:
-        return {}
-    names = [c for c in ("status", *METRIC_COLUMNS) if c in table.column_names]
-    out: dict[str, dict[str, Any]] = {}
-    for output_url, row in zip(table.column("output").to_pylist(), table.select(names).to_pylist(), strict=True):
-        if output_url:
-            kept = {k: v for k, v in row.items() if k in METRIC_COLUMNS and v is not None}
-            if row.get("status") == FILTERED:
-                kept["status"] = FILTERED
-            if kept:
-                out[clip_key(output_url)] = kept
-    return out
+        return None
+    table = table.filter(pc.fill_null(pc.not_equal(table.column("output"), ""), False))
+    keys = pa.array([clip_key(u) for u in table.column("output").to_pylist()], pa.string())
+    status = table.column("status") if "status" in table.column_names else pa.nulls(table.num_rows, pa.string())
+    columns = {KEY: keys, "filtered": pc.fill_null(pc.equal(status, FILTERED), False)}
+    columns |= {m: table.column(m).cast(pa.float64()) for m in METRIC_COLUMNS if m in table.column_names}
+    return pa.table(columns)
 
 
-def keep_scores(rows: dict[str, dict[str, Any]], previous: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+def keep_scores(rows: Rows, previous: pa.Table | None) -> Rows:
     """`rows` (units done before this run: their outputs were not rewritten) with their metrics and
-    'filtered' status from `previous_scores`; a unit redone in this run gets neither (its output is new)."""
-    return {key: {**row, **previous[key]} if key in previous else row for key, row in rows.items()}
+    'filtered' status from `previous_scores`; a unit redone in this run gets neither (its output is new).
+    A metric the previous table holds replaces the row's; a null there leaves the row's as it was."""
+    rows = Rows.of_dicts(rows)
+    if previous is None or not len(rows) or not previous.num_rows:
+        return rows
+    table = rows.table
+    at = pc.index_in(table.column(KEY), value_set=previous.column(KEY))  # null: no earlier score
+    filtered = pc.fill_null(previous.column("filtered").take(at), False)
+    status = table.column_names.index("status")
+    table = table.set_column(status, "status", pc.if_else(filtered, FILTERED, table.column("status")))
+    for m in METRIC_COLUMNS:
+        if m not in previous.column_names:
+            continue
+        before = previous.column(m).take(at)
+        if m in table.column_names:
+            i = table.column_names.index(m)
+            table = table.set_column(i, pa.field(m, pa.float64()), pc.coalesce(before, table.column(m)))
+        elif before.null_count < len(before):
+            table = table.append_column(pa.field(m, pa.float64()), before)
+    return Rows.of_table(table)

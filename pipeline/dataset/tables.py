@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.errors import InputError
@@ -163,6 +164,143 @@ def check_labels(labels: Iterable[str], tables: Sequence[str], where: str) -> No
 def from_rows(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
     """`rows` typed by `schema` (keys not in it are left out; missing ones are null)."""
     return pa.Table.from_pydict({f.name: [r.get(f.name) for r in rows] for f in schema}, schema=schema)
+
+
+KEY = "key"  # Rows' column of unit keys (not a results column)
+_ROWS_SLICE = 1 << 14  # rows a Rows keeps as dicts before typing them into Arrow columns
+
+
+def _metric_value(v: Any) -> float | None:
+    """A metric as Rows holds it: a number as a float, another non-null value as NaN (build_table
+    stores non-finite values as null, yet a value given still makes the metric columns appear)."""
+    if v is None:
+        return None
+    return float(v) if isinstance(v, int | float) else math.nan
+
+
+class Rows(Mapping[str, dict[str, Any]]):
+    """Results rows by unit key, held as Arrow columns (RESULTS_SCHEMA, the metric columns any row
+    gave, and the key): a million rows as Python dicts took about 2 kB each in the driver, as
+    columns a few hundred bytes. Rows are added one at a time (`add`) and typed in slices of
+    _ROWS_SLICE. A key added again replaces its earlier row, as in a dict.
+
+    Reads as a mapping of key -> row dict (every column, null as None) for the few callers that
+    look rows up one by one; the driver's own steps (resume.of_units, resume.pending, build_table,
+    keep_scores) work on `table` with Arrow compute instead.
+
+    `strict=False` (rows read from markers): a row whose values do not fit the schema is left out
+    and its key listed in `rejected`, instead of the error."""
+
+    def __init__(self, *, strict: bool = True) -> None:
+        self.strict = strict
+        self.rejected: list[str] = []
+        self._parts: list[pa.Table] = []
+        self._buffer: list[dict[str, Any]] = []
+        self._table: pa.Table | None = None
+        self._positions: dict[str, int] | None = None
+
+    @classmethod
+    def of_table(cls, table: pa.Table) -> Rows:
+        out = cls()
+        out._parts = [table]
+        return out
+
+    @classmethod
+    def of_dicts(cls, rows: Mapping[str, dict[str, Any]]) -> Rows:
+        """From rows by key (a plain dict, e.g. pipeline.stages.items.result_rows)."""
+        if isinstance(rows, Rows):
+            return rows
+        out = cls()
+        for key, row in rows.items():
+            out.add(key, row)
+        return out
+
+    @staticmethod
+    def merged(first: Rows, *rest: Rows) -> Rows:
+        """One Rows of all given; where a key is in several, the row of the earliest argument."""
+        tables = [r.table for r in (first, *rest) if len(r)]
+        if not tables:
+            return Rows()
+        table = pa.concat_tables(list(reversed(tables)), promote_options="default")
+        return Rows.of_table(_last_of_each_key(table))
+
+    def add(self, key: str, row: dict[str, Any]) -> None:
+        self._buffer.append({**row, KEY: key})
+        self._table, self._positions = None, None
+        if len(self._buffer) >= _ROWS_SLICE:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._buffer:
+            self._parts.append(self._typed(self._buffer))
+            self._buffer = []
+
+    def _typed(self, rows: list[dict[str, Any]]) -> pa.Table:
+        metrics = [m for m in METRIC_COLUMNS if any(m in r for r in rows)]
+        schema = pa.schema([pa.field(KEY, pa.string()), *RESULTS_SCHEMA, *(pa.field(m, pa.float64()) for m in metrics)])
+        columns = {f.name: [r.get(f.name) for r in rows] for f in schema if f.name not in metrics}
+        columns |= {m: [_metric_value(r.get(m)) for r in rows] for m in metrics}
+        try:
+            return pa.Table.from_pydict(columns, schema=schema)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError):
+            if self.strict or len(rows) == 1:
+                if self.strict:
+                    raise
+                self.rejected.append(str(rows[0].get(KEY)))
+                return schema.empty_table()
+            return pa.concat_tables([self._typed([r]) for r in rows], promote_options="default")
+
+    @property
+    def table(self) -> pa.Table:
+        """Every row: a key column, RESULTS_SCHEMA's columns, then the metric columns rows gave."""
+        if self._table is None:
+            self._flush()
+            if not self._parts:
+                self._table = pa.schema([pa.field(KEY, pa.string()), *RESULTS_SCHEMA]).empty_table()
+            else:
+                table = pa.concat_tables(self._parts, promote_options="default")
+                self._table = _last_of_each_key(table)
+            self._parts = [self._table]
+        return self._table
+
+    def keys_array(self) -> pa.ChunkedArray:
+        return self.table.column(KEY)
+
+    def filter(self, mask: pa.Array | pa.ChunkedArray) -> Rows:
+        return Rows.of_table(self.table.filter(mask))
+
+    def with_status(self, keys: Iterable[str], status: str) -> Rows:
+        """These rows, with `status` on those of `keys`."""
+        table = self.table
+        hit = pc.is_in(table.column(KEY), value_set=pa.array(list(keys), pa.string()))
+        i = table.column_names.index("status")
+        return Rows.of_table(table.set_column(i, "status", pc.if_else(hit, status, table.column("status"))))
+
+    def __len__(self) -> int:
+        return self.table.num_rows
+
+    def __iter__(self) -> Iterator[str]:
+        for chunk in self.keys_array().chunks:
+            yield from chunk.to_pylist()
+
+    def __getitem__(self, key: str) -> dict[str, Any]:
+        if self._positions is None:
+            self._positions = {k: i for i, k in enumerate(self)}
+        row = self.table.slice(self._positions[key], 1).to_pylist()[0]
+        del row[KEY]
+        return row
+
+
+def _last_of_each_key(table: pa.Table) -> pa.Table:
+    """`table` with one row per key, the last one given (as a dict keeps the last value); in order."""
+    keys = table.column(KEY)
+    if pc.count_distinct(keys).as_py() == table.num_rows:
+        return table
+    n = table.num_rows
+    reverse = keys.take(pa.array(range(n - 1, -1, -1), pa.int64()))
+    last = pc.index_in(pc.unique(reverse), value_set=reverse)  # first in reverse: last given
+    keep = pc.subtract(n - 1, last.cast(pa.int64()))
+    return table.take(pc.take(keep, pc.array_sort_indices(keep)))
 
 
 def join_labels(table: pa.Table, labels: pa.Table) -> pa.Table:
