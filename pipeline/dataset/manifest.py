@@ -121,7 +121,7 @@ class Unit:
     mask: str | None = None  # resolved URL of the manifest's `mask` (a masked edit); None: no mask
 
 
-@dataclass
+@dataclass(slots=True)  # slots: one per pending video in the driver, half a million in a large rerun
 class VideoJob:
     """One video with all its pending units; it is precomputed once and edited on one actor."""
 
@@ -496,6 +496,62 @@ def _mask_of(value: Any, where: str, base: str) -> str | None:
     return _resolve(value.strip(), base) if base else storage.normalize(value.strip())
 
 
+_LOAD_SLICE = 1 << 16  # manifest rows turned into Python values at a time
+
+
+def _shown(u: Unit) -> tuple:
+    """What must agree between rows of one id. The same file under two signatures of a presigned URL
+    is one video."""
+    return (storage.redact_url(u.video), u.source_prompt, u.shots, storage.redact_url(u.mask) if u.mask else None)
+
+
+def _add_units(
+    cols: dict[str, list[Any]],
+    j: int,
+    row: int,
+    url: str,
+    base: str,
+    extra: list[str],
+    require_prompts: bool,
+    use_manifest_prompts: bool,
+    texts: dict[str, str],
+    first_unit: dict[str, Unit],
+    seen_unit: set[str],
+    units: list[Unit],
+) -> None:
+    """The units of manifest row `row` (`j` in the slice `cols`), appended to `units`."""
+    where = f"manifest {url} row {row + 1}"
+    raw_video = _video_of(cols["video"][j], where)
+    video = _resolve(raw_video.strip(), base) if base else storage.normalize(raw_video.strip())
+    raw_id = cols["id"][j]
+    vid = check_text(str(raw_id), f"{where}: column 'id'") if raw_id not in (None, "") else None
+    vid = vid or derive_id(check_text(raw_video.strip(), f"{where}: column 'video'"))
+    name = safe_name(vid)
+    src = cols["source_prompt"][j]
+    src = check_text(str(src), f"{where}: column 'source_prompt'") if src not in (None, "") else None
+    shots = _shots_of(cols["shots"][j], where)
+    mask = _mask_of(cols["mask"][j], where, base)
+    src = texts.setdefault(src, src) if src is not None else None
+    first = first_unit.get(name)
+    if first is not None and _shown(first) != _shown(Unit(vid, name, video, "", src, row, "", shots, mask)):
+        raise InputError(f"{where}: id {vid!r} is already used for another video, source_prompt, shots or mask")
+    inputs = edit_inputs(shots, storage.redact_url(mask) if mask else None)
+    row_prompts = _prompts_of(cols["prompt"][j], where) if use_manifest_prompts else []
+    all_prompts = list(dict.fromkeys(row_prompts + extra))
+    if not all_prompts:
+        if require_prompts:
+            raise InputError(f"{where}: no prompt; add a 'prompt' column or pass --prompt TEXT")
+        all_prompts = [""]
+    for prompt in all_prompts:
+        prompt = texts.setdefault(prompt, prompt)
+        key = unit_key(name, prompt, inputs)
+        if key in seen_unit:
+            raise InputError(f"{where}: video {vid!r} with prompt {prompt!r} is listed twice")
+        seen_unit.add(key)
+        units.append(Unit(vid, name, video, prompt, src, row, key, shots=shots, mask=mask))
+    first_unit.setdefault(name, units[-1])
+
+
 def load_manifest(
     url: str,
     opts: StorageOptions,
@@ -557,46 +613,34 @@ def load_manifest(
     carried_names = [c for c in table.column_names if c not in RESERVED]
     check_labels(carried_names, tables, f"manifest {url}")
     carried = table.select(carried_names)
-    # Every reserved column as a list (None where the manifest has none), made once: the loop below
-    # reads them by row, so a million rows cost a million steps.
-    nulls = [None] * table.num_rows
-    cols = {c: table.column(c).to_pylist() if c in table.column_names else nulls for c in RESERVED}
     units: list[Unit] = []
     texts: dict[str, str] = {}  # one copy of each prompt and source prompt: they repeat across rows
-    seen_video: dict[str, tuple] = {}  # (video, source_prompt, shots, mask) of each id
+    first_unit: dict[str, Unit] = {}  # the first unit of each id: its video, source_prompt, shots and mask
     seen_unit: set[str] = set()
-    for row in range(table.num_rows):
-        where = f"manifest {url} row {row + 1}"
-        raw_video = _video_of(cols["video"][row], where)
-        video = _resolve(raw_video.strip(), base) if base else storage.normalize(raw_video.strip())
-        raw_id = cols["id"][row]
-        vid = check_text(str(raw_id), f"{where}: column 'id'") if raw_id not in (None, "") else None
-        vid = vid or derive_id(check_text(raw_video.strip(), f"{where}: column 'video'"))
-        name = safe_name(vid)
-        src = cols["source_prompt"][row]
-        src = check_text(str(src), f"{where}: column 'source_prompt'") if src not in (None, "") else None
-        shots = _shots_of(cols["shots"][row], where)
-        mask = _mask_of(cols["mask"][row], where, base)
-        # The same file under two signatures of a presigned URL is one video.
-        shown = (storage.redact_url(video), src, shots, storage.redact_url(mask) if mask else None)
-        if name in seen_video and seen_video[name] != shown:
-            raise InputError(f"{where}: id {vid!r} is already used for another video, source_prompt, shots or mask")
-        seen_video[name] = shown
-        inputs = edit_inputs(shots, storage.redact_url(mask) if mask else None)
-        row_prompts = _prompts_of(cols["prompt"][row], where) if use_manifest_prompts else []
-        all_prompts = list(dict.fromkeys(row_prompts + extra))
-        if not all_prompts:
-            if require_prompts:
-                raise InputError(f"{where}: no prompt; add a 'prompt' column or pass --prompt TEXT")
-            all_prompts = [""]
-        src = texts.setdefault(src, src) if src is not None else None
-        for prompt in all_prompts:
-            prompt = texts.setdefault(prompt, prompt)
-            key = unit_key(name, prompt, inputs)
-            if key in seen_unit:
-                raise InputError(f"{where}: video {vid!r} with prompt {prompt!r} is listed twice")
-            seen_unit.add(key)
-            units.append(Unit(vid, name, video, prompt, src, row, key, shots=shots, mask=mask))
+    present = [c for c in RESERVED if c in table.column_names]
+    # The reserved columns as Python lists one slice at a time: whole columns of a million rows were
+    # hundreds of MB of strings alive at once (the peak of a large manifest's load).
+    for start in range(0, table.num_rows, _LOAD_SLICE):
+        part = table.slice(start, _LOAD_SLICE)
+        cols = {c: part.column(c).to_pylist() for c in present}
+        nulls = [None] * part.num_rows
+        for c in RESERVED:
+            cols.setdefault(c, nulls)
+        for j in range(part.num_rows):
+            _add_units(
+                cols,
+                j,
+                start + j,
+                url,
+                base,
+                extra,
+                require_prompts,
+                use_manifest_prompts,
+                texts,
+                first_unit,
+                seen_unit,
+                units,
+            )
     if not units:
         raise InputError(f"manifest {url}: has no rows; add one row per video (a 'video' column and a 'prompt')")
     return Manifest(units=units, carried=carried, source=url)
