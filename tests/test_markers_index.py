@@ -110,3 +110,23 @@ def test_the_index_writer_does_nothing_on_local_disk(tmp_path) -> None:
     writer.add([{"key": "k", "status": "ok"}])
     writer.close()
     assert not (tmp_path / "out").exists()
+
+
+def test_previous_scores_reads_what_a_rerun_keeps_and_nothing_else(tmp_path) -> None:
+    from pipeline.dataset.results import previous_scores
+    from pipeline.dataset.tables import RESULTS, write_table
+
+    units = [Unit(f"v{i}", f"v{i}", f"/c/v{i}.mp4", "p", None, i, f"k{i}") for i in range(3)]
+    manifest = Manifest(units=units, carried=pa.table({}), source="m")
+    out = str(tmp_path)
+    metric = METRIC_COLUMNS[1]
+    rows = {
+        "k0": {"status": "ok", "output": resume.output_url(out, "k0"), metric: 0.5},
+        "k1": {"status": "filtered", "output": resume.output_url(out, "k1")},
+        "k2": {"status": "ok", "output": resume.output_url(out, "k2")},  # nothing to keep
+    }
+    write_table(build_table(manifest, rows), storage.join(out, RESULTS), parse_storage_options())
+    previous = previous_scores(out, parse_storage_options())
+    got = {r["key"]: (r["filtered"], r[metric]) for r in previous.to_pylist()}
+    assert got == {"k0": (False, 0.5), "k1": (True, None)}
+    assert previous_scores(str(tmp_path / "none"), parse_storage_options()) is None

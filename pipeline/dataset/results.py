@@ -11,6 +11,7 @@ outputs it did not rewrite (metric columns, status 'filtered'): `previous_scores
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import posixpath
@@ -19,6 +20,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from pipeline.errors import InputError, first_line
 
@@ -83,15 +85,27 @@ def previous_scores(output: str, opts: StorageOptions) -> pa.Table | None:
     `evaluate`)."""
     url = storage.join(output, RESULTS)
     try:
-        table = read_table(url, opts)
+        blob = storage.read_bytes(url, opts)
+        names = pq.read_schema(io.BytesIO(blob)).names
+        # Only the columns kept: a million-row table read whole was a third of a GB in the driver.
+        table = pq.read_table(
+            io.BytesIO(blob), columns=[c for c in ("output", "status", *METRIC_COLUMNS) if c in names]
+        )
     except FileNotFoundError:
         return None
     except Exception as e:  # noqa: BLE001 - a damaged table must not stop the run that rewrites it
         log.warning("%s could not be read (%s): its metric columns are not kept", url, type(e).__name__)
         return None
+    del blob
     if "output" not in table.column_names:
         return None
-    table = table.filter(pc.fill_null(pc.not_equal(table.column("output"), ""), False))
+    status = table.column("status") if "status" in table.column_names else pa.nulls(table.num_rows, pa.string())
+    scored = pc.equal(status, FILTERED)  # the rows that add anything: filtered, or with a metric
+    for m in METRIC_COLUMNS:
+        if m in table.column_names:
+            scored = pc.or_kleene(scored, pc.is_valid(table.column(m)))
+    keep = pc.and_kleene(pc.fill_null(scored, False), pc.fill_null(pc.not_equal(table.column("output"), ""), False))
+    table = table.filter(pc.fill_null(keep, False))
     keys = pa.array([clip_key(u) for u in table.column("output").to_pylist()], pa.string())
     status = table.column("status") if "status" in table.column_names else pa.nulls(table.num_rows, pa.string())
     columns = {KEY: keys, "filtered": pc.fill_null(pc.equal(status, FILTERED), False)}

@@ -37,7 +37,7 @@ from pipeline.io.atomic import temp_sibling
 from . import storage
 from .manifest import Unit, storage_error
 from .storage import StorageOptions
-from .tables import KEY, METRIC_COLUMNS, OK, Rows
+from .tables import METRIC_COLUMNS, OK, Rows
 
 log = logging.getLogger(__name__)
 
@@ -172,12 +172,12 @@ class _Scan:
         if self.missing:
             videos = storage.join(output, VIDEOS)
             _warn_once(self.missing, "finished output(s) are gone", videos, "they will be made again")
-        return Rows.of_table(table.take(pc.sort_indices(table, [(KEY, "ascending")])))
+        return Rows.of_table(table)  # in name order on local disk; indexed markers first on object stores
 
 
 def done_rows(output: str, settings: str, opts: StorageOptions) -> tuple[Rows, int]:
-    """Results rows of every unit finished with `settings` whose mp4 still exists, by key (a Rows, in
-    key order); and how many markers were made with other settings (those units will be redone).
+    """Results rows of every unit finished with `settings` whose mp4 still exists, by key (a Rows); and
+    how many markers were made with other settings (those units will be redone).
 
     Two listings (markers, videos) instead of one existence check per unit, and the markers read in
     one pass, each row typed into Arrow columns as it is read. On an object store a marker is read

@@ -104,10 +104,16 @@ def run_stats(
     # as lists were the driver's last peak of memory.
     status = table.column("status") if "status" in table.column_names else pa.nulls(table.num_rows, pa.string())
     counts = collections.Counter({c["values"]: c["counts"] for c in status.value_counts().to_pylist()})
-    failed = table.filter(pc.fill_null(pc.equal(status, FAILED), False))
-    failures = collections.Counter(error_kind(e) for e in _column(failed, "error"))
-    ok = table.filter(pc.fill_null(pc.equal(status, "ok"), False))
-    ok_frames = int(pc.sum(ok.column("num_frames")).as_py() or 0) if "num_frames" in ok.column_names else 0
+    failures: collections.Counter[str] = collections.Counter()
+    if "error" in table.column_names:  # each distinct error once, in the order rows first give it
+        errors = pc.filter(table.column("error"), pc.fill_null(pc.equal(status, FAILED), False))
+        for c in errors.value_counts().to_pylist():
+            failures[error_kind(c["values"])] += c["counts"]
+    elif counts.get(FAILED):
+        failures[error_kind(None)] += counts[FAILED]
+    ok = pc.fill_null(pc.equal(status, "ok"), False)
+    frames_ok = pc.filter(table.column("num_frames"), ok) if "num_frames" in table.column_names else pa.array([])
+    ok_frames = int(pc.sum(frames_ok).as_py() or 0)
     by_stage = {stage: round(_sum(table, f"seconds_{stage}"), 3) for stage in STAGES}
     units_now = max(table.num_rows - done_before, 0)
     return {
