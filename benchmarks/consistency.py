@@ -405,12 +405,17 @@ def option_variants() -> list[Any]:
 
 
 def fusion_variants() -> list[Any]:
-    """The fusion's settings around the first one (last 5 steps, weight 0.5), at the paper's λ."""
-    from toyworld.benchmark import Variant
+    """The fusion's settings around the first one (last 5 steps, weight 0.5), at the paper's λ, with the two
+    baselines, so that one run's JSON holds every ratio."""
+    from toyworld.benchmark import PER_FRAME, Variant
 
     return [
-        Variant(f"fusion (last {k}, {w:g})", "anchor+prev", True, config=(("fusion_steps", k), ("fusion_weight", w)))
-        for k, w in ((3, 0.5), (5, 0.3), (10, 0.3))
+        Variant(PER_FRAME, "none", False),
+        Variant(PAPER, "anchor+prev", True),
+        *(
+            Variant(f"fusion (last {k}, {w:g})", "anchor+prev", True, config=(("fusion_steps", k), ("fusion_weight", w)))  # noqa: E501
+            for k, w in ((5, 0.5), (3, 0.5), (2, 0.5), (5, 0.3), (3, 0.3), (10, 0.3))
+        ),
     ]
 
 

@@ -33,6 +33,16 @@ VARIANTS: dict[str, tuple[tuple[str, Any], ...]] = {
     "3/off, depth 2": (("cache_interval", "3"), ("inversion_cache_interval", "off"), ("cache_depth", 2)),
     "5/5, depth 3": (("cache_interval", "5"), ("inversion_cache_interval", "5"), ("cache_depth", 3)),
     "2/2, depth 1": (("cache_interval", "2"), ("inversion_cache_interval", "2"), ("cache_depth", 1)),
+    # With a warm-up (`--cache-warmup F`): the edit's first share F of the steps whole, the interval after.
+    "3/3, depth 1, warm-up 0.2": (
+        ("cache_interval", "3"), ("inversion_cache_interval", "3"), ("cache_depth", 1), ("cache_warmup", 0.2)
+    ),
+    "4/3, depth 1, warm-up 0.3": (
+        ("cache_interval", "4"), ("inversion_cache_interval", "3"), ("cache_depth", 1), ("cache_warmup", 0.3)
+    ),
+    "5/3, depth 1, warm-up 0.3": (
+        ("cache_interval", "5"), ("inversion_cache_interval", "3"), ("cache_depth", 1), ("cache_warmup", 0.3)
+    ),
 }
 DEFAULT_VARIANTS = ("off", "3/3, depth 3", "3/3, depth 2", "3/3, depth 1", "3/off, depth 2")
 MEASURES = ("edit_accuracy", "warp_error", "clip_text")

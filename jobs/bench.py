@@ -24,7 +24,8 @@ import numpy as np
 from pipeline.errors import InputError
 
 RANDOM_SD2 = "random-sd2"
-CACHE_FIELDS = ("cache_interval", "inversion_cache_interval", "cache_depth")  # EditConfig's step caching
+# EditConfig's step caching
+CACHE_FIELDS = ("cache_interval", "inversion_cache_interval", "cache_depth", "cache_warmup")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -327,6 +328,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "cache_interval": config.edit_cache().interval,
         "inversion_cache_interval": config.inversion_cache().interval,
         "cache_depth": config.cache_depth,
+        "cache_warmup": config.edit_cache().warmup,
         "feature_store_bytes": engine.store_bytes,
         "peak_memory_bytes": _peak_memory(device),
         "peak_memory_kind": "torch.cuda.max_memory_allocated" if device.type == "cuda" else "process max RSS",

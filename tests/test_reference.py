@@ -158,10 +158,11 @@ def test_masks_and_refresh_change_the_edit(references, variants):
     assert (refreshed[0][0][3:] - default[0][0][3:]).abs().max() > 20 * ATOL
 
 
-# Step caching (step_cache.py): full steps 0 and 2 (or 0 and 3) of 4, by step index for every frame; the
-# wavefront's ticks mix full and cached items, which the engine runs as two UNet calls.
+# Step caching (step_cache.py): full steps 0, 1 and 3 (a warm-up of one step, then every 2nd), or 0 and
+# 3, of 4, by step index for every frame; the wavefront's ticks mix full and cached items, which the
+# engine runs as two UNet calls.
 CACHING = [
-    {"cache_interval": "2"},
+    {"cache_interval": "2", "cache_warmup": 0.25},
     {"cache_interval": "3", "inversion_cache_interval": "2", "cache_depth": 1},
     {"inversion_cache_interval": "3", "cache_depth": 6},
 ]

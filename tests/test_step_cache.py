@@ -64,20 +64,30 @@ def test_interval_values():
         EditConfig(cache_depth=0).validate()
     assert not CacheSchedule(1).active and not CacheSchedule(0).active
     assert [CacheSchedule(3).full(k) for k in range(7)] == [True, False, False, True, False, False, True]
+    # A warm-up: the first steps all whole, the interval counted from the first step after them.
+    assert [CacheSchedule(3, warmup=2).full(k) for k in range(7)] == [True, True, True, False, False, True, False]
+    assert CacheSchedule(3, 2).identity() == ("step-cache", 3, 2)  # keys from before the warm-up existed
+    assert CacheSchedule(3, 2, 2).identity() == ("step-cache", 3, 2, "warmup", 2)
+    assert CacheSchedule(0, warmup=5).identity() == ()
+    assert EditConfig(steps=50, cache_interval="3", cache_warmup=0.3).edit_cache() == CacheSchedule(3, 3, 15)
+    assert EditConfig(steps=50, inversion_cache_interval="3", cache_warmup=0.3).inversion_cache().warmup == 0
+    for bad in (1.0, -0.1, "0.3", True):
+        with pytest.raises(InputError, match="--cache-warmup"):
+            EditConfig(cache_warmup=bad).validate()
 
 
 def test_flags_reach_the_config():
     from jobs import _common
     from jobs.cli import build_parser
 
-    flags = ["--cache-interval", "4", "--inversion-cache-interval", "on", "--cache-depth", "2"]
+    flags = ["--cache-interval", "4", "--inversion-cache-interval", "on", "--cache-depth", "2", "--cache-warmup", ".2"]
     for verb in ("edit", "run", "augment"):
         required = ["in.mp4", "-o", "o.mp4", "--prompt", "x"] if verb == "edit" else ["--manifest", "m", "--output=o"]
         args = build_parser(verb).parse_args([*flags, *required])
         config = _common.edit_config(args)
-        assert config.edit_cache() == CacheSchedule(4, 2), verb
+        assert config.edit_cache() == CacheSchedule(4, 2, warmup=10), verb  # 0.2 of the default 50 steps
         assert config.inversion_cache() == CacheSchedule(ON_INTERVAL, 2), verb
-        assert config.engine_settings().cache == CacheSchedule(4, 2)
+        assert config.engine_settings().cache == CacheSchedule(4, 2, warmup=10)
 
 
 def test_off_gives_the_frames_of_before(tiny_model_dir, clip):

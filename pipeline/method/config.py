@@ -14,7 +14,7 @@ from dataclasses import dataclass, fields
 from pipeline.errors import InputError
 from pipeline.options import option
 
-from .cache_schedule import AUTO_INTERVAL, DEFAULT_DEPTH, ON_INTERVAL, CacheSchedule, parse_interval
+from .cache_schedule import AUTO_INTERVAL, DEFAULT_DEPTH, ON_INTERVAL, CacheSchedule, parse_interval, warmup_steps
 from .sources import ANCHOR, INJECTION_SOURCES, PREVIOUS, RANDOM_EARLIER
 
 INJECTIONS = tuple(INJECTION_SOURCES)
@@ -108,8 +108,16 @@ class EditConfig:
         "of SD2's 12: its outermost level; 1 = DeepCache's shallowest branch)",
     )
 
+    cache_warmup: float = option(
+        0.0,
+        metavar="F",
+        help="step caching in the edit: the first share F of the steps (the noisiest, where the picture is "
+        "laid out) all run whole, the interval counts from there (default %(default)g)",
+    )
+
     def edit_cache(self) -> CacheSchedule:
-        return CacheSchedule(parse_interval(self.cache_interval, "cache_interval", "edit"), self.cache_depth)
+        interval = parse_interval(self.cache_interval, "cache_interval", "edit")
+        return CacheSchedule(interval, self.cache_depth, warmup_steps(self.cache_warmup, self.steps))
 
     def inversion_cache(self) -> CacheSchedule:
         interval = parse_interval(self.inversion_cache_interval, "inversion_cache_interval", "inversion")

@@ -29,7 +29,8 @@ MAX_VIDEOS_PER_CALL = 8  # --videos-per-call auto: at most this many
 
 # How the work is scheduled, not what it computes: the same frames either way, so not in the fingerprint.
 _SCHEDULING = ("schedule", "max_batch", "inversion_batch", "decode_batch")
-_CACHING = ("cache_interval", "inversion_cache_interval", "cache_depth")  # as resolved, see `fingerprint`
+# Step caching: hashed as resolved, see `fingerprint`.
+_CACHING = ("cache_interval", "inversion_cache_interval", "cache_depth", "cache_warmup")
 
 
 def device_kind(device: str | None) -> str:
