@@ -23,7 +23,7 @@ ATOL = 2e-4  # as tests/test_reference.py: batched float order moves latents by 
 OPTIONS = {
     "flow update": {"flow_update": True},
     "fusion": {"fusion_steps": 2, "fusion_weight": 0.5},
-    "both": {"flow_update": True, "fusion_steps": 2, "fusion_weight": 0.8},
+    "both": {"flow_update": True, "fusion_steps": 2, "fusion_weight": 0.8, "fusion_tolerance": 0.5},
     "fusion, update off": {"latent_update": False, "fusion_steps": 3},
 }
 
@@ -121,7 +121,24 @@ def test_fusion_moves_x0_and_z_together():
     torch.testing.assert_close(z_f - z, sqrt_b * (x0_f - x0))
 
 
-@pytest.mark.parametrize(("field", "value"), [("fusion_weight", 1.5), ("fusion_weight", -0.1), ("fusion_steps", -1)])
+def test_fusion_tolerance_pulls_where_the_frames_agree():
+    """With a tolerance the pull fades with the difference: full where x̂0 already equals the warped
+    previous one, a fraction exp(-(d/τ)²) of it elsewhere, none at all where they differ by far more."""
+    x0 = torch.zeros(1, 4, 2, 2)
+    warped = torch.tensor([0.0, 0.1, 0.5, 5.0]).view(1, 1, 2, 2).expand(1, 4, 2, 2)
+    ones, sqrt_b = torch.ones(1, 1, 2, 2), torch.tensor(1.0)
+    _, plain = flow_fusion(x0, x0, warped, ones, 0.5, sqrt_b)
+    _, gated = flow_fusion(x0, x0, warped, ones, 0.5, sqrt_b, tolerance=0.5)
+    torch.testing.assert_close(plain, 0.5 * warped)
+    gate = torch.exp(-((torch.tensor([0.0, 0.1, 0.5, 5.0]) / 0.5) ** 2)).view(1, 1, 2, 2)
+    torch.testing.assert_close(gated, 0.5 * gate * warped)
+    assert gated[0, 0, 1, 1].abs() < 1e-20 < plain[0, 0, 1, 1].abs()
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("fusion_weight", 1.5), ("fusion_weight", -0.1), ("fusion_steps", -1), ("fusion_tolerance", -1.0)],
+)
 def test_bad_options_are_named(field, value):
     with pytest.raises(InputError, match=field.replace("_", "-")):
         EditConfig(**{field: value}).validate()

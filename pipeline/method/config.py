@@ -64,6 +64,12 @@ class EditConfig:
     fusion_weight: float = option(
         0.5, help="beyond the paper: how far --fusion-steps pulls, 0 to 1 (default %(default)g)"
     )
+    fusion_tolerance: float = option(
+        0.0,
+        metavar="T",
+        help="beyond the paper: the fusion pulls a latent cell less the more it and the warped previous x̂0 "
+        "differ, by exp(-(d/T)^2) (d: their mean absolute difference); 0 (default): by the flow's mask alone",
+    )
     reverse: bool = option(False, help="anchor on the last frame and edit backwards")
     # Only the 'random' injection ablation draws anything: from (seed, video id, prompt).
     seed: int = option(0, help="seed of the 'random' injection ablation (nothing else draws)")
@@ -148,6 +154,9 @@ class EditConfig:
         weight = self.fusion_weight
         if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0 <= weight <= 1:
             raise InputError(f"--fusion-weight must be a number from 0 to 1, got {weight!r}")
+        tol = self.fusion_tolerance
+        if isinstance(tol, bool) or not isinstance(tol, int | float) or not 0 <= tol < float("inf"):
+            raise InputError(f"--fusion-tolerance must be a number of at least 0, got {tol!r}")
         if self.max_batch < 1 or self.inversion_batch < 1 or self.decode_batch < 1:
             raise InputError("batch sizes must be at least 1")
         for name in ("anchor_refresh", "mask_feather"):
@@ -173,6 +182,7 @@ class EditConfig:
             flow_update=self.flow_update,
             fusion_first_step=self.steps - self.fusion_steps if self.fusion_steps and self.fusion_weight else None,
             fusion_weight=self.fusion_weight,
+            fusion_tolerance=self.fusion_tolerance,
         )
 
 
@@ -191,6 +201,7 @@ class EngineSettings:
     flow_update: bool = False
     fusion_first_step: int | None = None
     fusion_weight: float = 0.5
+    fusion_tolerance: float = 0.0
 
     def fuses(self, position: int, step: int) -> bool:
         """Whether the frame at `position` (edit order) gets the flow fusion at `step`."""

@@ -250,7 +250,9 @@ class DenoiseEngine:
             fused = [row for row, (_, f, k) in enumerate(items) if s.fuses(f, k)]
             if fused:
                 rows = torch.tensor(fused, device=device)
-                z_f, x0_f = flow_fusion(new[rows], x0[rows], warped[rows], valid[rows], s.fusion_weight, b[rows].sqrt())
+                z_f, x0_f = flow_fusion(
+                    new[rows], x0[rows], warped[rows], valid[rows], s.fusion_weight, b[rows].sqrt(), s.fusion_tolerance
+                )
                 new, x0 = new.index_copy(0, rows, z_f), x0.index_copy(0, rows, x0_f)
             if s.latent_update:
                 update = torch.tensor([f > 0 and k <= s.update_last_step for _, f, k in items], device=device)

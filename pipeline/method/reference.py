@@ -171,7 +171,8 @@ def reference_edit(
                         )
                         warped, valid = warp_latent(x0_prev[k], f_i), f_i[:, 2:3]
                     if pos > 0 and F <= k:
-                        z, x0 = flow_fusion(z, x0, warped, valid, config.fusion_weight, b.sqrt())
+                        tol = config.fusion_tolerance
+                        z, x0 = flow_fusion(z, x0, warped, valid, config.fusion_weight, b.sqrt(), tol)
                     # 7. The latent update: frames after the anchor, steps 0..K_u.
                     if pos > 0 and config.latent_update and k <= K_u:
                         if config.flow_update:

@@ -81,10 +81,19 @@ def flow_fusion(
     valid: torch.Tensor,
     weight: float,
     sqrt_alpha_next: torch.Tensor,
+    tolerance: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Fusion beyond the paper (Rerender's idea, in the latent): x̂0 ← x̂0 − β·m·(x̂0 − warp(x̂0_prev)),
     and z moved as the DDIM step would have moved it from that x̂0 with the same ε,
     z ← z − √ᾱ_next·β·m·(x̂0 − warp(x̂0_prev)). Returns (z, x̂0). `valid` m [B,1,h,w]; `sqrt_alpha_next`
-    √ᾱ of the timestep z is at, broadcastable to z."""
-    moved = weight * valid * (x0 - x0_warped)
+    √ᾱ of the timestep z is at, broadcastable to z.
+
+    `tolerance` τ > 0 gates the pull by agreement: m·exp(−(d/τ)²), d the channels' mean |x̂0 − warp(x̂0_prev)|
+    per cell. Flicker is a small difference; a large one is content that moved other than the flow says
+    (an edge, a disocclusion the mask missed), where pulling drags the previous frame's picture along."""
+    diff = x0 - x0_warped
+    gate = valid
+    if tolerance > 0:
+        gate = valid * torch.exp(-((diff.abs().mean(dim=1, keepdim=True) / tolerance) ** 2))
+    moved = weight * gate * diff
     return z - sqrt_alpha_next * moved, x0 - moved
