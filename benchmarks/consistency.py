@@ -419,6 +419,22 @@ def fusion_variants() -> list[Any]:
     ]
 
 
+def gated_variants() -> list[Any]:
+    """The fusion gated by agreement (`fusion_tolerance`; d's median on the toy clips is about 0.04, its
+    90th percentile 0.13); run beside `--set fusion`, whose JSON holds the baselines of the same seeds."""
+    from toyworld.benchmark import Variant
+
+    return [
+        Variant(
+            f"fusion (last {k}, {w:g}, τ {t:g})",
+            "anchor+prev",
+            True,
+            config=(("fusion_steps", k), ("fusion_weight", w), ("fusion_tolerance", t)),
+        )
+        for k, w, t in ((5, 0.5, 0.1), (5, 0.5, 0.2), (10, 0.3, 0.2), (10, 0.5, 0.1))
+    ]
+
+
 def flow_cost(seeds: list[int], frames: int, size: int | None) -> dict[str, float]:
     """Seconds per frame of `video_flow` (both directions, the mask, the latent grid) on the toy clips."""
     from pipeline.io.flow import ESTIMATORS, video_flow
@@ -451,7 +467,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", default="0,100,400", help="λ values (sweep)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--output", type=Path, default=None)
-    parser.add_argument("--set", choices=("options", "fusion"), default="options", help="ablate: which variants")
+    parser.add_argument("--set", choices=("options", "fusion", "gated"), default="options", help="ablate: which variants")
     parser.add_argument("--resume", type=Path, default=None, help="a stopped run's JSON: keep its edits' rows")
     args = parser.parse_args(argv)
     args.figures = {"args": {k: str(v) for k, v in vars(args).items()}}
@@ -492,7 +508,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.what == "ablate":
         args.figures["flow_seconds_per_frame"] = flow_cost(list(range(first, first + args.clips)), args.frames, None)
-        run_variants(args, fusion_variants() if args.set == "fusion" else option_variants(), None, "ablate")
+        sets = {"options": option_variants, "fusion": fusion_variants, "gated": gated_variants}
+        run_variants(args, sets[args.set](), None, "ablate")
         return 0
     raise SystemExit(f"{args.what}: not written yet")
 
