@@ -467,7 +467,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", default="0,100,400", help="λ values (sweep)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--output", type=Path, default=None)
-    parser.add_argument("--set", choices=("options", "fusion", "gated"), default="options", help="ablate: which variants")
+    parser.add_argument("--set", choices=("options", "fusion", "gated"), default="options", help="ablate: variants")
     parser.add_argument("--resume", type=Path, default=None, help="a stopped run's JSON: keep its edits' rows")
     args = parser.parse_args(argv)
     args.figures = {"args": {k: str(v) for k, v in vars(args).items()}}
