@@ -3,6 +3,7 @@
     pix2video report OUTPUT                      # metrics shown where `evaluate`/`--metrics` computed them
     pix2video report OUTPUT --metrics            # compute missing metrics first (as `pix2video evaluate`)
     pix2video report edits/ --baseline per-frame/ --baseline-label per-frame   # two runs side by side
+    pix2video report edits/ --baseline per-frame/ --compare "+ fusion=fusion/"  # and a third after this one
 
 The page has a summary table of the run (clips by status, mean metrics of the edits and of the input
 videos, seconds per stage), a table of every clip, and per clip the input and the edit side by side as
@@ -13,8 +14,11 @@ relative, so the folder can be copied or zipped as is. For an s3:// OUTPUT the r
 With --baseline DIR (another run of the same manifest, matched by id and prompt), each clip and prompt
 both runs edited shows instead one animated image (lossless WebP) of input | baseline | this run
 playing in step, a frame strip and both runs' Pixel-MSE, and the top of the page both runs' mean
-Pixel-MSE. A baseline that is not a run, is this run, or shares no clip and prompt with it is refused
-in one line before anything is written; --metrics scores both runs.
+Pixel-MSE. --compare [LABEL=]DIR (repeatable) adds further runs of the same manifest after this one:
+input | baseline | this run | compared runs, each with its metrics (Pixel-MSE, CLIP-Text, CLIP-Image)
+per clip and their means over the clips every run scored at the top. A baseline or compared run that
+is not a run, is this run or one given before, shares no clip and prompt with it, or whose label
+another run has is refused in one line before anything is written; --metrics scores every run.
 
 Tiny models (--model tiny) give noise-like pictures, and metric values from the tiny CLIP
 (--clip-model tiny) are meaningless: such a report only shows that the pipeline runs.
@@ -40,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--metrics", action="store_true", help="compute missing metrics first (as `pix2video evaluate`)"
     )
     _common.add_clip_arguments(parser, device=True)
-    b = parser.add_argument_group("a second run side by side")
+    b = parser.add_argument_group("other runs side by side")
     b.add_argument(
         "--baseline",
         metavar="DIR",
@@ -48,6 +52,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     b.add_argument(
         "--baseline-label", metavar="TEXT", help="the baseline's name on the page (default: its folder's name)"
+    )
+    b.add_argument(
+        "--compare",
+        action="append",
+        default=[],
+        metavar="[LABEL=]DIR",
+        help="another run of the same manifest shown after this one (say an option beyond the paper), under "
+        "LABEL (default: its folder's name); repeatable, in order",
     )
     b.add_argument(
         "--label", default=DEFAULT_LABEL, metavar="TEXT", help=f"this run's name on the page (default {DEFAULT_LABEL})"
@@ -75,28 +87,49 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _common.add_storage_arguments(parser)
 
 
+def compared_run(text: str) -> tuple[str | None, str]:
+    """`--compare LABEL=DIR` or `--compare DIR` as (label or None, DIR). Only text before the first '='
+    without a '/' is a label, so a folder or URL with '=' in it can be given as it is."""
+    name, sep, where = text.partition("=")
+    if not sep or "/" in name:
+        return None, text
+    if not name.strip() or not where.strip():
+        raise InputError(f"--compare {text!r}: give LABEL=DIR (both non-empty) or DIR")
+    return name, where
+
+
 def run(args: argparse.Namespace) -> int:
     from pipeline.dataset import storage
-    from pipeline.report.page import check_baseline, write_report
+    from pipeline.report.page import check_columns, write_report
 
     for name in ("preview_height", "preview_frames", "max_clips", "strip_frames"):
         _common.check_positive(name.replace("_", "-"), getattr(args, name))
     for flag, value in (("--label", args.label), ("--baseline-label", args.baseline_label)):
         if value is not None and not value.strip():
             raise InputError(f"{flag} {value!r}: empty; give the name the page shows for that run")
+    compared = [compared_run(text) for text in args.compare]
     opts = _common.storage_options(args)
-    if args.baseline is not None:
-        check_baseline(args.output, args.baseline, opts)  # refused before --metrics writes anything
+    others = ([args.baseline] if args.baseline is not None else []) + [where for _, where in compared]
+    if others:  # refused before --metrics writes anything
+        check_columns(
+            args.output,
+            opts,
+            baseline=args.baseline,
+            baseline_label=args.baseline_label,
+            compared=compared,
+            label=args.label,
+        )
     if args.metrics:
         _metrics.evaluate(args, opts, "report")
-        if args.baseline is not None:
-            _metrics.evaluate(argparse.Namespace(**{**vars(args), "output": args.baseline}), opts, "report")
+        for where in others:
+            _metrics.evaluate(argparse.Namespace(**{**vars(args), "output": where}), opts, "report")
     page = write_report(
         args.output,
         opts,
         args.report_dir,
         baseline=args.baseline,
         baseline_label=args.baseline_label,
+        compared=compared,
         label=args.label,
         strip_frames=args.strip_frames,
         preview_height=args.preview_height,

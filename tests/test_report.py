@@ -237,6 +237,12 @@ def _two_runs(tmp_path: Path) -> tuple[Path, Path, dict[str, np.ndarray]]:
     return run, base, {**frames, "flicker": flicker}
 
 
+def _cells(table: str, row_id: str) -> list[str]:
+    """The numeric cells of the row `row_id` of a page's table."""
+    row = table.split(f'<tr id="{row_id}">', 1)[1].split("</tr>", 1)[0]
+    return [cell.split("</td>", 1)[0] for cell in row.split('<td class="num">')[1:]]
+
+
 def _files(folder: Path) -> dict[str, int]:
     return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in folder.rglob("*")}
 
@@ -260,8 +266,9 @@ def test_baseline_shows_both_runs_in_step(tmp_path):
 
     summary = text.split('id="flicker-summary"', 1)[1].split("</table>", 1)[0]
     assert "per-frame" in summary and "Pix2Video" in summary
-    assert "40.00" in summary and "15.00" in summary  # means of (30, 50) and (10, 20)
-    assert "flickers less on 2 of them" in summary
+    assert _cells(summary, "mean-pixel_mse") == ["40.00", "15.00"]  # means of (30, 50) and (10, 20)
+    assert "over the 2 clips × prompts both runs scored" in summary
+    assert _cells(summary, "steadier") == ["(reference)", "2 of 2"] and "flickers less than per-frame" in summary
     clip_a = text.split('id="clip-a__a-red-car"', 1)[1].split('class="clip"', 1)[0]
     assert "30.00" in clip_a and "10.00" in clip_a  # both runs' Pixel-MSE of this clip
     assert 'href="../../per-frame/videos/a__a-red-car.mp4"' in clip_a  # the baseline's video, relative
@@ -385,3 +392,129 @@ def test_metrics_scores_both_runs(tmp_path, tiny_model_dir):
     summary = (run / "report" / "index.html").read_text(encoding="utf-8").split('id="flicker-summary"', 1)[1]
     summary = summary.split("</table>", 1)[0]
     assert "over the 2 clips × prompts both runs scored" in summary and "No clip and prompt" not in summary
+    # the CLIP scores too, a mean per run
+    assert len(_cells(summary, "mean-clip_text")) == 2 and "—" not in _cells(summary, "mean-clip_text")
+
+
+# ---------------------------------------------------------------------------------------------------
+# --compare: more runs after this one (the demo's Pix2Video + fusion, an option beyond the paper).
+# ---------------------------------------------------------------------------------------------------
+
+
+def _three_runs(tmp_path: Path) -> tuple[Path, Path, Path, dict[str, np.ndarray]]:
+    """_two_runs and a third run whose edit of clip 'a' is the input darkened (a steady edit unlike the
+    other two), with Pixel-MSE 5 and 8."""
+    from pipeline.io.video import write_video
+
+    run, base, frames = _two_runs(tmp_path)
+    fused = tmp_path / "fusion"
+    make_run(fused)
+    dark = (frames["a"] // 3).astype(np.uint8)
+    write_video(fused / "videos" / "a__a-red-car.mp4", dark, 8.0)
+    _with_pixel_mse(fused, [5.0, 8.0, None])
+    return run, base, fused, {**frames, "dark": dark}
+
+
+def _webp_frames(path: Path) -> list[np.ndarray]:
+    with Image.open(path) as webp:
+        assert webp.format == "WEBP" and webp.is_animated
+        out = []
+        for t in range(webp.n_frames):
+            webp.seek(t)
+            out.append(np.asarray(webp.convert("RGB")))
+    return out
+
+
+def test_compare_shows_a_third_run_after_this_one(tmp_path):
+    from pipeline.io.video import read_frames
+
+    run, base, fused, frames = _three_runs(tmp_path)
+    argv = ["report", str(run), "--baseline", str(base), "--baseline-label", "per-frame", "--no-progress"]
+    assert main([*argv, "--compare", f"+ fusion (opt-in)={fused}", "--label", "Pix2Video (paper)"]) == 0
+    page = run / "report" / "index.html"
+    text = page.read_text(encoding="utf-8")
+    refs = [r for r in _refs(page).refs if not r.startswith("#")]
+    for ref in refs:
+        assert (page.parent / ref).is_file(), ref
+    summary = text.split('id="flicker-summary"', 1)[1].split("</table>", 1)[0]
+    header = summary.split("</tr>", 1)[0]
+    assert header.index("per-frame") < header.index("Pix2Video (paper)") < header.index("+ fusion (opt-in)")
+    assert _cells(summary, "mean-pixel_mse") == ["40.00", "15.00", "6.50"]
+    assert "over the 2 clips × prompts all 3 runs scored" in summary
+    assert _cells(summary, "steadier") == ["(reference)", "2 of 2", "2 of 2"]
+    clip_a = text.split('id="clip-a__a-red-car"', 1)[1].split('class="clip"', 1)[0]
+    assert "input | per-frame | Pix2Video (paper) | + fusion (opt-in)" in clip_a
+    table = clip_a.split('class="flicker"', 1)[1].split("</table>", 1)[0]
+    assert [c.split("</td>")[0] for c in table.split('<td class="num">')[1:]] == ["30.00", "10.00", "5.00"]
+    assert 'href="../../fusion/videos/a__a-red-car.mp4"' in clip_a and "+ fusion (opt-in) video" in clip_a
+
+    # four panels in page order, the same frame of each
+    shown = _webp_frames(page.parent / "assets" / "a__a-red-car-compare.webp")
+    height, band, pitch = 192, 23, 192 + 6
+    assert shown[0].shape[1] == 4 * 192 + 3 * 6
+
+    def panel(t: int, i: int) -> np.ndarray:
+        tile = shown[t][band : band + height, i * pitch : i * pitch + height]
+        return np.asarray(Image.fromarray(tile).resize((16, 16), Image.BOX), dtype=np.float64)
+
+    def small(image: np.ndarray) -> np.ndarray:
+        return np.asarray(Image.fromarray(image).resize((16, 16), Image.BOX), dtype=np.float64)
+
+    edit = read_frames(str(run / "videos" / "a__a-red-car.mp4")).frames
+    dark = read_frames(str(fused / "videos" / "a__a-red-car.mp4")).frames
+    for t in range(FRAMES):
+        assert np.abs(panel(t, 0) - small(frames["a"][t])).mean() < 6, t
+        assert np.abs(panel(t, 2) - small(edit[t])).mean() < 6, t
+        assert np.abs(panel(t, 3) - small(dark[t])).mean() < 6, t
+    assert np.abs(panel(0, 3) - small(edit[0])).mean() > 40  # the fusion panel is its own video
+    with Image.open(page.parent / "assets" / "a__a-red-car-strip.png") as png:
+        assert png.size[1] > 4 * 128  # a row per panel
+
+
+def test_compare_without_a_baseline_counts_against_this_run(tmp_path):
+    run, _, fused, _ = _three_runs(tmp_path)
+    assert main(["report", str(run), "--compare", str(fused), "--no-progress"]) == 0
+    text = (run / "report" / "index.html").read_text(encoding="utf-8")
+    summary = text.split('id="flicker-summary"', 1)[1].split("</table>", 1)[0]
+    assert _cells(summary, "mean-pixel_mse") == ["15.00", "6.50"]  # this run, then the compared one
+    assert _cells(summary, "steadier") == ["(reference)", "2 of 2"] and "flickers less than Pix2Video" in summary
+    assert "Pix2Video | fusion" in text  # the folder's name is the default label
+
+
+@pytest.mark.parametrize("case", ["the baseline again", "this run", "a label twice", "an empty label"])
+def test_a_wrong_compared_run_is_refused_in_one_line(tmp_path, capsys, case):
+    run, base, fused, _ = _three_runs(tmp_path)
+    argv = ["report", str(run), "--baseline", str(base), "--no-progress"]
+    extra = {
+        "the baseline again": ["--compare", f"again={base}"],
+        "this run": ["--compare", str(run)],
+        "a label twice": ["--compare", f"per-frame={fused}"],
+        "an empty label": ["--compare", f" ={fused}"],
+    }[case]
+    before = _files(tmp_path)
+    assert main([*argv, *extra]) == 2
+    err = capsys.readouterr().err
+    expected = {
+        "the baseline again": "is given twice",
+        "this run": "is the run itself",
+        "a label twice": "labelled 'per-frame'",
+        "an empty label": "LABEL=DIR",
+    }
+    assert err.count("\n") == 1 and expected[case] in err, err
+    assert _files(tmp_path) == before and not (run / "report").exists()
+
+
+def test_the_runs_play_in_headless_chromium(tmp_path):
+    """The animation of four runs plays in Chromium: screenshots of it some time apart differ (one
+    image for all the runs, so their panels cannot drift apart)."""
+    from browser import frames_seen
+
+    run, base, fused, _ = _three_runs(tmp_path)
+    argv = ["report", str(run), "--baseline", str(base), "--compare", f"fusion={fused}", "--no-progress"]
+    assert main(argv) == 0
+    page = (run / "report" / "index.html").resolve().as_uri()
+    seen = frames_seen(page, "img.animation")
+    assert len(seen) == 12 and len(set(seen)) > 1, seen  # it plays (4 frames of 125 ms, 12 shots ~0.1 s apart)
+    # a still part of the page stays the same: the screenshots themselves are steady
+    still = frames_seen(page, "img.strip", shots=3)
+    assert len(set(still)) == 1, still

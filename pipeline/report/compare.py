@@ -1,11 +1,11 @@
-"""Two runs of one manifest side by side, for the report's `--baseline` (pipeline/report/page.py).
+"""Runs of one manifest side by side, for the report's `--baseline` and `--compare` (pipeline/report/page.py).
 
-Per (clip, prompt) edited by both runs, the report shows:
+Per (clip, prompt) edited by this run and at least one other, the report shows:
 
-- one animated image whose every frame holds three labelled panels, input | baseline | this run, so
-  the three play in step (three separate videos drift apart);
+- one animated image whose every frame holds labelled panels, input | baseline | this run | compared
+  runs, so they all play in step (separate videos drift apart);
 - a frame strip (PNG): one row per panel, every k-th frame, so flicker is seen on a still page too;
-- the two runs' mean Pixel-MSE (the flicker metric) when both were scored.
+- each run's metrics (Pixel-MSE, the flicker metric, and the CLIP scores) where they were scored.
 
 The animation is a lossless WebP (Chromium, Firefox, Safari 14+ and Edge play it), not a GIF: a GIF's
 256 colours band the toy world's gradients, and dithering them makes a pattern that changes with
@@ -53,15 +53,15 @@ def match_rows(rows: Sequence[dict[str, Any]], baseline: Sequence[dict[str, Any]
     return {k: theirs[k] for k in (pair_key(r) for r in rows) if k in theirs}
 
 
-def aligned(panels: Sequence[Panel], *, max_frames: int) -> list[Panel]:
-    """The panels at the last panel's size and length (at most `max_frames`): the others resized, and
-    cut or held on their last frame. The last panel is the edit the page is about."""
+def aligned(panels: Sequence[Panel], *, max_frames: int, ref: int = -1) -> list[Panel]:
+    """The panels at panel `ref`'s size and length (at most `max_frames`): the others resized, and
+    cut or held on their last frame. Panel `ref` is the edit the page is about."""
     import numpy as np
 
     from pipeline.io.frames import resize_frames
 
-    ref = panels[-1].frames[:max_frames]
-    n, (h, w) = len(ref), ref.shape[1:3]
+    ref_frames = panels[ref].frames[:max_frames]
+    n, (h, w) = len(ref_frames), ref_frames.shape[1:3]
     out = []
     for p in panels:
         frames = resize_frames(p.frames[:n], w, h)
@@ -71,11 +71,14 @@ def aligned(panels: Sequence[Panel], *, max_frames: int) -> list[Panel]:
     return out
 
 
-def comparison_animation(panels: Sequence[Panel], path: Path, *, fps: float, height: int, max_frames: int) -> Path:
-    """An animated WebP of the panels side by side under their labels, `height` pixels per panel."""
+def comparison_animation(
+    panels: Sequence[Panel], path: Path, *, fps: float, height: int, max_frames: int, ref: int = -1
+) -> Path:
+    """An animated WebP of the panels side by side under their labels, `height` pixels per panel, at
+    panel `ref`'s size and length (`aligned`)."""
     from PIL import Image, ImageDraw
 
-    panels = aligned(panels, max_frames=max_frames)
+    panels = aligned(panels, max_frames=max_frames, ref=ref)
     h, w = panels[0].frames.shape[1:3]
     pw = max(1, round(w * height / h))
     gap = max(4, pw // 32)
@@ -110,13 +113,18 @@ def strip_step(num_frames: int, columns: int = STRIP_COLUMNS) -> int:
 
 
 def frame_strip(
-    panels: Sequence[Panel], path: Path, *, height: int = STRIP_HEIGHT, columns: int = STRIP_COLUMNS
+    panels: Sequence[Panel],
+    path: Path,
+    *,
+    height: int = STRIP_HEIGHT,
+    columns: int = STRIP_COLUMNS,
+    ref: int = -1,
 ) -> tuple[Path, int]:
     """A PNG with one row per panel (its label on the left) and every k-th frame of the clip from left
-    to right, numbered on top; returns (path, k)."""
+    to right, numbered on top, at panel `ref`'s size and length; returns (path, k)."""
     from PIL import Image, ImageDraw
 
-    panels = aligned(panels, max_frames=len(panels[-1].frames))
+    panels = aligned(panels, max_frames=len(panels[ref].frames), ref=ref)
     n, (h, w) = len(panels[0].frames), panels[0].frames.shape[1:3]
     step = strip_step(n, columns)
     shown = list(range(0, n, step))
@@ -143,15 +151,19 @@ def frame_strip(
     return path, step
 
 
-def flicker(rows: Sequence[tuple[float | None, float | None]]) -> dict[str, Any] | None:
-    """Mean Pixel-MSE of the baseline and of this run over the pairs where both were scored, and on how
-    many of them this run flickers less; None when no pair has both."""
-    both = [(float(b), float(m)) for b, m in rows if _finite(b) and _finite(m)]
-    if not both:
+def column_means(rows: Sequence[Sequence[float | None]], ref: int = 0) -> dict[str, Any] | None:
+    """`rows[i][c]`: pair i's value of one metric in run (column) c. The mean per column over the pairs
+    where every column has a value, and per column on how many of them it is below column `ref`'s
+    (for Pixel-MSE: flickers less than it); None when no pair has them all."""
+    full = [[float(v) for v in r] for r in rows if all(_finite(v) for v in r)]
+    if not full:
         return None
-    base = sum(b for b, _ in both) / len(both)
-    mine = sum(m for _, m in both) / len(both)
-    return {"pairs": len(both), "baseline": base, "run": mine, "steadier": sum(m < b for b, m in both)}
+    columns = range(len(full[0]))
+    return {
+        "pairs": len(full),
+        "means": [sum(r[c] for r in full) / len(full) for c in columns],
+        "below": [sum(r[c] < r[ref] for r in full) for c in columns],
+    }
 
 
 def _finite(value: Any) -> bool:

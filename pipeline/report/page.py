@@ -3,9 +3,10 @@
 The page (templates/report.html, rendered by Jinja2 with autoescape) has a summary of the run (clips
 by status, mean metrics of the edits and of the input videos, seconds per stage), a table of every
 clip, and per clip the input and the edit side by side as an animated GIF with per-frame metric
-plots (PNG). With a `baseline` (another run of the same manifest, compare.py), each clip and prompt
-both runs edited shows instead input | baseline | this run playing in step, a frame strip and both
-Pixel-MSEs, and the top of the page the mean Pixel-MSE of both runs. Every link is relative, so the
+plots (PNG). With a `baseline` and/or `compare` runs (other runs of the same manifest, compare.py),
+each clip and prompt this run and another edited shows instead input | baseline | this run | compared
+runs playing in step, a frame strip and every run's metrics, and the top of the page every run's mean
+metrics over the clips all of them scored. Every link is relative, so the
 folder can be copied or zipped as is. Every value from the run (ids, prompts, errors, URLs, labels)
 is escaped, and control characters (NUL, ESC, ...) are dropped before that: they have no business in
 a page and some browsers treat them oddly.
@@ -18,6 +19,8 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -56,23 +59,64 @@ def clean_text(value: Any) -> str:
     return _CONTROL.sub("", "" if value is None else str(value))
 
 
-def check_baseline(output: str, baseline: str, opts: StorageOptions) -> tuple[list[dict], list[dict]]:
-    """The rows of this run and of its baseline, refused in one line (InputError) before anything is
-    written when the baseline is not a run, is this run, or shares no clip and prompt with it."""
-    output, baseline = storage.normalize(output), storage.normalize(baseline)
-    if storage.is_under(output, baseline) and storage.is_under(baseline, output):
-        raise InputError(f"baseline {baseline}: is the run itself; give another run of the same manifest")
+@dataclass(frozen=True)
+class Column:
+    """Another run of the same manifest shown beside this one: where it is, its name on the page, its
+    rows by (id, prompt), and whether it comes before this run (the baseline) or after (--compare)."""
+
+    output: str
+    label: str
+    matched: dict[tuple[str, str], dict]
+    before: bool
+
+
+def check_columns(
+    output: str,
+    opts: StorageOptions,
+    *,
+    baseline: str | None = None,
+    baseline_label: str | None = None,
+    compared: Sequence[tuple[str | None, str]] = (),
+    label: str = compare.DEFAULT_LABEL,
+) -> tuple[list[dict], list[Column], str]:
+    """This run's rows, the other runs as columns (the baseline first, then the `compared` runs as
+    (label or None, location), in order) and this run's label, refused in one line (InputError) before
+    anything is written when another run is not a run, is this run or one given before, shares no clip
+    and prompt with it, or two runs would carry the same label."""
+    output = storage.normalize(output)
+    others = [("baseline", baseline_label, baseline, True)] if baseline is not None else []
+    others += [("compared run", name, where, False) for name, where in compared]
+    seen: list[str] = []
+    for what, _, where, _ in others:
+        where = storage.normalize(where)
+        if _same(output, where):
+            raise InputError(f"{what} {where}: is the run itself; give another run of the same manifest")
+        if any(_same(where, s) for s in seen):
+            raise InputError(f"{what} {where}: is given twice; give each run once")
+        seen.append(where)
     rows = read_results(output, opts).to_pylist()
-    try:
-        theirs = read_results(baseline, opts).to_pylist()
-    except InputError as e:
-        raise InputError(f"baseline {e}") from None
-    if not compare.match_rows(rows, theirs):
-        raise InputError(
-            f"baseline {baseline}: shares no clip and prompt (id, prompt) with {output}; "
-            "give a run of the same manifest"
-        )
-    return rows, theirs
+    label = clean_text(label) or compare.DEFAULT_LABEL
+    columns: list[Column] = []
+    for (what, name, _, before), where in zip(others, seen, strict=True):
+        try:
+            theirs = read_results(where, opts).to_pylist()
+        except InputError as e:
+            raise InputError(f"{what} {e}") from None
+        matched = compare.match_rows(rows, theirs)
+        if not matched:
+            raise InputError(
+                f"{what} {where}: shares no clip and prompt (id, prompt) with {output}; give a run of the same manifest"
+            )
+        columns.append(Column(where, clean_text(name) or default_baseline_label(where), matched, before))
+    labels = [label, *(c.label for c in columns)]
+    for name in labels:
+        if labels.count(name) > 1:
+            raise InputError(f"two runs are labelled {name!r} on the page; give each its own label")
+    return rows, columns, label
+
+
+def _same(a: str, b: str) -> bool:
+    return storage.is_under(a, b) and storage.is_under(b, a)
 
 
 def default_baseline_label(baseline: str) -> str:
@@ -131,10 +175,11 @@ def render_page(
     run_stats: dict[str, Any] | None = None,
 ) -> str:
     """The HTML. `rows` carry '_key'; `clips[key]` has 'preview', 'plot', 'link' (paths relative to the
-    page, or None) and 'problem', and with a baseline 'animation', 'strip', 'strip_step', 'mse' (this
-    run's and the baseline's Pixel-MSE, formatted) where both runs edited the clip. `comparison`:
-    'baseline' (its location), 'baseline_label', 'label', 'pairs' (matched rows) and 'flicker'
-    (compare.flicker's dict, values formatted, or None). `run_stats`: the run's OUTPUT/stats.json
+    page, or None), 'links' ((label, path) of the other runs' videos) and 'problem', and with other runs
+    'animation', 'strip', 'strip_step', 'panels' (their labels) and 'metrics' ((title, a formatted value
+    per run) per metric) where this run and another edited the clip. `comparison` (`_comparison`):
+    'label', 'runs' ((label, location) of the others), 'columns' (every run's label, in page order),
+    'pairs', 'scored' (which runs), 'metrics' and 'steadier'. `run_stats`: the run's OUTPUT/stats.json
     (pipeline/dataset/stats.py), shown at the end of the page; None for a run that wrote none."""
     counts: dict[str, int] = {}
     for r in rows:
@@ -216,6 +261,7 @@ def build_report(
     *,
     baseline: str | None = None,
     baseline_label: str | None = None,
+    compared: Sequence[tuple[str | None, str]] = (),
     label: str = compare.DEFAULT_LABEL,
     strip_frames: int = compare.STRIP_COLUMNS,
     preview_height: int = 192,
@@ -224,8 +270,9 @@ def build_report(
     progress: bool = True,
 ) -> Path:
     """Write dest/index.html and dest/assets/ for the run in `output`; returns the page's path. With
-    `baseline` (another run of the same manifest), the clips both runs edited are shown side by side
-    under `baseline_label` (default: its folder's name) and `label`."""
+    `baseline` and/or `compared` runs ((label or None, location): other runs of the same manifest), the
+    clips this run and another edited are shown side by side, the baseline under `baseline_label`
+    before this run (`label`), the compared runs after it, each label defaulting to the folder's name."""
     from tqdm import tqdm
 
     from pipeline.quality.metrics import Metrics
@@ -234,14 +281,12 @@ def build_report(
 
     output = storage.normalize(output)
     # refused (one line) before anything is written
-    if baseline is None:
-        rows, matched = read_results(output, opts).to_pylist(), {}
-    else:
-        baseline = storage.normalize(baseline)
-        rows, theirs = check_baseline(output, baseline, opts)
-        matched = compare.match_rows(rows, theirs)
-        baseline_label = clean_text(baseline_label) or default_baseline_label(baseline)
-    label = clean_text(label) or compare.DEFAULT_LABEL
+    rows, columns, label = check_columns(
+        output, opts, baseline=baseline, baseline_label=baseline_label, compared=compared, label=label
+    )
+    before = [c for c in columns if c.before]
+    after = [c for c in columns if not c.before]
+    ordered = [*before, None, *after]  # None: this run
     dest.mkdir(parents=True, exist_ok=True)
     assets = dest / ASSETS
     if assets.exists():
@@ -254,7 +299,8 @@ def build_report(
     shown = [r for r in rows if r.get("output") or r.get("status") == "failed"][:max_clips]
     for r in tqdm(shown, unit="clip", desc="report", disable=not progress):
         key = r["_key"]
-        entry: dict[str, Any] = dict.fromkeys(("preview", "plot", "link", "base_link", "problem", "animation"))
+        entry: dict[str, Any] = dict.fromkeys(("preview", "plot", "link", "problem", "animation"))
+        entry["links"] = []
         clips[key] = entry
         if not r.get("output") or r.get("status") not in SCORED:
             continue
@@ -275,26 +321,37 @@ def build_report(
             except (InputError, OSError) as e:
                 entry["problem"] = f"the input could not be read ({e}); showing the edit alone"
         fps = float(r.get("fps") or 8.0)
-        theirs = matched.get(compare.pair_key(r))
-        base_frames = _baseline_frames(theirs, entry, baseline_label, opts) if theirs is not None else None
-        if base_frames is not None:
-            if storage.is_local(theirs["output"]):
-                entry["base_link"] = os.path.relpath(theirs["output"], dest)
-            panels = [compare.Panel(baseline_label, base_frames), compare.Panel(label, out_frames)]
-            if in_frames is not None:
-                panels.insert(0, compare.Panel("input", in_frames))
+        pair = compare.pair_key(r)
+        theirs = {c.label: c.matched.get(pair) for c in columns}
+        frames = {c.label: _other_frames(theirs[c.label], entry, c.label, opts) for c in columns}
+        if any(f is not None for f in frames.values()):
+            for c in columns:
+                if frames[c.label] is not None and storage.is_local(theirs[c.label]["output"]):
+                    entry["links"].append((c.label, os.path.relpath(theirs[c.label]["output"], dest)))
+            panels = [compare.Panel("input", in_frames)] if in_frames is not None else []
+            panels += [compare.Panel(c.label, frames[c.label]) for c in before if frames[c.label] is not None]
+            ref = len(panels)  # this run's panel: the others are shown at its size and length
+            panels.append(compare.Panel(label, out_frames))
+            panels += [compare.Panel(c.label, frames[c.label]) for c in after if frames[c.label] is not None]
             anim = compare.comparison_animation(
-                panels, assets / f"{key}-compare.webp", fps=fps, height=preview_height, max_frames=preview_frames
+                panels,
+                assets / f"{key}-compare.webp",
+                fps=fps,
+                height=preview_height,
+                max_frames=preview_frames,
+                ref=ref,
             )
-            strip, step = compare.frame_strip(panels, assets / f"{key}-strip.png", columns=strip_frames)
+            strip, step = compare.frame_strip(panels, assets / f"{key}-strip.png", columns=strip_frames, ref=ref)
+            per_run = [r if c is None else (theirs[c.label] or {}) for c in ordered]
             entry.update(
                 animation=f"{ASSETS}/{anim.name}",
                 strip=f"{ASSETS}/{strip.name}",
                 strip_step=step,
                 panels=[p.label for p in panels],
-                mse=[
-                    (baseline_label, _num(theirs.get("pixel_mse"), "pixel_mse")),
-                    (label, _num(r.get("pixel_mse"), "pixel_mse")),
+                metrics=[
+                    (METRIC_TITLES[n], [_num(x.get(n), n) for x in per_run])
+                    for n in METRIC_NAMES
+                    if n == "pixel_mse" or any(x.get(n) is not None for x in per_run)
                 ],
             )
         else:
@@ -311,39 +368,48 @@ def build_report(
             }
             png = metrics_figure(per_frame, assets / f"{key}-metrics.png", PLOT_TITLES)
             entry["plot"] = f"{ASSETS}/{png.name}"
-    comparison = None
-    if baseline is not None:
-        pairs = [
-            (matched[compare.pair_key(r)].get("pixel_mse"), r.get("pixel_mse"))
-            for r in rows
-            if compare.pair_key(r) in matched
-        ]
-        summary = compare.flicker(pairs)
-        if summary is not None:
-            summary = {
-                **summary,
-                "baseline": _num(summary["baseline"], "pixel_mse"),
-                "run": _num(summary["run"], "pixel_mse"),
-            }
-        comparison = {
-            "baseline": baseline,
-            "baseline_label": baseline_label,
-            "label": label,
-            "pairs": len(pairs),
-            "flicker": summary,
-        }
     page = render_page(
         output=output,
         rows=rows,
         clips=clips,
         clip_models=clip_models,
         generated=dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
-        comparison=comparison,
+        comparison=_comparison(rows, columns, ordered, label) if columns else None,
         run_stats=read_stats(output, opts),
     )
     index = dest / INDEX
     storage.write_bytes(str(index), page.encode("utf-8"), StorageOptions())  # a reader never sees half a page
     return index
+
+
+def _comparison(
+    rows: list[dict[str, Any]], columns: list[Column], ordered: list[Column | None], label: str
+) -> dict[str, Any]:
+    """The top of a page with other runs: every run's mean metrics over the clips and prompts all of them
+    scored (per metric), and on how many of them each run flickers less than the baseline (or, without
+    one, than this run)."""
+    both = [r for r in rows if all(compare.pair_key(r) in c.matched for c in columns)]
+    per_row = [[r if c is None else c.matched[compare.pair_key(r)] for c in ordered] for r in both]
+    labels = [label if c is None else c.label for c in ordered]
+    ref = 0 if columns[0].before else labels.index(label)
+    metrics, steadier = [], None
+    for n in METRIC_NAMES:
+        means = compare.column_means([[x.get(n) for x in runs] for runs in per_row], ref=ref)
+        if means is None:
+            continue
+        metrics.append((n, METRIC_TITLES[n], means["pairs"], [_num(v, n) for v in means["means"]]))
+        if n == "pixel_mse":
+            cells = ["(reference)" if i == ref else f"{b} of {means['pairs']}" for i, b in enumerate(means["below"])]
+            steadier = (labels[ref], cells)
+    return {
+        "label": label,
+        "runs": [(c.label, c.output) for c in columns],
+        "columns": labels,
+        "pairs": len(both),
+        "scored": "both runs" if len(labels) == 2 else f"all {len(labels)} runs",
+        "metrics": metrics,
+        "steadier": steadier,
+    }
 
 
 def write_report(output: str, opts: StorageOptions, report_dir: str | None = None, **kw: Any) -> str:
@@ -375,15 +441,17 @@ def write_report(output: str, opts: StorageOptions, report_dir: str | None = Non
     return storage.join(upload, INDEX)
 
 
-def _baseline_frames(row: dict[str, Any], entry: dict[str, Any], name: str, opts: StorageOptions) -> np.ndarray | None:
-    """The baseline's edit of a clip both runs have, or None (with the reason in entry['problem'] when
-    it has an output that cannot be read)."""
-    if not row.get("output") or row.get("status") not in SCORED:
+def _other_frames(
+    row: dict[str, Any] | None, entry: dict[str, Any], name: str, opts: StorageOptions
+) -> np.ndarray | None:
+    """Another run's edit of a clip this run edited, or None (with the reason in entry['problem'] when it
+    has an output that cannot be read)."""
+    if row is None or not row.get("output") or row.get("status") not in SCORED:
         return None
     try:
         return read_video(row["output"], opts)
     except (InputError, OSError) as e:
-        said = f"the {name} edit could not be read ({e}); showing this run's edit alone"
+        said = f"the {name} edit could not be read ({e}); it is not shown"
         entry["problem"] = f"{entry['problem']}; {said}" if entry["problem"] else said
         return None
 
