@@ -366,7 +366,16 @@ def test_s3_in_and_out(
     for r in rows:
         assert r["output"].startswith("s3://pix2video-out/run/videos/") and fs.exists(r["output"])
     assert len(fs.ls("pix2video-out/run/markers")) == 4
+    # The driver kept the markers index as the units finished: every marker with the ETag the store
+    # lists for it, so the rerun's scan reads none of them (it folds the parts into one file).
+    parts = fs.ls("pix2video-out/run/markers-index")
+    index = pa.concat_tables([pq.read_table(pa.BufferReader(fs.cat_file(p))) for p in parts]).to_pylist()
+    entries = fs.ls("pix2video-out/run/markers", detail=True)
+    listed = {e["name"].rsplit("/", 1)[-1]: f"{e['ETag']}:{e['size']}" for e in entries}
+    assert {r["name"]: r["tag"] for r in index} == listed
     assert cli([*argv, "--verbose"]) == 0  # rerun: all done, nothing redone
+    fs.invalidate_cache()
+    assert fs.exists("pix2video-out/run/markers-index.parquet") and not fs.exists("pix2video-out/run/markers-index")
     printed = capfd.readouterr()
     assert "2 done before" not in printed.out and "4 done before this run" in printed.out
     for text in (printed.out, printed.err, caplog.text):
