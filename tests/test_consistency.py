@@ -244,3 +244,107 @@ def test_the_precompute_stage_stores_the_flow_beside_the_depth(tmp_path, tiny_mo
     stored = load_array(record["flow"], opts)
     factor = read_model_sizes(str(tiny_model_dir)).vae_factor
     np.testing.assert_array_equal(stored, video_flow(load_array(record["frames"], opts), factor))
+
+
+# ------------------------------------------------------------------------ the edit stage and the store
+# The store's flow in `run`'s edit stage (pipeline/stages/edit.py), without Ray: PrecomputeStage fills
+# the store, EditStage edits from it, as on the cluster.
+
+FLOW_ON = {"flow_update": True, "fusion_steps": 5, "fusion_weight": 0.5}
+
+
+def _store(tmp_path, clips: dict[str, tuple[int, list[int] | None]], **config):
+    """Precomputed records of sample clips (name -> (frames, shots)) and the stage's EditSpec."""
+    from runs import tiny_options
+
+    from fixtures.clips import write_sample_video
+    from pipeline.dataset.storage import StorageOptions
+    from pipeline.stages.precompute import PrecomputeStage
+
+    opts = tiny_options(tmp_path / "out", config=EditConfig(steps=5, **config))
+    metas = {}
+    for name, (frames, shots) in clips.items():
+        path = tmp_path / f"{name}.mp4"
+        write_sample_video(path, num_frames=frames, width=64, height=64)
+        metas[name] = PrecomputeStage(opts.precompute_spec(), StorageOptions()).run(
+            name, str(path), False, False, shots
+        )
+    return metas, opts.edit_spec()
+
+
+def _edit(metas, spec, shots=None) -> dict[str, dict]:
+    from pipeline.dataset.manifest import Unit
+    from pipeline.stages.edit import EditStage
+
+    units = [
+        (meta, [Unit(n, n, meta.video, "a red car", "shapes", i, f"{n}__a", shots=(shots or {}).get(n))])
+        for i, (n, meta) in enumerate(metas.items())
+    ]
+    rows = EditStage("tiny").edit_videos(units, spec, [1] * len(units))["rows"]
+    return {r["id"]: r for r in rows}
+
+
+def _frames(row: dict) -> np.ndarray:
+    from pipeline.io.video import read_frames
+
+    return read_frames(row["output"]).frames
+
+
+def test_a_one_frame_clip_and_a_one_frame_shot_are_edited_without_flow(tmp_path, tiny_model_dir):
+    """Issue 27: with --flow-update --fusion-steps 5 a clip of one frame (the store holds no flow) and a
+    clip whose last shot is one frame (manifest `shots`) are edited, without NaN: the one-frame shot is
+    its shot's anchor, which never reads the flow, and the clip's other shot gets the flow sliced."""
+    from pipeline.stages.edit import EditStage
+
+    metas, spec = _store(tmp_path, {"one": (1, None), "cut": (4, [0, 3])}, **FLOW_ON)
+    assert metas["one"].flow is None and metas["cut"].flow and metas["cut"].shots == [0, 3]
+    rows = _edit(metas, spec, shots={"cut": (0, 3)})
+    assert rows["one"]["status"] == "ok" and rows["cut"]["status"] == "ok", rows
+    assert rows["cut"]["shots"] == [0, 3] and len(_frames(rows["cut"])) == 4 and len(_frames(rows["one"])) == 1
+    # the latents themselves, before decoding could hide a NaN
+    from pipeline.dataset.storage import StorageOptions
+    from pipeline.stages.store import load_array
+
+    stage, opts = EditStage("tiny"), StorageOptions()
+    for name, meta in metas.items():
+        frames, depth = load_array(meta.frames, opts), load_array(meta.depth, opts)
+        flow = None if meta.flow is None else load_array(meta.flow, opts)
+        clip = stage.prepare(
+            frames, depth, meta.shots or [0], ["shapes"] * len(meta.shots or [0]), spec.config, flow=flow
+        )
+        (latents,) = stage.edit([(clip, [["a red car"] * len(meta.shots or [0])])], spec.config)[0]
+        assert latents.shape[0] == len(frames) and torch.isfinite(latents).all(), name
+
+
+@pytest.mark.parametrize("damage", ["wrong shape", "not an array"])
+def test_a_bad_stored_flow_never_fails_the_paper_and_is_estimated_again_with_the_options(
+    tmp_path, tiny_model_dir, caplog, damage
+):
+    """With the options off the stored flow is not read at all (a damaged flow.npy fails nothing and the
+    edit is the same); with them on, a flow.npy that does not fit the clip or cannot be read is estimated
+    again from the stored frames (a warning names it), giving the edit a good flow.npy gives."""
+    import logging
+
+    good = {}
+    for options in ({}, FLOW_ON):
+        metas, spec = _store(tmp_path / ("on" if options else "off") / "good", {"v": (3, None)}, **options)
+        good[bool(options)] = _frames(_edit(metas, spec)["v"])
+        metas, spec = _store(tmp_path / ("on" if options else "off") / "bad", {"v": (3, None)}, **options)
+        path = metas["v"].flow
+        if damage == "wrong shape":
+            np.save(path, np.zeros((2, CHANNELS, 3, 3), np.float32))
+        else:
+            with open(path, "wb") as f:
+                f.write(b"not a numpy file")
+        with caplog.at_level(logging.WARNING, logger="pipeline.stages.edit"):
+            caplog.clear()
+            row = _edit(metas, spec)["v"]
+        assert row["status"] == "ok", row
+        np.testing.assert_array_equal(_frames(row), good[bool(options)])
+        warned = [r.getMessage() for r in caplog.records if "flow.npy" in r.getMessage()]
+        if options:
+            assert len(warned) == 1 and "estimated again" in warned[0], warned
+            assert ("(3, 6" in warned[0]) if damage == "wrong shape" else ("cannot be read" in warned[0])
+        else:
+            assert warned == []  # never read
+    assert not np.array_equal(good[True], good[False])  # the options do change this edit

@@ -83,6 +83,21 @@ def video_flow(frames: np.ndarray, factor: int, estimator: str = "dis") -> np.nd
     return out
 
 
+def flow_shape(num_frames: int, height: int, width: int, factor: int) -> tuple[int, int, int, int]:
+    """The shape `video_flow` gives frames [N,H,W,3] at the latent factor `factor`."""
+    return (num_frames, CHANNELS, height // factor, width // factor)
+
+
+def flow_problem(flow: np.ndarray, shape: tuple[int, ...]) -> str | None:
+    """Why `flow` cannot be the flow of a video that needs `shape` (`flow_shape`), or None: a stored
+    flow of another clip or size, or a damaged one, is never used."""
+    if flow.shape != tuple(shape):
+        return f"the flow is {flow.shape} but the video needs {tuple(shape)}"
+    if not np.issubdtype(flow.dtype, np.floating) or not np.isfinite(flow).all():
+        return f"the flow is not finite float values (dtype {flow.dtype})"
+    return None
+
+
 def flow_in_order(flow: np.ndarray, reverse: bool) -> np.ndarray:
     """[N,3,h,w] per frame: (dx, dy, valid) towards the frame edited before it (i−1, or i+1 reversed)."""
     return flow[:, TO_NEXT] if reverse else flow[:, TO_PREV]

@@ -144,6 +144,7 @@ class Pix2Video:
         video_id: str = "",
         mask: np.ndarray | None = None,
         flow: np.ndarray | None = None,
+        estimate_flow: bool = True,
     ) -> Video:
         """Encode frames (uint8 [N,H,W,3], already at the edit size) with the VAE mean; condition depth.
 
@@ -152,7 +153,8 @@ class Pix2Video:
         edit of this video a masked one (`blend.py`): its inversion then keeps its trajectory.
         `flow`: the input's flow at the latent size (`pipeline.io.flow.video_flow`, as the precompute
         stage stores it) for the steps beyond the paper; None: estimated here from the frames (DIS,
-        milliseconds a frame; nothing for one frame)."""
+        milliseconds a frame; nothing for one frame), unless `estimate_flow` is False (edits with those
+        steps off, which never read it)."""
         frames = np.asarray(frames)
         if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
             raise InputError(f"frames must be a uint8 array [N,H,W,3], got {frames.dtype} {frames.shape}")
@@ -176,7 +178,7 @@ class Pix2Video:
             latents.append(vae.encode(x).latent_dist.mean.float() * self.scaling_factor)
         cond = depth_conditioning(depth, height, width, self.sizes.vae_factor).to(self.device, self.dtype)
         factor = self.sizes.vae_factor
-        if flow is None and n > 1:
+        if flow is None and n > 1 and estimate_flow:
             flow = video_flow(frames, factor)
         if flow is not None:
             flow = np.asarray(flow, dtype=np.float32)

@@ -35,6 +35,7 @@ from pipeline.dataset.storage import StorageOptions
 from pipeline.dataset.stored_metrics import score_written, stored_values
 from pipeline.dataset.tables import FAILED, OK, ResultRow
 from pipeline.errors import InputError, first_line
+from pipeline.io.flow import flow_problem, flow_shape
 from pipeline.io.masks import read_mask
 from pipeline.io.video import read_frames, write_video
 from pipeline.method.config import EditConfig
@@ -171,8 +172,17 @@ class EditStage:
     ) -> Clip:
         """Encode a clip and invert each shot (`pipeline.io.shots`: its first frames) under its own
         source prompt; `inverter` may give a shot's zT instead (the store's cache); `flow` the stored
-        optical flow (`pipeline.io.flow`; None: estimated from the frames)."""
-        video = self.editor.prepare(frames, list(depth), video_id=video_id, mask=mask, flow=flow)
+        optical flow (`pipeline.io.flow`; None: estimated from the frames). With `config`'s steps beyond
+        the paper off, no flow is used or estimated: the paper's method never reads it."""
+        uses_flow = config.engine_settings().uses_flow
+        video = self.editor.prepare(
+            frames,
+            list(depth),
+            video_id=video_id,
+            mask=mask,
+            flow=flow if uses_flow else None,
+            estimate_flow=uses_flow,
+        )
         pairs = self.editor.invert_shots(video, shots, source_prompts, config, invert=inverter)
         return Clip(video, pairs, list(source_prompts))
 
@@ -295,7 +305,7 @@ class EditStage:
             )
         frames = load_array(meta.frames, self.opts)
         depth = load_array(meta.depth, self.opts)
-        flow = load_array(meta.flow, self.opts) if meta.flow else None  # older stores: the editor estimates it
+        flow = self._stored_flow(meta, frames.shape, spec.config)
         seconds_load = time.perf_counter() - t0
 
         # Each shot is a video of its own (pipeline/io/shots.py), with its own source prompt: the given
@@ -317,6 +327,26 @@ class EditStage:
         seconds_invert = time.perf_counter() - t0
         prompts = [[render_prompt(u.prompt, source) for source in sources] for u in units]
         return _Prepared(meta, units, attempt, clip, prompts, seconds_load, seconds_invert)
+
+    def _stored_flow(
+        self, meta: PrecomputeRecord, frames_shape: tuple[int, ...], config: EditConfig
+    ) -> np.ndarray | None:
+        """The store's flow of this video, read only for an edit with the steps beyond the paper on (the
+        paper's method never reads it, so a damaged flow.npy cannot fail it). None: the editor estimates
+        it from the stored frames, as for a store of before the flow, or one whose flow.npy cannot be
+        read or does not fit the clip (a warning names it; the flow is a function of the frames alone)."""
+        if not meta.flow or not config.engine_settings().uses_flow:
+            return None
+        n, height, width = frames_shape[:3]
+        try:
+            flow = load_array(meta.flow, self.opts)
+            problem = flow_problem(flow, flow_shape(n, height, width, self.editor.sizes.vae_factor))
+        except (OSError, ValueError, EOFError) as e:
+            problem = f"it cannot be read ({first_line(e) or type(e).__name__})"
+        if problem is None:
+            return flow
+        log.warning("%s: %s; estimated again from the stored frames", storage.redact(meta.flow, self.opts), problem)
+        return None
 
     def _edit_alone(self, p: _Prepared, units: list[Unit], spec: EditSpec, rows: list[dict[str, Any]]) -> None:
         """Edit `units` of one video, appending each finished unit's row to `rows` as it is marked done."""
