@@ -208,6 +208,8 @@ def _run_locked(manifest: Manifest, opts: RunOptions, connect: Callable[[], obje
         # Workers killed during this run (OOM, a lost node) leave temporaries too; every task and call
         # of the run is over now, and the lock keeps other runs out, so none is being written.
         storage.remove_stale_temporaries(opts.output)
+    videos = len(jobs)
+    del todo, jobs  # a pending video's job and units: no longer needed, and many in a large rerun
     elapsed = time.perf_counter() - started
 
     # Units done before keep what `evaluate` and augment's bounds added (their outputs are unchanged).
@@ -223,7 +225,7 @@ def _run_locked(manifest: Manifest, opts: RunOptions, connect: Callable[[], obje
         skipped=len(done),
         ok=count.get("ok", 0),
         failed=count.get("failed", 0),
-        videos=len(jobs),
+        videos=videos,
         frames=frames,
         seconds=elapsed,
         editor_idle_share=idle_share,

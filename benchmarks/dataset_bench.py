@@ -331,7 +331,7 @@ def _moto_serve(port: int, bucket: str, units: int, settings: str, ready: str, i
     half-finished run's markers and mp4s, put straight into moto's store (not timed). `index`: none
     (a run older than the markers index, or one whose index was deleted), indexed (the one file an
     earlier scan leaves), crashed (the parts a run's driver writes as units finish, resume.IndexWriter,
-    1000 markers a part, the last part never written: the run was killed before it)."""
+    1000 markers a part; killed before its last part: the last 999 to 1998 markers are in no part)."""
     from moto.server import ThreadedMotoServer
 
     from pipeline.dataset import resume
@@ -368,7 +368,7 @@ def _moto_serve(port: int, bucket: str, units: int, settings: str, ready: str, i
         blob = resume.marker_bytes(row, settings, SCALE_RUN)
         obj = put(resume.marker_url(out, key), blob)
         put(resume.output_url(out, key), b"")
-        if index == "crashed":
+        if index == "crashed" and i < units - 2 * 999:  # the run was killed with 999 markers not indexed yet
             writer.add([row])
         table["name"].append(f"{key}.json")
         table["tag"].append(f"{obj.etag}:{len(blob)}")  # as resume._list_markers reads it from a listing
@@ -384,7 +384,8 @@ def _moto_serve(port: int, bucket: str, units: int, settings: str, ready: str, i
         buf = io.BytesIO()
         pq.write_table(pa.table(table), buf)
         put(f"{out}/{resume.INDEX}", buf.getvalue())
-    Path(ready).write_text(json.dumps({"index_parts": writer.written, "unindexed": len(writer.rows)}))
+    indexed = 1000 * writer.written  # the rows still in the writer's buffer died with the run
+    Path(ready).write_text(json.dumps({"index_parts": writer.written, "unindexed": len(table["name"]) - indexed}))
     while True:
         time.sleep(3600)
 
@@ -426,8 +427,15 @@ def scale_s3(folder: Path, units: int, index: str = "none") -> dict[str, object]
             return cat(paths, *a, **k)
 
         fs.cat = counting
+        from pipeline.dataset import resume
+
+        parts = _Phases()  # where the scan's time goes: listing, reading the index, GETs, writing the index
+        for name in ("_list_markers", "_read_index", "_write_index"):
+            setattr(resume, name, parts.wrap(name, getattr(resume, name)))
+        fs.cat = parts.wrap("cat", fs.cat)
         figures = scale_measure(str(folder / "manifest.parquet"), "s3://scale/out", opts)
         figures.update(json.loads(ready.read_text()), marker_gets=gets[0], index_before=index)
+        figures["scan_seconds"] = dict(parts.seconds)
         figures["moto_setup_seconds"] = round(setup, 1)
         if index != "none":
             return figures
