@@ -7,20 +7,26 @@
 With the default `--model toy`, renders held-out clips of the toy world (objects the toy models never
 saw), writes them with a manifest (JSON lines: video, two target prompts per clip, one that changes an
 object's colour and one that changes its texture to a kind the prompt names while its pattern (angle,
-phase, tint) is left free, and labels), and edits every clip with every prompt twice with the toy
-models committed in toyworld/model/ (our own small SD2-depth, DPT, BLIP and CLIP, trained on that
+phase, tint) is left free, and labels), and edits every clip with every prompt three times with the
+toy models committed in toyworld/model/ (our own small SD2-depth, DPT, BLIP and CLIP, trained on that
 world), each time exactly as `pix2video run` does:
 
-    demo-output/edits/       Pix2Video (anchor + previous-frame attention, latent update)
+    demo-output/edits/       Pix2Video as the paper has it, the default (anchor + previous-frame
+                             attention, latent update)
     demo-output/per-frame/   per-frame editing: every frame from the same DDIM inversion, alone
                              (`--injection none --no-latent-update`), the baseline the method improves on
-    demo-output/precompute/  the store both runs share (`--precompute-store`): frames, depth, captions
-                             and the inversions are made once
+    demo-output/fusion/      Pix2Video with the steadiest option beyond the paper, opt-in (`--fusion-steps 5
+                             --fusion-weight 0.5`: the last steps pull each frame's x̂0 towards the previous
+                             frame's, warped along the input's flow; docs/METHOD.md, "Beyond the paper")
+    demo-output/precompute/  the store the runs share (`--precompute-store`): frames, depth, captions, the
+                             flow and the inversions are made once
 
-then writes the HTML report of the edits with the per-frame run as its baseline (`pix2video report
-demo-output/edits --baseline demo-output/per-frame`): per clip and prompt, input, per-frame editing and
-Pix2Video playing side by side, a frame strip and both runs' Pixel-MSE (flicker). The edits are
-recognisable and the metrics mean something within the toy world. It is not SD2's quality.
+then writes the HTML report of the edits with the per-frame run as its baseline and the fusion after
+them (`pix2video report demo-output/edits --baseline demo-output/per-frame --compare
+"Pix2Video + fusion (opt-in)=demo-output/fusion"`): per clip and prompt, input, per-frame editing,
+Pix2Video and Pix2Video + fusion playing side by side, a frame strip and every run's metrics. The edits
+are recognisable and the metrics mean something within the toy world. It is not SD2's quality.
+`--no-baseline` and `--no-fusion` skip those runs.
 
 With `--model tiny` the clips are 64x64 moving shapes and the pictures are noise-like: that shows the
 machinery (manifest, Ray precompute and editor actors, a shared store, mp4s, results, resume, the
@@ -51,7 +57,7 @@ class Scale:
 
 
 # The demo's scale per model, in one place (`make demo` should stay within about 5 minutes on a
-# 2-core CPU: two runs of videos x 2 prompts x frames, plus the report; the toy world's 32x32 latents
+# 2-core CPU: three runs of videos x 2 prompts x frames, plus the report; the toy world's 32x32 latents
 # took 873 s at 4 videos x 16 frames x 25 steps, so the default is a third of that work). Flags override
 # each value.
 SCALES = {
@@ -59,7 +65,11 @@ SCALES = {
     "tiny": Scale(videos=4, frames=4, steps=3, size="64x64"),
 }
 BASELINE_FLAGS = ["--injection", "none", "--no-latent-update"]  # the paper's per-frame editing
-EDITS, BASELINE, STORE = "edits", "per-frame", "precompute"  # folders under --output
+# The steadiest option beyond the paper (BENCHMARKS.md, consistency): fusion over the last 5 steps at 0.5.
+# Opt-in, not the default: it misses some of the quality targets the paper's method meets.
+FUSION_STEPS, FUSION_WEIGHT = 5, 0.5
+EDITS, BASELINE, FUSION, STORE = "edits", "per-frame", "fusion", "precompute"  # folders under --output
+LABELS = {EDITS: "Pix2Video (paper, default)", BASELINE: "per-frame", FUSION: "Pix2Video + fusion (opt-in)"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -89,7 +99,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--no-baseline",
         dest="baseline",
         action="store_false",
-        help="skip the per-frame baseline run (the report then shows input and Pix2Video only)",
+        help="skip the per-frame baseline run (the report then shows no per-frame column)",
+    )
+    parser.add_argument(
+        "--no-fusion",
+        dest="fusion",
+        action="store_false",
+        help=f"skip the run with the fusion beyond the paper (--fusion-steps {FUSION_STEPS} --fusion-weight "
+        f"{FUSION_WEIGHT:g}; the report then shows no fusion column)",
     )
     parser.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray instance (default: all)")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
@@ -137,6 +154,11 @@ def run_argv(args: argparse.Namespace, manifest: str, output: str, store: str, s
     return argv
 
 
+def fusion_flags(sc: Scale) -> list[str]:
+    """The fusion run's flags: the last FUSION_STEPS steps (every step of a shorter schedule)."""
+    return ["--fusion-steps", str(min(FUSION_STEPS, sc.steps)), "--fusion-weight", str(FUSION_WEIGHT)]
+
+
 def run(args: argparse.Namespace) -> int:
     from jobs.cli import build_parser
     from pipeline.dataset.manifest import load_manifest
@@ -157,17 +179,23 @@ def run(args: argparse.Namespace) -> int:
         toy_model_dir()  # a checkout without the committed toy models says so before any work
     # Held-out toy clips whichever the model: the tiny random models edit them too (noise-like pictures).
     manifest_path = write_toy_dataset(folder, sc.videos, sc.frames)
-    out, base, store = (os.path.join(folder, name) for name in (EDITS, BASELINE, STORE))
+    out, base, fused, store = (os.path.join(folder, name) for name in (EDITS, BASELINE, FUSION, STORE))
 
     parser = build_parser("run")
-    runs = [("Pix2Video", parser.parse_args(run_argv(args, manifest_path, out, store, sc)))]
+    runs = [(LABELS[EDITS], parser.parse_args(run_argv(args, manifest_path, out, store, sc)))]
     if args.baseline:
-        runs.append(("per-frame", parser.parse_args(run_argv(args, manifest_path, base, store, sc) + BASELINE_FLAGS)))
+        runs.append(
+            (LABELS[BASELINE], parser.parse_args(run_argv(args, manifest_path, base, store, sc) + BASELINE_FLAGS))
+        )
+    if args.fusion:
+        runs.append(
+            (LABELS[FUSION], parser.parse_args(run_argv(args, manifest_path, fused, store, sc) + fusion_flags(sc)))
+        )
     opts = StorageOptions()
     manifest = load_manifest(manifest_path, opts)
     seconds: dict[str, float] = {"dataset": time.perf_counter() - started}
     summaries = []
-    session = _common.RaySession(runs[0][1])  # one local Ray instance for both runs
+    session = _common.RaySession(runs[0][1])  # one local Ray instance for all runs
     try:
         for label, run_args in runs:
             t0 = time.perf_counter()
@@ -183,8 +211,9 @@ def run(args: argparse.Namespace) -> int:
         out,
         opts,
         baseline=base if args.baseline else None,
-        baseline_label="per-frame",
-        label="Pix2Video",
+        baseline_label=LABELS[BASELINE],
+        compared=[(LABELS[FUSION], fused)] if args.fusion else [],
+        label=LABELS[EDITS],
         progress=args.progress,
     )
     seconds["report"] = time.perf_counter() - t0
@@ -193,12 +222,21 @@ def run(args: argparse.Namespace) -> int:
     print()
     kind = "held-out toy-world clips" if toy else "generated clips"
     print(f"dataset:   {manifest_path}  ({sc.videos} {kind} x {sc.frames} frames, 2 prompts each)")
-    print(f"videos:    {os.path.join(out, 'videos')}/  (Pix2Video: one mp4 per video x prompt)")
+    print(f"videos:    {os.path.join(out, 'videos')}/  (Pix2Video as in the paper: one mp4 per video x prompt)")
     if args.baseline:
         print(f"baseline:  {os.path.join(base, 'videos')}/  (per-frame editing of the same clips and prompts)")
+    if args.fusion:
+        print(
+            f"fusion:    {os.path.join(fused, 'videos')}/  "
+            f"(Pix2Video + {' '.join(fusion_flags(sc))}: beyond the paper, opt-in)"
+        )
     print(f"results:   {summaries[0].results}  (pandas.read_parquet / pyarrow / datasets)")
-    print(f"precompute store: {store}/  (frames, depth, captions, inversions; shared by the runs)")
-    shown = "input, per-frame editing and Pix2Video playing side by side" if args.baseline else "input and edit"
+    print(f"precompute store: {store}/  (frames, depth, captions, flow, inversions; shared by the runs)")
+    columns = ["input", *(["per-frame editing"] if args.baseline else []), "Pix2Video"]
+    columns += ["Pix2Video + fusion"] if args.fusion else []
+    shown = (
+        f"{', '.join(columns[:-1])} and {columns[-1]} playing side by side" if len(columns) > 2 else "input and edit"
+    )
     print(f"report:    {report}  (open in a browser: {shown}, metrics)")
     if toy:
         print("note: toy-world models (toyworld): small models we trained on a synthetic world, not SD2.")

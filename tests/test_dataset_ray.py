@@ -399,21 +399,33 @@ def test_demo_and_its_rerun(ray_cluster: str, tmp_path: Path, capsys: pytest.Cap
     ]
     assert cli(argv) == 0
     printed = capsys.readouterr().out
-    assert printed.count("4 of 4 videos x prompts ok") == 2 and "noise-like" in printed  # Pix2Video, per-frame
+    # Pix2Video, per-frame, Pix2Video + fusion (beyond the paper, opt-in)
+    assert printed.count("4 of 4 videos x prompts ok") == 3 and "noise-like" in printed
     demo = tmp_path / "demo"
-    assert len(os.listdir(demo / "edits" / "videos")) == len(os.listdir(demo / "per-frame" / "videos")) == 4
+    runs = ("edits", "per-frame", "fusion")
+    assert [len(os.listdir(demo / run / "videos")) for run in runs] == [4, 4, 4]
     assert (demo / "manifest.jsonl").exists()
-    # One precompute store for both runs, outside them; one inversion per clip, made once and reused.
-    assert not (demo / "edits" / "precompute").exists() and not (demo / "per-frame" / "precompute").exists()
+    # One precompute store for the runs, outside them; one inversion per clip, made once and reused.
+    assert not any((demo / run / "precompute").exists() for run in runs)
     assert len(list((demo / "precompute").glob("*/*/inversion-*.npy"))) == 2
-    per_frame = pq.read_table(demo / "per-frame" / "results.parquet").to_pylist()
-    assert all(r["seconds_depth"] == 0 and r["seconds_invert"] < 1 for r in per_frame), per_frame
-    assert all(r["pixel_mse"] is not None for r in per_frame)  # scored: the report compares flicker
+    assert len(list((demo / "precompute").glob("*/*/flow.npy"))) == 2  # what the fusion run reads
+    for run in ("per-frame", "fusion"):
+        rows = pq.read_table(demo / run / "results.parquet").to_pylist()
+        assert all(r["seconds_depth"] == 0 and r["seconds_invert"] < 1 for r in rows), rows
+        assert all(r["pixel_mse"] is not None for r in rows)  # scored: the report compares flicker
+    fused = pq.read_table(demo / "fusion" / "results.parquet").column("output").to_pylist()
+    plain = pq.read_table(demo / "edits" / "results.parquet").column("output").to_pylist()
+    pairs = zip(sorted(fused), sorted(plain), strict=True)
+    assert any(Path(a).read_bytes() != Path(b).read_bytes() for a, b in pairs)  # the fusion is another edit
     page = (demo / "edits" / "report" / "index.html").read_text(encoding="utf-8")
     assert page.count('class="animation"') == 4 and 'id="flicker-summary"' in page
+    assert "input | per-frame | Pix2Video (paper, default) | Pix2Video + fusion (opt-in)" in page
     assert "wall time: " in printed and "per-frame" in printed.split("wall time: ", 1)[1]
     assert cli(argv) == 0  # again: everything is done, nothing is redone
-    assert capsys.readouterr().out.count("4 done before this run") == 2
+    assert capsys.readouterr().out.count("4 done before this run") == 3
+    assert cli([*argv, "--no-fusion", "--no-baseline"]) == 0  # the paper's run alone: its report, no columns
+    page = (demo / "edits" / "report" / "index.html").read_text(encoding="utf-8")
+    assert 'id="flicker-summary"' not in page and page.count('class="preview"') == 4
 
 
 def test_calls_are_cut_by_manifest_order_not_by_timing() -> None:
