@@ -251,7 +251,9 @@ class _Phases:
         return timed
 
 
-def scale_measure(manifest_url: str, output: str, storage_opts: object = None) -> dict[str, object]:
+def scale_measure(
+    manifest_url: str, output: str, storage_opts: object = None, settings: str | None = None
+) -> dict[str, object]:
     """Load, plan, scan and write the table of a half-finished run, through actors.runner's own driver
     path with the Ray part (`_drive`) replaced by editors that fail every pending unit at once: what
     is left is driver time. In a fresh process, so the peak RSS is this run's."""
@@ -263,6 +265,8 @@ def scale_measure(manifest_url: str, output: str, storage_opts: object = None) -
     from pipeline.stages.edit import failed_row
 
     opts = _scale_options(output, storage_opts)
+    if settings is not None:  # the setup's settings: its markers stay done when the fingerprint's fields change
+        opts.fingerprint = lambda: settings
     figures: dict[str, object] = {"rss_after_imports_mb": _rss_mb()[0]}
     phases = _Phases()
     t0 = time.perf_counter()
@@ -496,7 +500,9 @@ def scale_child(what: str, units: int, folder: Path) -> None:
     else:
         out = folder / "out"
         (out / "results.parquet").unlink(missing_ok=True)  # each measurement starts from the same state
-        figures = scale_measure(str(folder / "manifest.parquet"), str(out))
+        marker = next((out / "markers").iterdir())  # the settings the setup's markers were made with
+        settings = json.loads(marker.read_bytes())["settings"]
+        figures = scale_measure(str(folder / "manifest.parquet"), str(out), settings=settings)
     print(json.dumps(figures))
 
 
