@@ -56,10 +56,10 @@ class Scale:
     size: str
 
 
-# The demo's scale per model, in one place (`make demo` should stay within about 5 minutes on a
-# 2-core CPU: three runs of videos x 2 prompts x frames, plus the report; the toy world's 32x32 latents
-# took 873 s at 4 videos x 16 frames x 25 steps, so the default is a third of that work). Flags override
-# each value.
+# The demo's scale per model, in one place (`make demo` should stay within a few minutes on a 2-core
+# CPU: three runs of videos x 2 prompts x frames, plus the report; the toy world's 32x32 latents took
+# 873 s at 4 videos x 16 frames x 25 steps, so one run is a third of that work; the three took about
+# 6.2 minutes on a shared 2-core EPYC, 4.3 without the fusion run: BENCHMARKS.md). Flags override each value.
 SCALES = {
     "toy": Scale(videos=2, frames=12, steps=20, size="128x128"),
     "tiny": Scale(videos=4, frames=4, steps=3, size="64x64"),
