@@ -256,6 +256,7 @@ def write_run_stats(
             devices=_cluster_devices(opts, seen),
             output=opts.output,
             run=run_tag(run),
+            models={"diffusion": opts.model, "caption": opts.caption_model},
         )
         return run_stats.write_stats(stats, opts.output, opts.storage)
     except Exception as e:  # noqa: BLE001 - see the docstring

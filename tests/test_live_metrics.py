@@ -176,6 +176,7 @@ def test_metrics_while_a_run_goes_and_the_stats_it_leaves(
     assert stats["by_status"] == {"ok": 3} and stats["units"]["total"] == 4
     assert stats["frames"]["edited_this_run"] == 3 * FRAMES and stats["devices"]["editors"] == ["cpu"]
     assert stats["versions"]["ray"] and stats["settings"]
+    assert stats["models"] == {"diffusion": "tiny", "caption": "tiny"}  # what the pictures come from
 
 
 def test_a_metrics_port_that_cannot_serve_is_one_line(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:

@@ -165,3 +165,12 @@ def test_the_report_shows_the_runs_stats_at_the_end(tmp_path: Path) -> None:
     assert 'id="run-stats"' in tail and "0123456789ab" in tail and "f1ngerprint" in tail
     assert "&lt;b&gt;bad&lt;/b&gt; frame" in tail and "<b>bad</b>" not in page and "\x07" not in page
     assert f"torch {metadata.version('torch')}" in tail and "12.5" in tail
+    assert 'id="pictures-from"' not in page  # stats written before the models were recorded: no claim
+
+    # What the pictures come from, at the top of the page, in a sentence: never a toy model's for SD2's.
+    for model, said in (("toy", "trained on the synthetic toy world"), ("tiny", "noise-like pictures")):
+        stats.write_stats({**s, "models": {"diffusion": model, "caption": model}}, str(out), OPTS)
+        assert main(["report", str(out), "--no-progress"]) == 0
+        page = (out / "report" / "index.html").read_text(encoding="utf-8")
+        head = page[: page.index("<h2")]
+        assert f'id="pictures-from">pictures from <code>{model}</code>' in head and said in head, model

@@ -96,6 +96,7 @@ def run_stats(
     versions: Mapping[str, str | None] | None = None,
     output: str | None = None,
     run: str | None = None,
+    models: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The stats of a run whose results table is `table` (see the module's docstring). `total`: the
     manifest's units; `frames`, `seconds`: edited by this run, and its wall time; `run`: the tag its
@@ -122,6 +123,7 @@ def run_stats(
         "run": run,
         "interrupted": interrupted,
         "settings": settings,
+        "models": dict(models or {}),
         "units": {"total": total, "done_before": done_before, "in_table": table.num_rows},
         "by_status": dict(sorted(counts.items())),
         "failures": dict(failures.most_common()),
@@ -217,8 +219,13 @@ def display(stats: Mapping[str, Any]) -> dict[str, list[tuple[str, str]]]:
         ("editors", ", ".join(f"{k} {fmt(v)}" for k, v in editors.items()) or "–"),
         ("devices", ", ".join(f"{k} {fmt(v)}" for k, v in devices.items()) or "–"),
     ]
+    from pipeline.models.names import describe_model
+
+    models = stats.get("models") or {}
     return {
         "run": run,
+        # What the pictures come from: the diffusion model and a sentence on it (older stats: none).
+        "model": [(models["diffusion"], describe_model(models["diffusion"]))] if models.get("diffusion") else [],
         "failures": [(kind, str(n)) for kind, n in stats.get("failures", {}).items()],
         "stages": [(stage, fmt(v)) for stage, v in seconds.get("by_stage", {}).items()],
         "versions": [(name, fmt(v)) for name, v in stats.get("versions", {}).items()],

@@ -23,6 +23,20 @@ CAPTION_MODEL_HELP = (
     "'toy' = the toy world's trained BLIP (captions of toy clips)"
 )
 
+
+
+def describe_model(name: str) -> str:
+    """What a run's pictures come from, in a sentence, for the report: a reader must never take the toy
+    or tiny models' pictures for Stable Diffusion 2's."""
+    if name == TINY:
+        return "tiny random-weight models built locally: noise-like pictures, for tests and demos only"
+    if name == TOY:
+        return "our small models trained on the synthetic toy world: toy clips' edits, not SD2's quality"
+    if name == "random-sd2":
+        return "SD2-depth's shapes with random weights: pictures of nothing, for timing only"
+    return "the diffusion model at this hub id or folder"
+
+
 DEFAULT_CLIP_MODEL = "openai/clip-vit-large-patch14"
 CLIP_MODEL_HELP = (
     f"CLIP model for the metrics: a hub id or local CLIPModel folder (default {DEFAULT_CLIP_MODEL}, "
