@@ -64,6 +64,25 @@ def tiny_model_dir() -> Path:
     return build_or_get()
 
 
+@pytest.fixture
+def s3_endpoint(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """moto's S3 server on 127.0.0.1 (a free port, in this process) for one test, and dummy credentials
+    in the environment; yields its endpoint URL. moto keeps buckets per process: give each test a bucket
+    name of its own."""
+    from moto.server import ThreadedMotoServer
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "y")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
 # ---------------------------------------------------------------------------------------------------
 # Ray (dataset pipeline tests: tests/test_dataset_*.py, tests/test_actors*.py, tests/test_jobs*.py)
 # ---------------------------------------------------------------------------------------------------

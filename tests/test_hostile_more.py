@@ -304,46 +304,37 @@ def test_storage_errors_are_read_from_the_wrapped_cause() -> None:
 # -- the driver's scan of an object store ----------------------------------------------------------
 
 
-def test_an_s3_scan_reads_only_markers_it_has_not_read_before(monkeypatch) -> None:
+def test_an_s3_scan_reads_only_markers_it_has_not_read_before(
+    s3_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The first scan reads every marker and keeps them in OUTPUT/markers-index.parquet; the next reads
     only a changed or new marker; a marker gone since is not done though the index still holds it."""
-    from moto.server import ThreadedMotoServer
+    opts = parse_storage_options(endpoint_url=s3_endpoint)
+    from pipeline.dataset import storage
 
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "y")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        opts = parse_storage_options(endpoint_url=f"http://{host}:{port}")
-        from pipeline.dataset import storage
+    fs, _ = storage.filesystem("s3://scan-bucket", opts)
+    fs.mkdir("scan-bucket")
+    out = "s3://scan-bucket/out"
+    for i in range(5):
+        storage.write_bytes(resume.output_url(out, f"k{i}"), b"mp4", opts)
+        resume.mark_done(out, f"k{i}", {"id": f"v{i}", "status": "ok"}, "s", opts)
+    reads: list[int] = []
+    cat = fs.cat  # fsspec caches filesystems: resume's is this one
 
-        fs, _ = storage.filesystem("s3://scan-bucket", opts)
-        fs.mkdir("scan-bucket")
-        out = "s3://scan-bucket/out"
-        for i in range(5):
-            storage.write_bytes(resume.output_url(out, f"k{i}"), b"mp4", opts)
-            resume.mark_done(out, f"k{i}", {"id": f"v{i}", "status": "ok"}, "s", opts)
-        reads: list[int] = []
-        cat = fs.cat  # fsspec caches filesystems: resume's is this one
+    def counting(paths, *a, **k):  # noqa: ANN001, ANN002, ANN003, ANN202
+        reads.append(len(paths))
+        return cat(paths, *a, **k)
 
-        def counting(paths, *a, **k):  # noqa: ANN001, ANN002, ANN003, ANN202
-            reads.append(len(paths))
-            return cat(paths, *a, **k)
-
-        monkeypatch.setattr(fs, "cat", counting)
-        done, _ = resume.done_rows(out, "s", opts)
-        assert sorted(done) == [f"k{i}" for i in range(5)] and reads == [5]
-        assert storage.exists(storage.join(out, resume.INDEX), opts)
-        resume.mark_done(out, "k1", {"id": "v1", "status": "ok", "num_frames": 7}, "s", opts)  # redone
-        storage.write_bytes(resume.output_url(out, "k9"), b"mp4", opts)
-        resume.mark_done(out, "k9", {"id": "v9", "status": "ok"}, "s", opts)  # new
-        fs.rm(resume.marker_url(out, "k3").removeprefix("s3://"))  # gone
-        done, _ = resume.done_rows(out, "s", opts)
-        assert reads == [5, 2]  # k1 and k9 only
-        assert sorted(done) == ["k0", "k1", "k2", "k4", "k9"] and done["k1"]["num_frames"] == 7
-        done, _ = resume.done_rows(out, "s", opts)
-        assert reads == [5, 2] and len(done) == 5  # nothing new: no marker read at all
-    finally:
-        server.stop()
+    monkeypatch.setattr(fs, "cat", counting)
+    done, _ = resume.done_rows(out, "s", opts)
+    assert sorted(done) == [f"k{i}" for i in range(5)] and reads == [5]
+    assert storage.exists(storage.join(out, resume.INDEX), opts)
+    resume.mark_done(out, "k1", {"id": "v1", "status": "ok", "num_frames": 7}, "s", opts)  # redone
+    storage.write_bytes(resume.output_url(out, "k9"), b"mp4", opts)
+    resume.mark_done(out, "k9", {"id": "v9", "status": "ok"}, "s", opts)  # new
+    fs.rm(resume.marker_url(out, "k3").removeprefix("s3://"))  # gone
+    done, _ = resume.done_rows(out, "s", opts)
+    assert reads == [5, 2]  # k1 and k9 only
+    assert sorted(done) == ["k0", "k1", "k2", "k4", "k9"] and done["k1"]["num_frames"] == 7
+    done, _ = resume.done_rows(out, "s", opts)
+    assert reads == [5, 2] and len(done) == 5  # nothing new: no marker read at all

@@ -57,52 +57,43 @@ def test_build_table_from_rows_orders_types_scores_and_labels_as_from_dicts() ->
     assert build_table(manifest, {}).num_rows == 0
 
 
-def test_a_killed_runs_index_parts_leave_the_scan_only_the_markers_they_miss(monkeypatch) -> None:
+def test_a_killed_runs_index_parts_leave_the_scan_only_the_markers_they_miss(
+    s3_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A run's driver writes index parts as units finish; killed before its last part, the next scan
     GETs only the markers no part holds (and one rewritten since: its ETag changed), folds the parts
     into OUTPUT/markers-index.parquet, and the scan after that reads none."""
-    from moto.server import ThreadedMotoServer
+    opts = parse_storage_options(endpoint_url=s3_endpoint)
+    fs, _ = storage.filesystem("s3://index-bucket", opts)
+    fs.mkdir("index-bucket")
+    out, settings, run = "s3://index-bucket/out", "s", "r" * 32
+    writer = resume.IndexWriter(out, settings, run, opts, every=2, seconds=3600.0)
+    for i in range(5):  # what an editor does, then what the driver learns of it
+        key = f"k{i}"
+        row = {"key": key, "id": f"v{i}", "status": "ok", "num_frames": i, "fps": 8.0, "shots": [0]}
+        storage.write_bytes(resume.output_url(out, key), b"mp4", opts)
+        resume.mark_done(out, key, row, settings, opts, run=run)
+        writer.add([{**row, METRIC_COLUMNS[0]: 0.5}])  # the editor's row carries metrics; markers do not
+    writer.add([{"key": "k9", "status": "failed", "error": "x"}])  # no marker: not indexed
+    assert writer.written == 2 and len(writer.rows) == 1  # k4 not written yet: the run is killed here
+    resume.mark_done(out, "k1", {"id": "v1", "status": "ok", "num_frames": 7}, settings, opts, run="other")
+    reads: list[str] = []
+    cat = fs.cat  # fsspec caches filesystems: resume's is this one
 
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "y")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        opts = parse_storage_options(endpoint_url=f"http://{host}:{port}")
-        fs, _ = storage.filesystem("s3://index-bucket", opts)
-        fs.mkdir("index-bucket")
-        out, settings, run = "s3://index-bucket/out", "s", "r" * 32
-        writer = resume.IndexWriter(out, settings, run, opts, every=2, seconds=3600.0)
-        for i in range(5):  # what an editor does, then what the driver learns of it
-            key = f"k{i}"
-            row = {"key": key, "id": f"v{i}", "status": "ok", "num_frames": i, "fps": 8.0, "shots": [0]}
-            storage.write_bytes(resume.output_url(out, key), b"mp4", opts)
-            resume.mark_done(out, key, row, settings, opts, run=run)
-            writer.add([{**row, METRIC_COLUMNS[0]: 0.5}])  # the editor's row carries metrics; markers do not
-        writer.add([{"key": "k9", "status": "failed", "error": "x"}])  # no marker: not indexed
-        assert writer.written == 2 and len(writer.rows) == 1  # k4 not written yet: the run is killed here
-        resume.mark_done(out, "k1", {"id": "v1", "status": "ok", "num_frames": 7}, settings, opts, run="other")
-        reads: list[str] = []
-        cat = fs.cat  # fsspec caches filesystems: resume's is this one
+    def counting(paths, *a, **k):  # noqa: ANN001, ANN002, ANN003, ANN202
+        reads.extend(p.rsplit("/", 1)[-1] for p in paths if "/markers/" in p)
+        return cat(paths, *a, **k)
 
-        def counting(paths, *a, **k):  # noqa: ANN001, ANN002, ANN003, ANN202
-            reads.extend(p.rsplit("/", 1)[-1] for p in paths if "/markers/" in p)
-            return cat(paths, *a, **k)
-
-        monkeypatch.setattr(fs, "cat", counting)
-        done, stale = resume.done_rows(out, settings, opts)
-        assert sorted(reads) == ["k1.json", "k4.json"] and stale == 0
-        assert sorted(done) == [f"k{i}" for i in range(5)] and done["k1"]["num_frames"] == 7
-        assert done["k2"]["num_frames"] == 2 and done["k2"]["shots"] == [0]
-        assert fs.exists(f"index-bucket/out/{resume.INDEX}")
-        assert storage.list_names(storage.join(out, resume.INDEX_PARTS), opts) == []  # folded into the one file
-        reads.clear()
-        again, _ = resume.done_rows(out, settings, opts)
-        assert reads == [] and again == done
-    finally:
-        server.stop()
+    monkeypatch.setattr(fs, "cat", counting)
+    done, stale = resume.done_rows(out, settings, opts)
+    assert sorted(reads) == ["k1.json", "k4.json"] and stale == 0
+    assert sorted(done) == [f"k{i}" for i in range(5)] and done["k1"]["num_frames"] == 7
+    assert done["k2"]["num_frames"] == 2 and done["k2"]["shots"] == [0]
+    assert fs.exists(f"index-bucket/out/{resume.INDEX}")
+    assert storage.list_names(storage.join(out, resume.INDEX_PARTS), opts) == []  # folded into the one file
+    reads.clear()
+    again, _ = resume.done_rows(out, settings, opts)
+    assert reads == [] and again == done
 
 
 def test_the_index_writer_does_nothing_on_local_disk(tmp_path) -> None:
