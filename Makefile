@@ -25,14 +25,9 @@ browser:
 	  echo "installing chromium (needed by the report test)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
-# Two test processes, whole files each (a file's module fixtures are built once): much of the suite's
-# time is waiting (Ray starting, subprocesses, the chaos loop's pauses), which the other process fills.
-# Every cluster a test starts picks its own ports, and every test writes under its own tmp_path.
-TEST_WORKERS ?= 2
-
 test: setup browser
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/python -m pytest
 
 lint: setup
 	$(BIN)/ruff check .
