@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from cli_checks import one_line_error
 
 from fixtures.clips import write_sample_frames
 from jobs import _common
@@ -38,13 +39,7 @@ def _printed_config(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
 
 
 def _refused(capsys: pytest.CaptureFixture[str], argv: list[str], *needles: str) -> str:
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1, err
-    assert err.startswith(f"pix2video {argv[0]}: error:"), err
-    for needle in needles:
-        assert needle in err, err
-    return err
+    return one_line_error(capsys, argv, 2, *needles)
 
 
 def test_print_config_then_config_edits_as_the_flags(capsys, tmp_path, frames) -> None:
