@@ -45,6 +45,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -276,7 +277,7 @@ class Chaos:
             if n and time.monotonic() - (self.due_since or 0.0) < PATIENCE_S:
                 return False
             pids = self.nodes.workers(titles)
-            if pids:
+            if pids and not self.pause:  # the driver may have been stopped since this tick began
                 pid = self.rng.choice(pids)
                 try:
                     os.kill(pid, signal.SIGKILL)
@@ -337,17 +338,33 @@ def run_with_chaos(
         log=log.with_name("chaos-events.log"),
     )
     codes: list[int] = []
-    sigterms = 0
+    sigtermed = threading.Event()
     deadline = time.monotonic() + timeout
     t0 = time.perf_counter()
     proc = start_driver(cmd, log, env)
+
+    def stop_driver_once() -> None:
+        """Its own thread, polling often: the main loop is held for seconds while it replaces the node, and
+        a quiet machine finishes the remaining clips in that time (the SIGTERM never came)."""
+        while proc.poll() is None and not sigtermed.is_set():
+            # Not at the very end: a SIGTERM that lands in the driver's own exit tests something else.
+            if sigterm_at * total <= units_done(out) < total:
+                chaos.pause = True  # no kills while the driver stops: they would land in its shutdown
+                proc.send_signal(signal.SIGTERM)
+                sigtermed.set()
+                chaos.note("SIGTERM driver")
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=stop_driver_once, daemon=True)
+    watcher.start()
     try:
         while True:
             code = proc.poll()
             if code is not None:
+                watcher.join()
                 codes.append(code)
                 chaos.note(f"driver exited {code}")
-                if code == 130 and sigterms == 1 and len(codes) == 1:
+                if code == 130 and sigtermed.is_set() and len(codes) == 1:
                     proc = start_driver(cmd, log, env)  # the rerun: the same command
                     chaos.pause = False
                     continue
@@ -357,18 +374,13 @@ def run_with_chaos(
                 proc.wait()
                 codes.append(-9)
                 break
-            # Not at the very end: a SIGTERM that lands in the driver's own exit tests something else.
-            if not sigterms and sigterm_at * total <= units_done(out) < total:
-                chaos.pause = True  # no kills while the driver stops: they would land in its shutdown
-                proc.send_signal(signal.SIGTERM)
-                sigterms += 1
-                chaos.note("SIGTERM driver")
             chaos.tick()
             time.sleep(0.2)
     finally:
         if proc.poll() is None:  # stopped from outside (Ctrl-C): no driver outlives the soak
             proc.kill()
             proc.wait()
+        watcher.join()
     seconds = time.perf_counter() - t0
     return {
         "exit_codes": codes,
@@ -377,7 +389,7 @@ def run_with_chaos(
         "kills": chaos.kills,
         "node_removals": chaos.node_removals,
         "node_additions": chaos.node_additions,
-        "driver_sigterms": sigterms,
+        "driver_sigterms": int(sigtermed.is_set()),
         "chaos_errors": chaos.errors,
     }
 
