@@ -37,6 +37,36 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     shutil.rmtree(_CACHE, ignore_errors=True)
 
 
+# `make test` runs two pytest-xdist workers, `--dist loadgroup`: each module is one unit of work (its
+# module-scoped fixtures built once), and the modules that start clusters of their own or time signals
+# and faults share one unit, so no two of them run side by side (two clusters starting together on two
+# cores timed out a raylet's registration). Longest first, so neither worker is left with a long tail;
+# seconds each on an idle 2-core machine, one process, 12-07.
+APART = (
+    "test_soak",  # 97 s
+    "test_jobs_cluster",  # 71 s
+    "test_loopback",  # 38 s
+    "test_ray_fate",  # 26 s
+    "test_live_metrics",  # 24 s
+    "test_ray_start_signals",  # 19 s
+)
+LONGEST_FIRST = ("apart", "test_dataset_ray", "test_toy_models", "test_reference", "test_gpu_check", "test_speed")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if getattr(config.option, "dist", "no") != "loadgroup":
+        return
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+
+    def group(item: pytest.Item) -> str:
+        module = Path(str(item.path)).stem
+        return "apart" if module in APART else module
+
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(group(item)))
+    items.sort(key=lambda item: rank.get(group(item), len(rank)))  # stable: file order otherwise
+
+
 @pytest.fixture
 def benchmark_script() -> Callable[[str], ModuleType]:
     """`benchmark_script("long_video")`: benchmarks/long_video.py loaded as a module (benchmarks/ is a
