@@ -25,10 +25,10 @@ browser:
 	  echo "installing chromium (needed by the report test)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
-# Two pytest processes, whole modules each (tests/conftest.py says which run apart and which first).
+# Two pytest processes, whole modules each (tests/conftest.py says which modules share one and which go first).
 test: setup browser
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -n 2 --dist loadgroup --no-loadscope-reorder
+	$(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder
 
 lint: setup
 	$(BIN)/ruff check .

@@ -37,11 +37,13 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     shutil.rmtree(_CACHE, ignore_errors=True)
 
 
-# `make test` runs two pytest-xdist workers, `--dist loadgroup`: each module is one unit of work (its
-# module-scoped fixtures built once), and the modules that start clusters of their own or time signals
-# and faults share one unit, so no two of them run side by side (two clusters starting together on two
-# cores timed out a raylet's registration). Longest first, so neither worker is left with a long tail;
-# seconds each on an idle 2-core machine, one process, 12-07.
+# `make test` runs two pytest-xdist workers, `--dist loadfile`: each module is one unit of work (its
+# module-scoped fixtures built once), except that the modules which start clusters of their own or time
+# signals and faults are one unit together, so no two of them run side by side (two clusters starting
+# together on two cores timed out a raylet's registration). Longest units first, so neither worker is
+# left with a long tail; seconds each in one process on an idle 2-core machine, 12-07. (xdist's
+# `--dist loadgroup` would say this with marks, but with pytest 9 it groups nothing: it renames a node
+# id attribute that pytest no longer reads.)
 APART = (
     "test_soak",  # 97 s
     "test_jobs_cluster",  # 71 s
@@ -53,18 +55,27 @@ APART = (
 LONGEST_FIRST = ("apart", "test_dataset_ray", "test_toy_models", "test_reference", "test_gpu_check", "test_speed")
 
 
+def _unit(nodeid: str) -> str:
+    path = nodeid.split("::", 1)[0]
+    return "apart" if Path(path).stem in APART else path
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
+    if config.getvalue("dist") != "loadfile":
+        return None  # xdist's own
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Units(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _unit(nodeid)
+
+    return Units(config, log)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if getattr(config.option, "dist", "no") != "loadgroup":
-        return
-    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-
-    def group(item: pytest.Item) -> str:
-        module = Path(str(item.path)).stem
-        return "apart" if module in APART else module
-
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(group(item)))
-    items.sort(key=lambda item: rank.get(group(item), len(rank)))  # stable: file order otherwise
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # the order the workers report is the order units are handed out
+        rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+        items.sort(key=lambda item: rank.get(Path(_unit(item.nodeid)).stem, len(rank)))  # stable otherwise
 
 
 @pytest.fixture
@@ -136,3 +147,4 @@ def ray_cluster(tiny_model_dir: Path) -> Iterator[str]:
         yield ray.get_runtime_context().gcs_address
     finally:
         ray.shutdown()
+
