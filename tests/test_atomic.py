@@ -46,3 +46,29 @@ def test_temporary_names_are_hidden_siblings_the_sweeper_knows(tmp_path: Path) -
     assert a != b and a.parent == tmp_path and a.name.startswith(".out.mp4.tmp-") and a.suffix == ".mp4"
     assert TEMP_NAME.match(a.name) and TEMP_NAME.match(temp_sibling(tmp_path / "results.parquet").name)
     assert not TEMP_NAME.match("out.mp4") and not TEMP_NAME.match(".hidden")
+
+
+def test_scratch_folders_of_dead_processes_are_swept_and_live_ones_kept(tmp_path):
+    """An editor killed mid-write leaves its local scratch folder in TMPDIR; the next editor on the
+    machine removes it, and never a live process's (its own, or another's)."""
+    import os
+    import subprocess
+    import sys
+
+    from pipeline.io.atomic import local_scratch, sweep_dead_scratch
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    names = {
+        "dead": f"pix2video-{int(dead.stdout)}-abc",
+        "own": f"pix2video-{os.getpid()}-abc",
+        "parent": f"pix2video-{os.getppid()}-abc",
+        "other": "pix2video-report-abc",  # not a scratch folder's name
+    }
+    for name in names.values():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "out.mp4").write_bytes(b"partial")
+    assert sweep_dead_scratch(str(tmp_path)) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(n for k, n in names.items() if k != "dead")
+    with local_scratch() as folder:
+        assert os.path.basename(folder).startswith(f"pix2video-{os.getpid()}-") and os.path.isdir(folder)
+    assert not os.path.exists(folder)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -92,3 +93,40 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes, *, fsync: bool = Tr
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     """Write UTF-8 `text` to the local file `path` atomically."""
     return write_bytes_atomic(path, text.encode("utf-8"))
+
+
+_SCRATCH = re.compile(r"^pix2video-(\d+)-")  # a local scratch folder, with the pid of the process it is for
+
+
+@contextmanager
+def local_scratch() -> Iterator[str]:
+    """A folder of this process's own in the temporary folder (TMPDIR), removed on the way out. Its name
+    carries this process's pid, so a later process can tell the folders of killed ones (OOM, a lost
+    Ray worker) from live ones: `sweep_dead_scratch`."""
+    with tempfile.TemporaryDirectory(prefix=f"pix2video-{os.getpid()}-") as folder:
+        yield folder
+
+
+def sweep_dead_scratch(folder: str | None = None) -> int:
+    """Remove the scratch folders (`local_scratch`) in `folder` (the temporary folder) whose process no
+    longer runs on this machine; how many. Another live process's folder is never touched."""
+    folder = folder or tempfile.gettempdir()
+    removed = 0
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return 0
+    for name in names:
+        match = _SCRATCH.match(name)
+        if not match or int(match.group(1)) == os.getpid():
+            continue
+        try:
+            os.kill(int(match.group(1)), 0)
+            continue  # alive (or another user's: not ours to remove)
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
+        removed += 1
+    return removed

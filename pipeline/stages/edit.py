@@ -20,7 +20,6 @@ import dataclasses
 import json
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from pipeline.dataset.storage import StorageOptions
 from pipeline.dataset.stored_metrics import score_written, stored_values
 from pipeline.dataset.tables import FAILED, OK, ResultRow
 from pipeline.errors import InputError, first_line
+from pipeline.io.atomic import local_scratch, sweep_dead_scratch
 from pipeline.io.flow import flow_problem, flow_shape
 from pipeline.io.masks import read_mask
 from pipeline.io.video import read_frames, write_video
@@ -139,6 +139,7 @@ class EditStage:
         spec: EditSpec | None = None,  # Ray Data's `__call__` edits with it
     ) -> None:
         self.threads = threads  # the stage's CPUs: its torch intra-op threads, set again at every call
+        sweep_dead_scratch()  # what editors killed mid-write on this machine left in the temporary folder
         if threads is not None:
             pin_numerics(threads)
         t0 = time.perf_counter()
@@ -392,7 +393,7 @@ class EditStage:
         for unit, z, edit_s, prompts in zip(units, latents, seconds_edit, p.prompts(units), strict=True):
             t0 = time.perf_counter()
             url = resume.output_url(spec.output, unit.key)
-            with tempfile.TemporaryDirectory(prefix="pix2video-") as tmp:
+            with local_scratch() as tmp:
                 local = os.path.join(tmp, "out.mp4")
                 self._encode(unit, self.decode(p.clip, z, config), local, meta)
                 self._put_output(local, url)
