@@ -107,26 +107,26 @@ def local_scratch() -> Iterator[str]:
         yield folder
 
 
+def _gone(pid: int) -> bool:
+    """No process `pid` on this machine (a live one, or another user's, is not gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        pass
+    return False
+
+
 def sweep_dead_scratch(folder: str | None = None) -> int:
     """Remove the scratch folders (`local_scratch`) in `folder` (the temporary folder) whose process no
     longer runs on this machine; how many. Another live process's folder is never touched."""
     folder = folder or tempfile.gettempdir()
-    removed = 0
     try:
         names = os.listdir(folder)
     except OSError:
         return 0
-    for name in names:
-        match = _SCRATCH.match(name)
-        if not match or int(match.group(1)) == os.getpid():
-            continue
-        try:
-            os.kill(int(match.group(1)), 0)
-            continue  # alive (or another user's: not ours to remove)
-        except ProcessLookupError:
-            pass
-        except PermissionError:
-            continue
+    dead = [n for n in names if (m := _SCRATCH.match(n)) and _gone(int(m.group(1)))]
+    for name in dead:
         shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
-        removed += 1
-    return removed
+    return len(dead)
