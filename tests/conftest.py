@@ -147,4 +147,3 @@ def ray_cluster(tiny_model_dir: Path) -> Iterator[str]:
         yield ray.get_runtime_context().gcs_address
     finally:
         ray.shutdown()
-

@@ -194,8 +194,11 @@ TWO_NODES = textwrap.dedent(
 
     markers, lost = os.path.join(out, "markers"), os.path.join(os.path.dirname(out), "worker-removed")
 
+    def a_unit_is_done():
+        return os.path.isdir(markers) and bool(os.listdir(markers))
+
     def lose_worker():
-        while not (os.path.isdir(markers) and os.listdir(markers)):
+        while not a_unit_is_done():
             time.sleep(0.1)
         cluster.remove_node(worker, allow_graceful=False)  # as a preempted node: no goodbye
         print("removed worker node", flush=True)
@@ -208,8 +211,7 @@ TWO_NODES = textwrap.dedent(
     class WaitingForTheLoss(editor.EditorActor):
         def _put_output(self, local, url):
             deadline = time.monotonic() + 120
-            while os.path.isdir(markers) and os.listdir(markers) and not os.path.exists(lost) \\
-                    and time.monotonic() < deadline:
+            while a_unit_is_done() and not os.path.exists(lost) and time.monotonic() < deadline:
                 time.sleep(0.05)
             super()._put_output(local, url)
 
